@@ -1,0 +1,185 @@
+"""`AudioTokenMergeConfig`: the audio-token merge setting of a model, validated once and stored as a plain dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import torch
+
+from .merging import DEFAULT_WINDOW, MergeResult, TokenReducer, build_method, merge_tokens, output_length
+from .merging.base import _check_int, check_count_setting
+
+__all__ = ["DEFAULT_KEEP_RATIO", "KEY_SOURCES", "MERGE_SPACES", "AudioTokenMergeConfig", "MergeSetting"]
+
+#: Keep ratio used when neither `keep_ratio` nor `num_tokens` is given.
+DEFAULT_KEEP_RATIO = 0.5
+#: Where the merge runs: on the audio encoder's output before the multi-modal projector, or after it.
+MERGE_SPACES = ("encoder", "projector")
+#: What the merging methods compare: the audio encoder's output features (after its final pooling and LayerNorm),
+#: or the keys of the encoder's last self-attention layer (averaged over heads and pooled to the token rate).
+KEY_SOURCES = ("features", "encoder_keys")
+
+
+@dataclass(frozen=True)
+class AudioTokenMergeConfig:
+    """How an audio-language model compresses its audio tokens.
+
+    Fields mirror :func:`~hf_ltbm.merge_tokens`' arguments; the model classes apply the setting per clip
+    (Audio Flamingo 3: per 30 s window). Instances are immutable and validated on construction; use
+    `dataclasses.replace(config, keep_ratio=0.25)` for a variant. The model config stores :meth:`to_dict` under
+    `config.audio_token_merge`, so it round-trips through `save_pretrained`/`from_pretrained`.
+
+    Args:
+        method (`str`, defaults to `"ltbm"`): a registered method (see :func:`~hf_ltbm.available_methods`).
+        keep_ratio (`float`, *optional*): fraction of audio tokens kept, in (0, 1]. Defaults to
+            `DEFAULT_KEEP_RATIO` (0.5) when `num_tokens` is not set either.
+        num_tokens (`int`, *optional*): token budget per clip (>= 1) instead of a ratio.
+        window (`int`, *optional*): LTBM's window in slots of the current sequence; `None` resolves to
+            `DEFAULT_WINDOW` for `"ltbm"` and must stay `None` for every other method.
+        seed (`int`, *optional*): seeds a fresh `torch.Generator` at every merge for the random methods, so the
+            same clip is always reduced the same way; `None` draws from PyTorch's global generator.
+        options (`dict`, *optional*): further options of the method (e.g. `{"num_segments": 10}` for
+            `"segment_topk"`).
+        space (`str`, defaults to `"encoder"`): `"encoder"` merges the encoder output before the projector,
+            `"projector"` merges the projected tokens. Equivalent for Qwen2-Audio (a linear projector), not for
+            Audio Flamingo 3 (Linear-GELU-Linear).
+        key_source (`str`, defaults to `"features"`): what the merging methods compare, one of `KEY_SOURCES`.
+    """
+
+    method: str = "ltbm"
+    keep_ratio: Optional[float] = None
+    num_tokens: Optional[int] = None
+    window: Optional[int] = None
+    seed: Optional[int] = None
+    options: dict[str, Any] = field(default_factory=dict)
+    space: str = "encoder"
+    key_source: str = "features"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str):
+            raise TypeError(f"`method` must be a method name (str), got {self.method!r}.")
+        if self.keep_ratio is None and self.num_tokens is None:
+            object.__setattr__(self, "keep_ratio", DEFAULT_KEEP_RATIO)
+        check_count_setting(self.keep_ratio, self.num_tokens)
+        if self.keep_ratio is not None:
+            object.__setattr__(self, "keep_ratio", float(self.keep_ratio))
+        if not isinstance(self.options, Mapping):
+            raise TypeError(f"`options` must be a dict of method options, got {self.options!r}.")
+        object.__setattr__(self, "options", dict(self.options))  # a private copy: the caller's dict is not shared
+        for name in ("window", "seed"):
+            if name in self.options:
+                raise ValueError(f"Pass `{name}` as its own field, not inside `options` ({self.options!r}).")
+        if self.method == "ltbm" and self.window is None:
+            object.__setattr__(self, "window", DEFAULT_WINDOW)
+        reducer = self.build_method()  # validates the method name, `window` and `options`
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0)
+            if not reducer.uses_generator:
+                raise ValueError(f"`seed` is only used by random methods; method {self.method!r} does not draw any.")
+        if self.space not in MERGE_SPACES:
+            raise ValueError(f"`space` must be one of {MERGE_SPACES}, got {self.space!r}.")
+        if self.key_source not in KEY_SOURCES:
+            raise ValueError(f"`key_source` must be one of {KEY_SOURCES}, got {self.key_source!r}.")
+        if self.key_source != "features" and not reducer.uses_keys:
+            raise ValueError(
+                f"`key_source={self.key_source!r}` only applies to the merging methods; method {self.method!r} "
+                "compares no keys."
+            )
+
+    # ----------------------------------------------------------------------------------------------- conversion
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> AudioTokenMergeConfig:
+        """Builds a config from a dict such as :meth:`to_dict` writes; unknown keys raise a `ValueError`."""
+        if not isinstance(config, Mapping):
+            raise TypeError(f"Expected a dict of merge settings, got {type(config).__name__}: {config!r}.")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown audio token merge setting(s) {unknown}; known settings: {known}.")
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable plain dict of every field (what `config.json` stores)."""
+        return {
+            f.name: (dict(v) if isinstance(v := getattr(self, f.name), dict) else v) for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_value(cls, value: MergeSetting) -> Optional[AudioTokenMergeConfig]:
+        """Normalises any accepted form of the setting.
+
+        `None` (merging off) gives `None`; a method name such as `"ltbm"` gives that method with its defaults;
+        a dict goes through :meth:`from_dict`; a config is returned as is (it is immutable).
+        """
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls(method=value)
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise TypeError(
+            "`audio_token_merge` must be None, a method name (e.g. 'ltbm'), a dict or an AudioTokenMergeConfig, "
+            f"got {type(value).__name__}: {value!r}."
+        )
+
+    # ------------------------------------------------------------------------------------------------- behaviour
+    def build_method(self) -> TokenReducer:
+        """The configured :class:`~hf_ltbm.TokenReducer` instance."""
+        extra = {} if self.window is None else {"window": self.window}
+        return build_method(self.method, **self.options, **extra)
+
+    @property
+    def requires_scores(self) -> bool:
+        """Whether the method needs per-token importance scores (encoder attention)."""
+        return bool(self.build_method().requires_scores)
+
+    @property
+    def uses_keys(self) -> bool:
+        """Whether the method compares similarity keys (the merging methods)."""
+        return bool(self.build_method().uses_keys)
+
+    def output_length(self, n: int) -> int:
+        """Number of tokens a clip (or 30 s window) of `n` audio tokens is reduced to."""
+        return output_length(n, keep_ratio=self.keep_ratio, num_tokens=self.num_tokens)
+
+    def merge(
+        self,
+        x: torch.Tensor,
+        lengths: Optional[torch.Tensor] = None,
+        *,
+        keys: Optional[torch.Tensor] = None,
+        scores: Optional[torch.Tensor] = None,
+    ) -> MergeResult:
+        """Applies the setting to `x [B, N, D]` (see :func:`~hf_ltbm.merge_tokens`)."""
+        reducer = self.build_method()
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        return merge_tokens(
+            x,
+            lengths,
+            method=reducer,
+            keep_ratio=self.keep_ratio,
+            num_tokens=self.num_tokens,
+            keys=keys,
+            scores=scores,
+            generator=generator,
+        )
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=repr))
+
+    def __str__(self) -> str:
+        shown = {k: v for k, v in self.to_dict().items() if k != "method" and v not in (None, {})}
+        for name, default in (("space", "encoder"), ("key_source", "features")):
+            if shown.get(name) == default:
+                shown.pop(name)
+        return f"{self.method}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+#: Every form in which a merge setting is accepted.
+MergeSetting = Union[None, str, Mapping[str, Any], AudioTokenMergeConfig]

@@ -1,0 +1,254 @@
+"""The contract shared by every token-reduction method, and the registry that names them.
+
+A method reduces the ``N`` valid tokens of each row to exactly ``M = output_length(N, ...)`` tokens, keeps
+temporal order, and reports which output token represents each input token. Every method here is expressed
+as an *assignment* of input tokens to output slots; :func:`pool_by_assignment` then turns any assignment
+into size-weighted means, so averaging, merging and pruning share one numerically careful code path.
+
+This module is pure PyTorch: it knows nothing of transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import ClassVar, Optional
+
+import torch
+
+__all__ = [
+    "MergeResult",
+    "TokenReducer",
+    "available_methods",
+    "get_method_class",
+    "output_length",
+    "pool_by_assignment",
+    "register_method",
+]
+
+
+@dataclass
+class MergeResult:
+    """Output of a token-reduction method for a batch of rows.
+
+    Attributes:
+        tokens (`torch.Tensor` of shape `[B, M_max, D]`):
+            Reduced tokens in temporal order, in the input dtype. Rows shorter than `M_max` are zero-padded.
+        lengths (`torch.LongTensor` of shape `[B]`):
+            Number of valid output tokens per row (`M` of that row).
+        sizes (`torch.LongTensor` of shape `[B, M_max]`):
+            How many input tokens each output token stands for (`0` on padding). For every row,
+            `sizes[b].sum()` equals the number of input tokens that were kept or merged (all valid tokens for
+            the averaging methods, `M` for the pruning methods).
+        assignment (`torch.LongTensor` of shape `[B, N]`):
+            For every input token, the index of the output token that now represents it; `-1` for tokens
+            dropped by pruning and for input padding.
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    sizes: torch.Tensor
+    assignment: torch.Tensor
+
+    def to(self, device: torch.device | str) -> MergeResult:
+        """Moves every tensor of the result to `device`."""
+        return MergeResult(*(t.to(device) for t in (self.tokens, self.lengths, self.sizes, self.assignment)))
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int >= {minimum}, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value}.")
+    return value
+
+
+def check_keep_ratio(keep_ratio: object) -> float:
+    """Validates a keep ratio (fraction of tokens kept) and returns it as a float in (0, 1]."""
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)):
+        raise TypeError(
+            f"`keep_ratio` must be a number in (0, 1] (the fraction of tokens kept), got {keep_ratio!r} "
+            f"({type(keep_ratio).__name__})."
+        )
+    if not (0.0 < keep_ratio <= 1.0) or math.isnan(keep_ratio):
+        raise ValueError(
+            f"`keep_ratio` must be in (0, 1] (the fraction of tokens kept; 0.25 keeps a quarter), got {keep_ratio}."
+        )
+    return float(keep_ratio)
+
+
+def check_count_setting(keep_ratio: object, num_tokens: object) -> None:
+    """Raises unless exactly one of `keep_ratio` and `num_tokens` is set, and that one is valid."""
+    if (keep_ratio is None) == (num_tokens is None):
+        raise ValueError(
+            "Set exactly one of `keep_ratio` (fraction of tokens kept, in (0, 1]) or `num_tokens` (int >= 1); "
+            f"got keep_ratio={keep_ratio!r}, num_tokens={num_tokens!r}."
+        )
+    if keep_ratio is not None:
+        check_keep_ratio(keep_ratio)
+    else:
+        _check_int("num_tokens", num_tokens, 1)
+
+
+def output_length(n: int, *, keep_ratio: Optional[float] = None, num_tokens: Optional[int] = None) -> int:
+    """Number of tokens a method outputs for `n` valid input tokens.
+
+    This is the single count function of the package: processors use it to emit placeholders before the model
+    sees the audio, and :func:`~hf_ltbm.merge_tokens` always returns exactly this many tokens per row. It depends
+    only on `n` and the settings, never on content.
+
+    Args:
+        n (`int`): number of valid input tokens (>= 1).
+        keep_ratio (`float`, *optional*): fraction of tokens kept, in (0, 1]. The output count is
+            `max(1, ceil(keep_ratio * n))`, computed exactly on the decimal value of `keep_ratio`
+            (so `keep_ratio=0.1, n=750` gives 75, not 76 from binary rounding).
+        num_tokens (`int`, *optional*): a token budget (>= 1): rows with more than `num_tokens` tokens are reduced
+            to `num_tokens`, shorter rows pass through unchanged, i.e. `min(num_tokens, n)`.
+
+    Exactly one of `keep_ratio` and `num_tokens` must be given.
+    """
+    _check_int("n", n, 1)
+    check_count_setting(keep_ratio, num_tokens)
+    if num_tokens is not None:
+        return min(num_tokens, n)
+    exact = Fraction(repr(float(keep_ratio))) * n
+    return max(1, math.ceil(exact))
+
+
+def pool_by_assignment(x: torch.Tensor, assignment: torch.Tensor, num_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Averages input tokens into the output slots given by `assignment`.
+
+    Args:
+        x (`torch.Tensor` of shape `[B, N, D]`): input tokens.
+        assignment (`torch.LongTensor` of shape `[B, N]`): output slot of each token, `-1` to leave it out.
+        num_out (`int`): number of output slots `M_max`.
+
+    Returns:
+        `(tokens, sizes)`: `tokens [B, M_max, D]` in `x.dtype` (means accumulated in float32, zeros where a slot
+        receives nothing) and `sizes [B, M_max]` (int64 count of tokens per slot). Differentiable w.r.t. `x`;
+        tokens that are left out (including padding, whatever it holds, NaN too) never touch a valid output.
+    """
+    batch, n, dim = x.shape
+    # One extra "dump" slot per row absorbs left-out tokens, then is sliced away.
+    slots = num_out + 1
+    target = torch.where(assignment >= 0, assignment, num_out)
+    flat = (target + torch.arange(batch, device=x.device)[:, None] * slots).reshape(-1)
+    # Left-out tokens (padding included, whatever it holds) only ever reach the dump slot.
+    sums = x.new_zeros(batch * slots, dim, dtype=torch.float32).index_add_(0, flat, x.float().reshape(batch * n, dim))
+    counts = torch.zeros(batch * slots, dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
+    sums, counts = sums.view(batch, slots, dim)[:, :num_out], counts.view(batch, slots)[:, :num_out]
+    tokens = (sums / counts.clamp(min=1)[..., None]).to(x.dtype)
+    return tokens, counts
+
+
+class TokenReducer(ABC):
+    """Base class of a token-reduction method.
+
+    A subclass is a small (data)class whose constructor arguments are the method's own options (e.g. LTBM's
+    `window`) and whose :meth:`assign` maps input tokens to output slots. Register it with
+    :func:`register_method` to make it available by name in :func:`~hf_ltbm.merge_tokens`, the model config and
+    the CLI.
+
+    Class attributes declare which optional inputs a method reads, so that passing an input a method would
+    silently ignore is an error:
+
+    - `uses_keys`: reads similarity keys `[B, N, Dk]` (defaults to `x` itself).
+    - `requires_scores`: needs per-token importance scores `[B, N]`.
+    - `uses_generator`: draws random numbers from a `torch.Generator`.
+    - `averages`: outputs are size-weighted means of groups (`sizes` sum to the valid length), as opposed to
+      selecting tokens (`sizes` all 1).
+    """
+
+    name: ClassVar[str] = ""
+    uses_keys: ClassVar[bool] = False
+    requires_scores: ClassVar[bool] = False
+    uses_generator: ClassVar[bool] = False
+    averages: ClassVar[bool] = True
+
+    @abstractmethod
+    def assign(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        num_out: torch.Tensor,
+        *,
+        keys: Optional[torch.Tensor] = None,
+        scores: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Maps input tokens to output slots.
+
+        Inputs arrive validated: `x [B, N, D]`, `lengths [B]` (int64, in [1, N], on `x.device`),
+        `num_out [B]` (int64, `M` per row, `1 <= M <= lengths`), and `keys`/`scores`/`generator` as declared
+        by the class attributes (`keys` is `x` when the caller gave none).
+
+        Returns:
+            `torch.LongTensor` of shape `[B, N]`: output slot of each input token, in `[0, M_b)` for row `b`,
+            every slot used at least once, monotonically non-decreasing over kept tokens (temporal order),
+            and `-1` for dropped tokens and for padding (positions `>= lengths[b]`).
+        """
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        num_out: torch.Tensor,
+        *,
+        keys: Optional[torch.Tensor] = None,
+        scores: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> MergeResult:
+        assignment = self.assign(x, lengths, num_out, keys=keys, scores=scores, generator=generator)
+        tokens, sizes = pool_by_assignment(x, assignment, int(num_out.max()) if num_out.numel() else 0)
+        return MergeResult(tokens=tokens, lengths=num_out.clone(), sizes=sizes, assignment=assignment)
+
+
+_REGISTRY: dict[str, type[TokenReducer]] = {}
+
+
+def register_method(name: str, *, overwrite: bool = False):
+    """Class decorator that registers a :class:`TokenReducer` subclass under `name`.
+
+    Example:
+
+    ```python
+    @register_method("keep_first")
+    class KeepFirst(TokenReducer):
+        averages = False
+
+        def assign(self, x, lengths, num_out, **_):
+            pos = torch.arange(x.shape[1], device=x.device)[None]
+            return torch.where(pos < num_out[:, None], pos, -1)
+    ```
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
+
+    def decorator(cls: type[TokenReducer]) -> type[TokenReducer]:
+        if not (isinstance(cls, type) and issubclass(cls, TokenReducer)):
+            raise TypeError(f"Only TokenReducer subclasses can be registered, got {cls!r}.")
+        if name in _REGISTRY and _REGISTRY[name] is not cls and not overwrite:
+            raise ValueError(
+                f"A method named {name!r} is already registered ({_REGISTRY[name].__qualname__}); "
+                "pass `overwrite=True` to replace it."
+            )
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_methods() -> list[str]:
+    """Names of all registered methods, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_method_class(name: str) -> type[TokenReducer]:
+    """The :class:`TokenReducer` subclass registered under `name`."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown `method` {name!r}; known methods: {', '.join(map(repr, _REGISTRY))}.") from None
