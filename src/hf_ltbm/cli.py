@@ -12,6 +12,7 @@ import torch
 
 from .config import AudioTokenMergeConfig
 from .merging import available_methods
+from .merging.diagnostics import merge_stats
 
 __all__ = ["main"]
 
@@ -40,32 +41,6 @@ def synthetic_features(
     return feats[None], events
 
 
-def representation_stats(x: torch.Tensor, tokens: torch.Tensor, assignment: torch.Tensor) -> dict[str, float]:
-    """How well `tokens [M, D]` stand for the input `x [N, D]` of one clip, given `assignment [N]`.
-
-    `cosine`: mean cosine similarity between each input token and the output token that represents it (a pruned
-    token is represented by the kept token nearest in time); `mean_span`/`max_span`: extent, in input tokens, of the
-    input run each output token covers (first to last member).
-    """
-    n = x.shape[0]
-    kept = (assignment >= 0).nonzero().flatten()
-    if len(kept) < n:  # pruning: represent every dropped token by the kept token nearest in time
-        right = torch.searchsorted(kept, torch.arange(n)).clamp(max=len(kept) - 1)
-        left = (right - 1).clamp(min=0)
-        nearest = torch.where(
-            (kept[left] - torch.arange(n)).abs() <= (kept[right] - torch.arange(n)).abs(), left, right
-        )
-        rep = assignment[kept[nearest]]
-    else:
-        rep = assignment
-    cosine = torch.nn.functional.cosine_similarity(tokens[rep].float(), x.float(), dim=-1).mean()
-    pos = torch.arange(n, dtype=torch.float32)[kept]
-    first = torch.full((tokens.shape[0],), float(n)).scatter_reduce(0, assignment[kept], pos, "amin")
-    last = torch.full((tokens.shape[0],), -1.0).scatter_reduce(0, assignment[kept], pos, "amax")
-    span = last - first + 1
-    return {"cosine": float(cosine), "mean_span": float(span.mean()), "max_span": float(span.max())}
-
-
 def _demo(args: argparse.Namespace) -> int:
     feats, events = synthetic_features(args.seconds, seed=args.seed)
     n = feats.shape[1]
@@ -84,7 +59,7 @@ def _demo(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         out = cfg.merge(feats, **kwargs)
         elapsed = (time.perf_counter() - start) * 1e3
-        stats = representation_stats(feats[0], out.tokens[0, : int(out.lengths[0])], out.assignment[0])
+        stats = merge_stats(feats[0], out.tokens[0, : int(out.lengths[0])], out.assignment[0])
         print(
             f"{str(cfg):<34}{int(out.lengths[0]):>7}{stats['cosine']:>14.3f}{stats['mean_span'] / 25:>13.2f}"
             f"{stats['max_span'] / 25:>12.2f}{elapsed:>10.2f}"
