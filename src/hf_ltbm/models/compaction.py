@@ -1,0 +1,147 @@
+"""Placeholder bookkeeping and sequence compaction for in-model audio-token merging (pure torch).
+
+An audio *unit* is what the merge runs on: a clip for Qwen2-Audio, a 30 s window for Audio Flamingo 3. Units are
+laid out in the text as consecutive runs of placeholder tokens, in order over the flattened `(batch, sequence)`;
+unit `u` uses `N_u` placeholders when a stock processor expanded the prompt, or `M_u` when a merging processor did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+__all__ = ["PlaceholderPlan", "compact_sequence", "infer_left_padding", "plan_placeholders", "units_per_row"]
+
+
+@dataclass
+class PlaceholderPlan:
+    """Where merged audio tokens go in a batch of prompts.
+
+    Attributes:
+        fill (`torch.BoolTensor` of shape `[B, L]`): placeholder positions that receive a merged token, in order.
+        keep (`torch.BoolTensor` of shape `[B, L]`): positions that stay in the sequence; `None` when no placeholder
+            has to be dropped (the prompt already holds `M_u` placeholders per unit).
+        unit_row (`torch.LongTensor` of shape `[U]`): the batch row each unit belongs to.
+    """
+
+    fill: torch.Tensor
+    keep: Optional[torch.Tensor]
+    unit_row: torch.Tensor
+
+    @property
+    def compacts(self) -> bool:
+        return self.keep is not None
+
+
+def plan_placeholders(
+    placeholder: torch.Tensor, num_input: torch.Tensor, num_output: torch.Tensor, token_name: str = "audio"
+) -> PlaceholderPlan:
+    """Matches the placeholders of a batch to its audio units.
+
+    Args:
+        placeholder (`torch.BoolTensor` of shape `[B, L]`): where the audio placeholder token sits.
+        num_input (`torch.LongTensor` of shape `[U]`): audio tokens per unit before merging (`N_u`).
+        num_output (`torch.LongTensor` of shape `[U]`): audio tokens per unit after merging (`M_u`).
+        token_name (`str`): the placeholder's name, for error messages.
+
+    Returns:
+        :class:`PlaceholderPlan`. With `sum(M_u)` placeholders the merged tokens fill them all; with `sum(N_u)`
+        placeholders unit `u` keeps the first `M_u` of its `N_u` and the rest are dropped from the sequence.
+
+    Raises:
+        ValueError: if the number of placeholders is neither `sum(N_u)` nor `sum(M_u)`.
+    """
+    total = int(placeholder.sum())
+    expected_in, expected_out = int(num_input.sum()), int(num_output.sum())
+    if total == expected_out:
+        counts, keep_first = num_output, None
+    elif total == expected_in:
+        counts, keep_first = num_input, num_output
+    else:
+        raise ValueError(
+            f"The prompts hold {total} {token_name} placeholder tokens, but the {len(num_input)} audio unit(s) give "
+            f"{expected_in} tokens before merging (per unit: {num_input.tolist()}) and {expected_out} after "
+            f"(per unit: {num_output.tolist()}). Use the merging processor (which emits the merged count) or a stock "
+            "processor with the same audio (which emits the unmerged count)."
+        )
+    device = placeholder.device
+    counts = counts.to(device)
+    starts = counts.cumsum(0) - counts  # flat placeholder index where each unit starts
+    flat = placeholder.reshape(-1)
+    order = flat.cumsum(0) - 1  # placeholder index of every flat position
+    unit = torch.searchsorted(counts.cumsum(0), order, right=True).clamp(max=max(len(counts) - 1, 0))
+    row_of_flat = torch.arange(flat.numel(), device=device) // placeholder.shape[1]
+    first_flat = flat.nonzero().flatten()
+    unit_row = row_of_flat[first_flat[starts]] if total else torch.zeros_like(counts)
+    if keep_first is None:
+        return PlaceholderPlan(fill=placeholder, keep=None, unit_row=unit_row)
+    kept = (order - starts[unit]) < keep_first.to(device)[unit]
+    fill = (flat & kept).view_as(placeholder)
+    return PlaceholderPlan(fill=fill, keep=~placeholder | fill, unit_row=unit_row)
+
+
+def units_per_row(unit_row: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Number of audio units in each of `batch_size` rows, `[B]`."""
+    return torch.bincount(unit_row, minlength=batch_size)
+
+
+def infer_left_padding(attention_mask: Optional[torch.Tensor], default_left: bool) -> bool:
+    """Whether a batch is left-padded, from its 2D attention mask (`default_left` when there is no padding)."""
+    if attention_mask is None or attention_mask.ndim != 2:
+        return default_left
+    left = bool((attention_mask[:, 0] == 0).any())
+    right = bool((attention_mask[:, -1] == 0).any())
+    if left and right:
+        raise ValueError("The attention mask has padding on both sides; pad every row on the same side.")
+    return left if (left or right) else default_left
+
+
+def compact_sequence(
+    keep: torch.Tensor,
+    left_padding: bool,
+    inputs_embeds: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    labels: Optional[torch.Tensor] = None,
+    ignore_index: int = -100,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Drops the positions where `keep` is False (and the old padding) and re-pads rows on the same side.
+
+    Args:
+        keep (`torch.BoolTensor` of shape `[B, L]`): positions that stay.
+        left_padding (`bool`): re-pad rows on the left (generation) or on the right (training).
+        inputs_embeds (`torch.Tensor` of shape `[B, L, D]`): embeddings.
+        attention_mask (`torch.Tensor` of shape `[B, L]`, *optional*): 2D mask (`None`: all ones).
+        labels (`torch.LongTensor` of shape `[B, L]`, *optional*): labels, re-padded with `ignore_index`.
+
+    Returns:
+        `(inputs_embeds [B, L'], attention_mask [B, L'], labels [B, L'] or None)` with `L' = max(keep.sum(1))`.
+    """
+    batch, length = keep.shape
+    device = inputs_embeds.device
+    if attention_mask is None:
+        attention_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+    # Old padding goes too: rows are re-padded to the new longest row, as a processor would have padded them.
+    keep = keep.to(device) & (attention_mask.to(device) != 0)
+    new_len = keep.sum(1)
+    width = int(new_len.max())
+    slot = keep.cumsum(1) - 1
+    if left_padding:
+        slot = slot + (width - new_len)[:, None]
+    rows, cols = keep.nonzero(as_tuple=True)
+    target = (rows, slot[rows, cols])
+    embeds = inputs_embeds.new_zeros(batch, width, inputs_embeds.shape[-1])
+    embeds[target] = inputs_embeds[rows, cols]
+    mask = attention_mask.new_zeros(batch, width)
+    mask[target] = attention_mask.to(device)[rows, cols]
+    new_labels = None
+    if labels is not None:
+        new_labels = labels.new_full((batch, width), ignore_index)
+        new_labels[target] = labels.to(device)[rows, cols]
+    return embeds, mask, new_labels
+
+
+def generation_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids from a 2D mask, as `generate()` builds them: `cumsum - 1`, 0 on padding."""
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)

@@ -1,0 +1,85 @@
+"""Reads merge keys and attention scores out of the last self-attention layer of a Whisper-style audio encoder.
+
+Forward hooks capture the last layer's query and key projections while the encoder runs; nothing in the encoder's
+computation changes. Both are pooled from the encoder's frame rate (50 Hz) to its token rate (25 Hz) the way the
+encoder pools its output (pairs of frames averaged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Optional
+
+import torch
+from torch import nn
+
+__all__ = ["capture_last_layer_projections", "encoder_keys", "received_attention"]
+
+
+@contextmanager
+def capture_last_layer_projections(encoder: nn.Module, queries: bool, keys: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Captures `q_proj`/`k_proj` outputs `[U, T, D]` of the encoder's last layer into the yielded dict."""
+    captured: dict[str, torch.Tensor] = {}
+    attn = encoder.layers[-1].self_attn
+    handles = []
+    for name, wanted in (("q_proj", queries), ("k_proj", keys)):
+        if wanted:
+            handles.append(
+                getattr(attn, name).register_forward_hook(
+                    lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach())
+                )
+            )
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _pool_pairs(x: torch.Tensor) -> torch.Tensor:
+    """Averages consecutive frame pairs along dim 1 (the encoder's AvgPool1d(2, 2)), dropping an odd last frame."""
+    t = x.shape[1] // 2 * 2
+    return x[:, :t].unflatten(1, (t // 2, 2)).mean(2)
+
+
+def encoder_keys(k_proj: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Last-layer keys averaged over heads and pooled to the token rate: `[U, T, D] -> [U, T // 2, D // num_heads]`."""
+    u, t, d = k_proj.shape
+    return _pool_pairs(k_proj.float().view(u, t, num_heads, d // num_heads).mean(2))
+
+
+def received_attention(
+    q_proj: torch.Tensor,
+    k_proj: torch.Tensor,
+    num_heads: int,
+    scaling: float,
+    frame_lengths: torch.Tensor,
+    chunk_heads: Optional[int] = None,
+) -> torch.Tensor:
+    """Attention each frame receives in the last layer, averaged over heads and valid queries, pooled to tokens.
+
+    Args:
+        q_proj, k_proj (`torch.Tensor` of shape `[U, T, D]`): the layer's query and key projections.
+        num_heads (`int`), scaling (`float`): the layer's head count and query scaling.
+        frame_lengths (`torch.LongTensor` of shape `[U]`): valid frames per unit (padding frames are masked as keys
+            and ignored as queries).
+        chunk_heads (`int`, *optional*): heads processed at once (memory `U * chunk_heads * T^2`); default all.
+
+    Returns:
+        `torch.Tensor` of shape `[U, T // 2]` (float32).
+    """
+    u, t, d = q_proj.shape
+    hd = d // num_heads
+    q = (q_proj.float() * scaling).view(u, t, num_heads, hd).transpose(1, 2)
+    k = k_proj.float().view(u, t, num_heads, hd).transpose(1, 2)
+    valid = torch.arange(t, device=q.device)[None] < frame_lengths.to(q.device)[:, None]  # [U, T]
+    total = q.new_zeros(u, t)
+    step = chunk_heads or num_heads
+    for h in range(0, num_heads, step):
+        logits = q[:, h : h + step] @ k[:, h : h + step].transpose(-1, -2)  # [U, h, Tq, Tk]
+        probs = logits.masked_fill(~valid[:, None, None, :], float("-inf")).softmax(-1)
+        probs = probs.masked_fill(~valid[:, None, :, None], 0.0)
+        total += probs.sum(dim=(1, 2))
+    total = total / (num_heads * frame_lengths.to(q.device).clamp(min=1)[:, None])
+    return _pool_pairs(total[..., None])[..., 0]

@@ -1,0 +1,471 @@
+"""The shared machinery that makes an audio-language model run its language model on merged audio tokens.
+
+`AudioTokenMergeModelMixin` goes in front of a backbone's base `*Model`: it merges the encoder output per audio unit
+(`get_audio_features`), writes the merged tokens into the prompt and, when the prompt was expanded by a stock
+processor, compacts the sequence (drops the surplus placeholders, rebuilds the attention mask, position ids and
+labels, keeps the padding side). `AudioTokenMergeGenerationMixin` goes in front of `*ForConditionalGeneration`: loss on
+the compacted labels, and the generation hooks that keep the attention mask and positions in step with the shorter
+KV cache. With no merge setting every method defers to the upstream class, so behaviour is bit-identical.
+
+Backbone files only declare a few class attributes and implement `_run_encoder` / `_audio_unit_lengths`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import logging
+
+from ..config import AudioTokenMergeConfig, MergeSetting
+from ..merging import MergeResult
+from .compaction import (
+    compact_sequence,
+    generation_position_ids,
+    infer_left_padding,
+    plan_placeholders,
+    units_per_row,
+)
+from .encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "AudioTokenMergeCausalLMOutput",
+    "AudioTokenMergeGenerationMixin",
+    "AudioTokenMergeModelMixin",
+    "AudioTokenMergeModelOutput",
+    "AudioTokenMergeOutput",
+]
+
+_UNSET: Any = object()
+
+
+@dataclass
+class AudioTokenMergeOutput(BaseModelOutputWithPooling):
+    """Output of `get_audio_features` on a merging model.
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `[U, T, D_audio]`): audio-encoder output per unit.
+        pooler_output (`torch.FloatTensor` of shape `[sum(M_u), D_text]`): the (merged) projected audio tokens of all
+            units, concatenated in unit order: what replaces the placeholders.
+        audio_token_counts (`torch.LongTensor` of shape `[U]`): tokens per unit after merging (`M_u`).
+        num_input_tokens (`torch.LongTensor` of shape `[U]`): tokens per unit before merging (`N_u`).
+        merge_result (`MergeResult`, *optional*): the merge itself (in the configured space); `None` when merging is
+            off.
+    """
+
+    audio_token_counts: Optional[torch.LongTensor] = None
+    num_input_tokens: Optional[torch.LongTensor] = None
+    merge_result: Optional[MergeResult] = None
+
+
+@dataclass
+class AudioTokenMergeModelOutput(BaseModelOutputWithPast):
+    """Base-model output with the (possibly compacted) sequence bookkeeping the language model ran on.
+
+    Args:
+        attention_mask (`torch.LongTensor` of shape `[B, L']`): 2D mask of the sequence given to the language model.
+        position_ids (`torch.LongTensor` of shape `[B, L']`, *optional*): its position ids (`None` when neither given
+            nor rebuilt).
+        labels (`torch.LongTensor` of shape `[B, L']`, *optional*): labels aligned with that sequence.
+        audio_hidden_states (`torch.FloatTensor` of shape `[sum(M_u), D_text]`, *optional*): merged audio tokens.
+        audio_token_counts (`torch.LongTensor` of shape `[U]`, *optional*): merged tokens per audio unit.
+    """
+
+    attention_mask: Optional[torch.Tensor] = None
+    position_ids: Optional[torch.LongTensor] = None
+    labels: Optional[torch.LongTensor] = None
+    audio_hidden_states: Optional[torch.FloatTensor] = None
+    audio_token_counts: Optional[torch.LongTensor] = None
+
+
+@dataclass
+class AudioTokenMergeCausalLMOutput(ModelOutput):
+    """Causal-LM output of a merging model; `attention_mask`/`position_ids` describe the sequence the cache holds."""
+
+    loss: Optional[torch.FloatTensor] = None
+    logits: Optional[torch.FloatTensor] = None
+    past_key_values: Optional[Cache] = None
+    hidden_states: Optional[tuple[torch.FloatTensor, ...]] = None
+    attentions: Optional[tuple[torch.FloatTensor, ...]] = None
+    attention_mask: Optional[torch.Tensor] = None
+    position_ids: Optional[torch.LongTensor] = None
+    audio_hidden_states: Optional[torch.FloatTensor] = None
+    audio_token_counts: Optional[torch.LongTensor] = None
+
+
+def _store_setting(config: Any, value: MergeSetting) -> None:
+    """Normalises `value` and stores it on `config` as a plain dict (or `None`)."""
+    parsed = AudioTokenMergeConfig.from_value(value)
+    config.audio_token_merge = None if parsed is None else parsed.to_dict()
+
+
+class _SettingAccess:
+    """`audio_token_merge` read from, and written to, the model config (shared by the base model and its head)."""
+
+    config: Any
+
+    @property
+    def audio_token_merge(self) -> Optional[AudioTokenMergeConfig]:
+        """The active merge setting (`None`: merging off). Stored in `config.audio_token_merge` as a plain dict."""
+        value = getattr(self.config, "audio_token_merge", None)
+        if isinstance(value, dict):
+            key = json.dumps(value, sort_keys=True, default=repr)
+            cached = self.__dict__.get("_merge_cache")
+            if cached is None or cached[0] != key:
+                cached = (key, AudioTokenMergeConfig.from_dict(value))
+                self.__dict__["_merge_cache"] = cached
+            return cached[1]
+        if value is not None:  # set directly on the config as a str / config object: normalise it once
+            _store_setting(self.config, value)
+            return self.audio_token_merge
+        return None
+
+    def set_audio_token_merge(self, value: MergeSetting) -> None:
+        """Changes the merge setting of a loaded model (`None` turns merging off). See `hf_ltbm.audio_token_merge`
+        for a context manager that restores the previous setting."""
+        _store_setting(self.config, value)
+        self._validate_audio_token_merge(self.audio_token_merge)
+
+    def _validate_audio_token_merge(self, setting: Optional[AudioTokenMergeConfig]) -> None:
+        """Backbone-specific checks of a setting (override in backbones)."""
+
+
+class AudioTokenMergeModelMixin(_SettingAccess):
+    """Mixin for a backbone's base `*Model`. Class attributes a backbone sets:
+
+    - `_upstream_class`: the transformers class it extends (used for saving and registration);
+    - `_audio_mask_name`: the name of the per-unit feature mask argument.
+    """
+
+    _upstream_class: type
+    _audio_mask_name: str
+
+    def __init__(self, config, audio_token_merge: MergeSetting = _UNSET, **kwargs) -> None:
+        if audio_token_merge is not _UNSET:
+            _store_setting(config, audio_token_merge)
+        elif getattr(config, "audio_token_merge", None) is not None:
+            _store_setting(config, config.audio_token_merge)
+        super().__init__(config, **kwargs)
+        self._validate_audio_token_merge(self.audio_token_merge)
+
+    # -------------------------------------------------------------------------------------------- backbone hooks
+    def _audio_unit_lengths(self, feature_mask: torch.Tensor) -> torch.LongTensor:
+        """Audio tokens per unit `[U]` before merging, from the per-unit feature mask `[U, frames]`."""
+        _, lengths = self.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1).long())
+        return lengths
+
+    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
+        """Runs the audio encoder exactly as upstream does; returns its output `[U, T, D_audio]`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------ audio path
+    def get_audio_features(
+        self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any
+    ) -> AudioTokenMergeOutput:
+        """Encodes audio, applies the configured merge per unit (clip or 30 s window) and projects it.
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `[U, num_mel_bins, frames]`): log-mel features per unit.
+            feature_mask (`torch.LongTensor` of shape `[U, frames]`): valid mel frames per unit.
+
+        Returns:
+            :class:`AudioTokenMergeOutput` whose `pooler_output [sum(M_u), D_text]` holds the tokens that replace
+            the placeholders, unit after unit, and `audio_token_counts` the `M_u`.
+        """
+        setting = self.audio_token_merge
+        feature_mask = feature_mask.to(input_features.device)
+        num_input = self._audio_unit_lengths(feature_mask)
+        wants_keys = setting is not None and setting.uses_keys and setting.key_source == "encoder_keys"
+        wants_scores = setting is not None and setting.requires_scores
+        with capture_last_layer_projections(
+            self.audio_tower, queries=wants_scores, keys=wants_keys or wants_scores
+        ) as cap:
+            hidden = self._run_encoder(input_features, feature_mask)
+        if setting is None:
+            projected = self.multi_modal_projector(hidden)
+            valid = (
+                torch.arange(projected.shape[1], device=projected.device)[None]
+                < num_input.to(projected.device)[:, None]
+            )
+            return AudioTokenMergeOutput(
+                last_hidden_state=hidden,
+                pooler_output=projected[valid],
+                audio_token_counts=num_input,
+                num_input_tokens=num_input,
+            )
+
+        attn = self.audio_tower.layers[-1].self_attn
+        lengths = num_input.to(hidden.device)
+        keys = scores = None
+        if wants_keys:
+            keys = encoder_keys(cap["k_proj"], attn.num_heads)[:, : hidden.shape[1]]
+        elif setting.uses_keys:
+            keys = hidden
+        if wants_scores:
+            frames = (feature_mask.sum(-1).long() - 1) // 2 + 1
+            scores = received_attention(cap["q_proj"], cap["k_proj"], attn.num_heads, attn.scaling, frames)
+            scores = scores[:, : hidden.shape[1]]
+        if setting.space == "encoder":
+            merged = setting.merge(hidden, lengths, keys=keys, scores=scores)
+            tokens = self.multi_modal_projector(merged.tokens)
+        else:
+            merged = setting.merge(self.multi_modal_projector(hidden), lengths, keys=keys, scores=scores)
+            tokens = merged.tokens
+        valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < merged.lengths.to(tokens.device)[:, None]
+        return AudioTokenMergeOutput(
+            last_hidden_state=hidden,
+            pooler_output=tokens[valid],
+            audio_token_counts=merged.lengths,
+            num_input_tokens=num_input,
+            merge_result=merged,
+        )
+
+    def audio_token_counts(self, feature_mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """`(N_u, M_u)`: audio tokens per unit before and after merging, without running the encoder."""
+        num_input = self._audio_unit_lengths(feature_mask)
+        setting = self.audio_token_merge
+        if setting is None:
+            return num_input, num_input
+        return num_input, torch.tensor(
+            [setting.output_length(int(n)) for n in num_input.tolist()], dtype=torch.long, device=num_input.device
+        )
+
+    # --------------------------------------------------------------------------------------------------- forward
+    def _merging_forward(
+        self,
+        input_ids: Optional[torch.LongTensor],
+        input_features: Optional[torch.Tensor],
+        feature_mask: Optional[torch.Tensor],
+        attention_mask: Optional[torch.Tensor],
+        position_ids: Optional[torch.LongTensor],
+        past_key_values: Optional[Cache],
+        inputs_embeds: Optional[torch.Tensor],
+        labels: Optional[torch.LongTensor],
+        use_cache: Optional[bool],
+        **kwargs: Any,
+    ) -> AudioTokenMergeModelOutput:
+        if (input_ids is None) == (inputs_embeds is not None) and input_features is not None:
+            if input_ids is None:
+                raise ValueError("Audio inputs need `input_ids` to locate the audio placeholders.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        audio_embeds = counts = None
+        placeholder = None if input_ids is None else input_ids == self.config.audio_token_id
+        if input_features is not None and placeholder is not None and bool(placeholder.any()):
+            if feature_mask is None:
+                raise ValueError(f"`{self._audio_mask_name}` is required with `input_features`.")
+            audio = self.get_audio_features(input_features, feature_mask)
+            audio_embeds, counts = audio.pooler_output, audio.audio_token_counts
+            plan = plan_placeholders(placeholder, audio.num_input_tokens, counts, token_name=self._placeholder_name())
+            fill = plan.fill.to(inputs_embeds.device)[..., None]
+            inputs_embeds = inputs_embeds.masked_scatter(
+                fill, audio_embeds.to(inputs_embeds.device, inputs_embeds.dtype)
+            )
+            if plan.compacts:
+                if past_key_values is not None and past_key_values.get_seq_length() > 0:
+                    raise ValueError(
+                        "In-model compaction (a prompt with the unmerged number of audio placeholders) cannot extend a "
+                        "non-empty KV cache: the cache no longer lines up with `input_ids`. Use the merging processor "
+                        "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`) to reuse caches."
+                    )
+                left = infer_left_padding(attention_mask, default_left=getattr(self, "padding_side", "left") == "left")
+                given_positions = position_ids is not None
+                inputs_embeds, attention_mask, labels = compact_sequence(
+                    plan.keep, left, inputs_embeds, attention_mask, labels, ignore_index=self._ignore_index()
+                )
+                position_ids = generation_position_ids(attention_mask) if given_positions else None
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return AudioTokenMergeModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            labels=labels,
+            audio_hidden_states=audio_embeds,
+            audio_token_counts=counts,
+        )
+
+    def _placeholder_name(self) -> str:
+        return "audio"
+
+    def _ignore_index(self) -> int:
+        return getattr(self.config, "ignore_index", -100)
+
+    # ----------------------------------------------------------------------------------------------------- saving
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves like the upstream class (same weights and keys, upstream `architectures`) plus the merge setting."""
+        _save_with_upstream_architecture(self, super(), save_directory, *args, **kwargs)
+
+
+def _save_with_upstream_architecture(model, parent, save_directory, *args, **kwargs) -> None:
+    parent.save_pretrained(save_directory, *args, **kwargs)
+    if kwargs.get("is_main_process", True):
+        model.config.architectures = [model._upstream_class.__name__]
+        model.config.save_pretrained(save_directory)
+
+
+class AudioTokenMergeGenerationMixin(_SettingAccess):
+    """Mixin for a backbone's `*ForConditionalGeneration`. Class attributes a backbone sets:
+
+    - `_upstream_class`, `_model_class` (the merging base model), `_pretrained_base` (the upstream
+      `*PreTrainedModel`), `_audio_mask_name`.
+    """
+
+    _upstream_class: type
+    _model_class: type
+    _pretrained_base: type
+    _audio_mask_name: str
+
+    def __init__(self, config, audio_token_merge: MergeSetting = _UNSET) -> None:
+        # Same modules as the upstream __init__, with the merging base model in place of the upstream one.
+        if audio_token_merge is not _UNSET:
+            _store_setting(config, audio_token_merge)
+        elif getattr(config, "audio_token_merge", None) is not None:
+            _store_setting(config, config.audio_token_merge)
+        self._pretrained_base.__init__(self, config)
+        self.model = self._model_class(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def set_audio_token_merge(self, value: MergeSetting) -> None:
+        self.model.set_audio_token_merge(value)
+
+    def get_audio_features(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any):
+        """See the base model's `get_audio_features`."""
+        return self.model.get_audio_features(input_features, feature_mask, **kwargs)
+
+    def _merging_lm_forward(
+        self,
+        labels: Optional[torch.LongTensor] = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **model_kwargs: Any,
+    ) -> AudioTokenMergeCausalLMOutput:
+        outputs = self.model._merging_forward(labels=labels, **model_kwargs)
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=outputs.labels, vocab_size=self.config.text_config.vocab_size
+            )
+        return AudioTokenMergeCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            attention_mask=outputs.attention_mask,
+            position_ids=outputs.position_ids,
+            audio_hidden_states=outputs.audio_hidden_states,
+            audio_token_counts=outputs.audio_token_counts,
+        )
+
+    # ------------------------------------------------------------------------------------------------ generation
+    def _will_compact(self, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]) -> bool:
+        """Whether a prompt carries the unmerged placeholder count (so the model compacts it at prefill)."""
+        if self.audio_token_merge is None or input_ids is None or feature_mask is None:
+            return False
+        num_input, num_output = self.model.audio_token_counts(feature_mask)
+        placeholders = int((input_ids == self.config.audio_token_id).sum())
+        return placeholders == int(num_input.sum()) != int(num_output.sum())
+
+    def generate(self, *args: Any, **kwargs: Any):
+        """`GenerationMixin.generate`, refusing what in-model compaction cannot support (see the class docs)."""
+        input_ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
+        if self._will_compact(input_ids, kwargs.get(self._audio_mask_name)):
+            generation_config = kwargs.get("generation_config") or self.generation_config
+            problems = []
+            if (
+                kwargs.get("assistant_model") is not None
+                or kwargs.get("prompt_lookup_num_tokens") is not None
+                or (getattr(generation_config, "prompt_lookup_num_tokens", None) is not None)
+            ):
+                problems.append("assisted decoding")
+            cache = kwargs.get("past_key_values")
+            if cache is not None and cache.get_seq_length() > 0:
+                problems.append("reusing a filled KV cache")
+            if kwargs.get("prefill_chunk_size") or getattr(generation_config, "prefill_chunk_size", None):
+                problems.append("chunked prefill")
+            if problems:
+                raise ValueError(
+                    f"{' and '.join(problems).capitalize()} cannot be combined with in-model compaction: these prompts "
+                    "hold the unmerged number of audio placeholders, so the sequence shrinks inside the model and no "
+                    "longer lines up with `input_ids`. Build the inputs with the merging processor "
+                    "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`), which emits the merged count."
+                )
+        return super().generate(*args, **kwargs)
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        # After a compacting prefill the cache holds fewer positions than `input_ids`: continue from the sequence
+        # the language model actually saw.
+        if isinstance(outputs, AudioTokenMergeCausalLMOutput) and outputs.attention_mask is not None:
+            mask = model_kwargs.get("attention_mask")
+            if mask is None or mask.shape[-1] != outputs.attention_mask.shape[-1]:
+                model_kwargs["attention_mask"] = outputs.attention_mask
+                if model_kwargs.get("position_ids") is not None:
+                    model_kwargs["position_ids"] = generation_position_ids(outputs.attention_mask)
+        return super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
+        )
+
+    def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, is_first_iteration=False, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, *args, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
+        )
+        # A compiled-cache prefill gets a 4D mask sized for the uncompacted prompt: hand the 2D mask to the language
+        # model instead, which builds its own mask after compaction.
+        if is_first_iteration and self._will_compact(input_ids, kwargs.get(self._audio_mask_name)):
+            model_inputs["attention_mask"] = attention_mask
+        return model_inputs
+
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        """Repeats inputs for beam search / `num_return_sequences`, moving each row's audio units (clips or windows)
+        as a block: upstream repeats them unit by unit, which scrambles rows holding several units."""
+        features = model_kwargs.pop("input_features", None)
+        feature_mask = model_kwargs.pop(self._audio_mask_name, None)
+        input_ids_before = input_ids
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
+        )
+        if features is not None and feature_mask is not None and expand_size > 1 and input_ids_before is not None:
+            order = self._unit_order(input_ids_before, feature_mask, expand_size)
+            features, feature_mask = features[order.to(features.device)], feature_mask[order.to(feature_mask.device)]
+        elif features is not None and expand_size > 1:
+            features = features.repeat_interleave(expand_size, dim=0)
+            feature_mask = None if feature_mask is None else feature_mask.repeat_interleave(expand_size, dim=0)
+        if features is not None:
+            model_kwargs["input_features"] = features
+        if feature_mask is not None:
+            model_kwargs[self._audio_mask_name] = feature_mask
+        return input_ids, model_kwargs
+
+    def _unit_order(self, input_ids: torch.Tensor, feature_mask: torch.Tensor, expand_size: int) -> torch.Tensor:
+        num_input, num_output = self.model.audio_token_counts(feature_mask)
+        placeholder = input_ids == self.config.audio_token_id
+        plan = plan_placeholders(placeholder, num_input, num_output, token_name=self.model._placeholder_name())
+        per_row = units_per_row(plan.unit_row.cpu(), input_ids.shape[0])
+        starts = per_row.cumsum(0) - per_row
+        blocks = [torch.arange(int(s), int(s + c)) for s, c in zip(starts, per_row)]
+        return torch.cat([block for block in blocks for _ in range(expand_size)])
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves like the upstream class (same weights and keys, upstream `architectures`) plus the merge setting."""
+        _save_with_upstream_architecture(self, super(), save_directory, *args, **kwargs)

@@ -1,0 +1,105 @@
+"""Tiny random-initialised configs of the real architectures (no downloads) and inputs for them."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AudioFlamingo3Config, Qwen2AudioConfig
+
+VOCAB = 160
+AUDIO_TOKEN_ID = 151
+PAD_TOKEN_ID = 0
+MAX_SOURCE_POSITIONS = 100  # 200 mel frames = a 2 s window at 100 frames/s -> 50 audio tokens
+
+
+def _text_config(**overrides):
+    cfg = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=PAD_TOKEN_ID,
+        eos_token_id=2,
+        bos_token_id=1,
+        tie_word_embeddings=False,
+        model_type="qwen2",
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def _audio_config(mel_bins: int, model_type: str):
+    return dict(
+        model_type=model_type,
+        num_mel_bins=mel_bins,
+        d_model=24,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        max_source_positions=MAX_SOURCE_POSITIONS,
+    )
+
+
+def qwen2_audio_config(**kwargs) -> Qwen2AudioConfig:
+    return Qwen2AudioConfig(
+        audio_config=_audio_config(80, "qwen2_audio_encoder"),
+        text_config=_text_config(),
+        audio_token_id=AUDIO_TOKEN_ID,
+        **kwargs,
+    )
+
+
+def audioflamingo3_config(**kwargs) -> AudioFlamingo3Config:
+    return AudioFlamingo3Config(
+        audio_config=_audio_config(128, "audioflamingo3_encoder"),
+        text_config=_text_config(),
+        audio_token_id=AUDIO_TOKEN_ID,
+        **kwargs,
+    )
+
+
+def mel_frames() -> int:
+    return MAX_SOURCE_POSITIONS * 2
+
+
+def tokens_for_frames(frames: int) -> int:
+    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
+def make_batch(
+    mel_bins: int,
+    unit_frames: list[list[int]],
+    texts: list[tuple[list[int], list[int]]],
+    counts,
+    padding_side: str = "left",
+    seed: int = 0,
+):
+    """Builds `input_ids`, `attention_mask`, features and masks for rows with audio units.
+
+    `unit_frames[r]`: valid mel frames of each unit of row r; `texts[r]`: (prefix ids, suffix ids) around the row's
+    audio; `counts(n) -> int`: placeholders emitted per unit given its unmerged token count.
+    """
+    g = torch.Generator().manual_seed(seed)
+    rows, feats, masks = [], [], []
+    for frames_list, (pre, post) in zip(unit_frames, texts):
+        ids = list(pre)
+        for frames in frames_list:
+            ids += [AUDIO_TOKEN_ID] * counts(tokens_for_frames(frames))
+            f = torch.zeros(mel_bins, mel_frames())
+            f[:, :frames] = torch.randn(mel_bins, frames, generator=g)
+            m = torch.zeros(mel_frames(), dtype=torch.long)
+            m[:frames] = 1
+            feats.append(f)
+            masks.append(m)
+        ids += list(post)
+        rows.append(ids)
+    width = max(map(len, rows))
+    input_ids = torch.full((len(rows), width), PAD_TOKEN_ID)
+    attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for r, ids in enumerate(rows):
+        sl = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+        input_ids[r, sl] = torch.tensor(ids)
+        attention_mask[r, sl] = 1
+    return input_ids, attention_mask, torch.stack(feats), torch.stack(masks)
