@@ -1,4 +1,4 @@
-"""Audio Flamingo 3 with audio-token merging: `AudioFlamingo3LTBMModel` and `AudioFlamingo3LTBMForConditionalGeneration`.
+"""Audio Flamingo 3 with audio-token merging: the base model and the conditional-generation model.
 
 AF3 cuts audio into 30 s windows (up to 20 per clip); the merge runs per window, so a window of `N` tokens becomes
 `output_length(N)` tokens and a clip's placeholders are the sum over its windows.

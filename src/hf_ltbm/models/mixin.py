@@ -272,9 +272,9 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             if plan.compacts:
                 if past_key_values is not None and past_key_values.get_seq_length() > 0:
                     raise ValueError(
-                        "In-model compaction (a prompt with the unmerged number of audio placeholders) cannot extend a "
-                        "non-empty KV cache: the cache no longer lines up with `input_ids`. Use the merging processor "
-                        "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`) to reuse caches."
+                        "In-model compaction (a prompt with the unmerged number of audio placeholders) cannot "
+                        "extend a non-empty KV cache: the cache no longer lines up with `input_ids`. Use the merging "
+                        "processor (`AutoProcessor.from_pretrained(..., audio_token_merge=...)`) to reuse caches."
                     )
                 left = infer_left_padding(attention_mask, default_left=getattr(self, "padding_side", "left") == "left")
                 given_positions = position_ids is not None
@@ -406,9 +406,9 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
                 problems.append("chunked prefill")
             if problems:
                 raise ValueError(
-                    f"{' and '.join(problems).capitalize()} cannot be combined with in-model compaction: these prompts "
-                    "hold the unmerged number of audio placeholders, so the sequence shrinks inside the model and no "
-                    "longer lines up with `input_ids`. Build the inputs with the merging processor "
+                    f"{' and '.join(problems).capitalize()} cannot be combined with in-model compaction: these "
+                    "prompts hold the unmerged number of audio placeholders, so the sequence shrinks inside the model "
+                    "and no longer lines up with `input_ids`. Build the inputs with the merging processor "
                     "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`), which emits the merged count."
                 )
         return super().generate(*args, **kwargs)
