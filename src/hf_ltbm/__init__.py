@@ -1,6 +1,8 @@
 """hf-ltbm: training-free audio-token compression for audio-language models in Hugging Face transformers.
 
-`merge_tokens` and the method registry are pure PyTorch; `AudioTokenMergeConfig` is the setting a model carries.
+`merge_tokens` and the method registry are pure PyTorch; `AudioTokenMergeConfig` is the setting a model carries; the
+model and processor classes make Qwen2-Audio and Audio Flamingo 3 run their language model on merged audio tokens.
+Importing the package registers the merging classes with transformers' Auto classes.
 """
 
 from .config import AudioTokenMergeConfig
@@ -15,13 +17,29 @@ from .merging import (
     output_length,
     register_method,
 )
+from .models import (
+    AudioFlamingo3LTBMForConditionalGeneration,
+    AudioFlamingo3LTBMModel,
+    Qwen2AudioLTBMForConditionalGeneration,
+    Qwen2AudioLTBMModel,
+)
+from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
+from .registration import register as _register
+
+_register()
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "DEFAULT_WINDOW",
+    "AudioFlamingo3LTBMForConditionalGeneration",
+    "AudioFlamingo3LTBMModel",
+    "AudioFlamingo3LTBMProcessor",
     "AudioTokenMergeConfig",
     "MergeResult",
+    "Qwen2AudioLTBMForConditionalGeneration",
+    "Qwen2AudioLTBMModel",
+    "Qwen2AudioLTBMProcessor",
     "TokenReducer",
     "available_methods",
     "build_method",

@@ -296,7 +296,9 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            attention_mask=attention_mask,
+            attention_mask=attention_mask
+            if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2
+            else None,
             position_ids=position_ids,
             labels=labels,
             audio_hidden_states=audio_embeds,
@@ -406,7 +408,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
                 problems.append("chunked prefill")
             if problems:
                 raise ValueError(
-                    f"{' and '.join(problems).capitalize()} cannot be combined with in-model compaction: these "
+                    f"{' and '.join(problems)[0].upper() + ' and '.join(problems)[1:]} cannot be combined with in-model compaction: these "
                     "prompts hold the unmerged number of audio placeholders, so the sequence shrinks inside the model "
                     "and no longer lines up with `input_ids`. Build the inputs with the merging processor "
                     "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`), which emits the merged count."
@@ -416,7 +418,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
         # After a compacting prefill the cache holds fewer positions than `input_ids`: continue from the sequence
         # the language model actually saw.
-        if isinstance(outputs, AudioTokenMergeCausalLMOutput) and outputs.attention_mask is not None:
+        if isinstance(outputs, AudioTokenMergeCausalLMOutput) and isinstance(outputs.attention_mask, torch.Tensor):
             mask = model_kwargs.get("attention_mask")
             if mask is None or mask.shape[-1] != outputs.attention_mask.shape[-1]:
                 model_kwargs["attention_mask"] = outputs.attention_mask

@@ -1,0 +1,153 @@
+"""Processors that emit the merged number of audio placeholders, so the language model's input is short from the start.
+
+`Qwen2AudioLTBMProcessor` emits `M = output_length(N)` `<|AUDIO|>` tokens per clip; `AudioFlamingo3LTBMProcessor` emits
+`sum_w output_length(N_w)` `<sound>` tokens per clip (one merge per 30 s window). With no merge setting both behave
+exactly like their upstream classes. Audio longer than the backbone accepts raises instead of being truncated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from transformers import AudioFlamingo3Processor, Qwen2AudioProcessor
+
+from .config import AudioTokenMergeConfig, MergeSetting
+
+__all__ = ["AudioFlamingo3LTBMProcessor", "Qwen2AudioLTBMProcessor"]
+
+
+def _tokens_per_unit(frames: torch.Tensor) -> list[int]:
+    """Audio-encoder tokens for `frames` valid mel frames (conv stride 2, then average pooling by 2)."""
+    return (((frames.long() - 1) // 2 + 1 - 2) // 2 + 1).tolist()
+
+
+class _MergeSettingProcessorMixin:
+    """Holds the merge setting of a processor as a plain dict (saved in `processor_config.json`)."""
+
+    audio_token_merge: Optional[dict[str, Any]]
+
+    def _init_setting(self, audio_token_merge: MergeSetting) -> None:
+        parsed = AudioTokenMergeConfig.from_value(audio_token_merge)
+        self.audio_token_merge = None if parsed is None else parsed.to_dict()
+
+    @property
+    def merge_config(self) -> Optional[AudioTokenMergeConfig]:
+        """The merge setting as an `AudioTokenMergeConfig` (`None`: placeholders are not reduced)."""
+        return None if self.audio_token_merge is None else AudioTokenMergeConfig.from_dict(self.audio_token_merge)
+
+    def merged_length(self, n: int) -> int:
+        """Placeholders emitted for an audio unit of `n` encoder tokens."""
+        setting = self.merge_config
+        return n if setting is None else setting.output_length(n)
+
+    @staticmethod
+    def _check_duration(audio: list, limit_samples: int, rate: int, what: str, advice: str) -> None:
+        for index, clip in enumerate(audio):
+            length = int(np.asarray(clip).shape[-1])
+            if length > limit_samples:
+                raise ValueError(
+                    f"Audio {index} is {length / rate:.1f} s long, but {what} accepts at most {limit_samples / rate:g} s. "
+                    f"{advice}"
+                )
+
+
+class Qwen2AudioLTBMProcessor(_MergeSettingProcessorMixin, Qwen2AudioProcessor):
+    """`Qwen2AudioProcessor` that emits `output_length(N, ...)` `<|AUDIO|>` placeholders per clip.
+
+    Args:
+        feature_extractor, tokenizer, chat_template, audio_token, audio_bos_token, audio_eos_token:
+            as for `Qwen2AudioProcessor`.
+        audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
+    """
+
+    def __init__(
+        self,
+        feature_extractor=None,
+        tokenizer=None,
+        chat_template=None,
+        audio_token="<|AUDIO|>",
+        audio_bos_token="<|audio_bos|>",
+        audio_eos_token="<|audio_eos|>",
+        audio_token_merge: MergeSetting = None,
+    ):
+        self._init_setting(audio_token_merge)
+        super().__init__(
+            feature_extractor,
+            tokenizer,
+            chat_template=chat_template,
+            audio_token=audio_token,
+            audio_bos_token=audio_bos_token,
+            audio_eos_token=audio_eos_token,
+        )
+
+    def _process_audio(self, audio, **kwargs):
+        audio = self.feature_extractor.fetch_audio(audio)
+        rate = self.feature_extractor.sampling_rate
+        self._check_duration(
+            audio if isinstance(audio, (list, tuple)) else [audio],
+            self.feature_extractor.n_samples,
+            rate,
+            "Qwen2-Audio",
+            "Cut it into clips of at most that length, each with its own audio placeholder.",
+        )
+        return super()._process_audio(audio, **kwargs)
+
+    def replace_audio_token(self, audio_inputs: dict, audio_idx: int, **kwargs) -> str:
+        n = audio_inputs["num_audio_tokens"][audio_idx]
+        return self.audio_token * self.merged_length(int(n))
+
+
+class AudioFlamingo3LTBMProcessor(_MergeSettingProcessorMixin, AudioFlamingo3Processor):
+    """`AudioFlamingo3Processor` that emits `sum_w output_length(N_w, ...)` `<sound>` placeholders per clip.
+
+    Audio features are always padded to whole 30 s windows (the encoder needs them; upstream crashes when `padding`
+    reaches the feature extractor), and audio longer than `max_audio_len` raises instead of being truncated.
+
+    Args:
+        feature_extractor, tokenizer, chat_template, audio_token, default_transcription_prompt, max_audio_len:
+            as for `AudioFlamingo3Processor`.
+        audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
+    """
+
+    def __init__(
+        self,
+        feature_extractor,
+        tokenizer,
+        chat_template=None,
+        audio_token="<sound>",
+        default_transcription_prompt="Transcribe the input speech.",
+        max_audio_len=600,
+        audio_token_merge: MergeSetting = None,
+    ):
+        self._init_setting(audio_token_merge)
+        super().__init__(
+            feature_extractor,
+            tokenizer,
+            chat_template=chat_template,
+            audio_token=audio_token,
+            default_transcription_prompt=default_transcription_prompt,
+            max_audio_len=max_audio_len,
+        )
+
+    def _process_audio(self, audio, **kwargs):
+        rate = int(kwargs["sampling_rate"])
+        self._check_duration(
+            list(audio),
+            int(self.max_audio_len * rate),
+            rate,
+            f"Audio Flamingo 3 (max_audio_len={self.max_audio_len})",
+            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
+        )
+        kwargs["padding"] = "max_length"
+        audio_inputs, replacements = super()._process_audio(audio, **kwargs)
+        if self.audio_token_merge is None:
+            return audio_inputs, replacements
+        window = int(rate * self.feature_extractor.chunk_length)
+        windows = [max(1, -(-int(np.asarray(clip).shape[0]) // window)) for clip in audio]
+        per_window = [self.merged_length(n) for n in _tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
+        starts = np.cumsum([0] + windows)
+        counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]
+        audio_inputs["num_audio_tokens"] = torch.tensor(counts)
+        return audio_inputs, [self.audio_token * c for c in counts]

@@ -1,0 +1,97 @@
+"""Registers the merging classes with transformers' Auto classes on `import hf_ltbm` (idempotent).
+
+- `AutoModel` -> `*LTBMModel`; `AutoModelForSeq2SeqLM`, `AutoModelForPreTraining` (and, for Qwen2-Audio,
+  `AutoModelForMultimodalLM`) -> `*LTBMForConditionalGeneration`. With no merge setting these are bit-identical to
+  the upstream classes, so the replacement is invisible until `audio_token_merge=...` is passed.
+- The checkpoint conversion mapping of each merging class: transformers treats registered subclasses as custom code
+  and would otherwise skip the key renaming of native checkpoints (`lm_head` would silently load random weights).
+- `AutoProcessor` -> `*LTBMProcessor`, and `AutoProcessor.from_pretrained(path, audio_token_merge=...)` returns the
+  merging processor even for a folder saved by the upstream processor.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from transformers import (
+    AudioFlamingo3Config,
+    AudioFlamingo3Processor,
+    AutoModel,
+    AutoModelForMultimodalLM,
+    AutoModelForPreTraining,
+    AutoModelForSeq2SeqLM,
+    AutoProcessor,
+    Qwen2AudioConfig,
+    Qwen2AudioProcessor,
+)
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+from .models import (
+    AudioFlamingo3LTBMForConditionalGeneration,
+    AudioFlamingo3LTBMModel,
+    Qwen2AudioLTBMForConditionalGeneration,
+    Qwen2AudioLTBMModel,
+)
+from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
+
+__all__ = ["register"]
+
+_MODELS = [
+    # (config, base model, generation model, model_type, extra auto classes for the generation model)
+    (
+        Qwen2AudioConfig,
+        Qwen2AudioLTBMModel,
+        Qwen2AudioLTBMForConditionalGeneration,
+        "qwen2_audio",
+        [AutoModelForMultimodalLM],
+    ),
+    (AudioFlamingo3Config, AudioFlamingo3LTBMModel, AudioFlamingo3LTBMForConditionalGeneration, "audioflamingo3", []),
+]
+_PROCESSORS = {Qwen2AudioProcessor: Qwen2AudioLTBMProcessor, AudioFlamingo3Processor: AudioFlamingo3LTBMProcessor}
+_SENTINEL = object()
+
+
+def _register_conversion(cls, model_type: str) -> None:
+    """Gives `cls` the conversion mapping its upstream class gets (by class name, else by model type)."""
+    mapping = get_checkpoint_conversion_mapping(cls._upstream_class.__name__)
+    if mapping is None:
+        mapping = get_checkpoint_conversion_mapping(model_type)
+    if mapping is not None:
+        register_checkpoint_conversion_mapping(cls.__name__, mapping, overwrite=True)
+
+
+def _merging_processor_from_pretrained(original):
+    @functools.wraps(original)
+    def from_pretrained(pretrained_model_name_or_path, *args, audio_token_merge=_SENTINEL, **kwargs):
+        if audio_token_merge is _SENTINEL:
+            return original(pretrained_model_name_or_path, *args, **kwargs)
+        processor = original(pretrained_model_name_or_path, *args, **kwargs)
+        target = _PROCESSORS.get(type(processor))
+        if target is not None:  # a folder saved by the upstream processor: load it as the merging one
+            return target.from_pretrained(
+                pretrained_model_name_or_path, *args, audio_token_merge=audio_token_merge, **kwargs
+            )
+        if isinstance(processor, tuple(_PROCESSORS.values())):
+            processor._init_setting(audio_token_merge)
+            return processor
+        raise ValueError(
+            f"`audio_token_merge` is only supported for {sorted(c.__name__ for c in _PROCESSORS)}; "
+            f"{pretrained_model_name_or_path!r} loads a {type(processor).__name__}."
+        )
+
+    from_pretrained._hf_ltbm_wrapped = True
+    return from_pretrained
+
+
+def register() -> None:
+    """Registers everything (safe to call any number of times)."""
+    for config_class, base, generation, model_type, extra in _MODELS:
+        AutoModel.register(config_class, base, exist_ok=True)
+        for auto in (AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
+            auto.register(config_class, generation, exist_ok=True)
+        for cls in (base, generation):
+            _register_conversion(cls, model_type)
+    AutoProcessor.register(Qwen2AudioConfig, Qwen2AudioLTBMProcessor, exist_ok=True)
+    AutoProcessor.register(AudioFlamingo3Config, AudioFlamingo3LTBMProcessor, exist_ok=True)
+    if not getattr(AutoProcessor.from_pretrained, "_hf_ltbm_wrapped", False):
+        AutoProcessor.from_pretrained = staticmethod(_merging_processor_from_pretrained(AutoProcessor.from_pretrained))

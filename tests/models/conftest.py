@@ -1,0 +1,69 @@
+"""Fixtures: tiny random Qwen2-Audio and Audio Flamingo 3 models, upstream and merging, with the same weights."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from transformers import AudioFlamingo3ForConditionalGeneration, Qwen2AudioForConditionalGeneration
+
+import hf_ltbm
+from hf_ltbm import output_length
+
+from .tiny import audioflamingo3_config, make_batch, qwen2_audio_config
+
+
+@dataclass
+class Backbone:
+    name: str
+    upstream: type
+    merging: type
+    config: callable
+    mel_bins: int
+    mask_name: str
+
+    def models(self, seed=0):
+        torch.manual_seed(seed)
+        up = self.upstream(self.config()).eval()
+        ours = self.merging(self.config()).eval()
+        ours.load_state_dict(up.state_dict())
+        return up, ours
+
+    def inputs(self, unit_frames, texts, setting=None, padding_side="left"):
+        """Model kwargs for rows of audio units; `setting=None` emits N placeholders per unit, else M."""
+        parsed = hf_ltbm.AudioTokenMergeConfig.from_value(setting)
+        counts = (lambda n: n) if parsed is None else parsed.output_length
+        ids, mask, feats, fmask = make_batch(self.mel_bins, unit_frames, texts, counts, padding_side=padding_side)
+        return {"input_ids": ids, "attention_mask": mask, "input_features": feats, self.mask_name: fmask}
+
+
+QWEN = Backbone(
+    "qwen2_audio",
+    Qwen2AudioForConditionalGeneration,
+    hf_ltbm.Qwen2AudioLTBMForConditionalGeneration,
+    qwen2_audio_config,
+    80,
+    "feature_attention_mask",
+)
+AF3 = Backbone(
+    "audioflamingo3",
+    AudioFlamingo3ForConditionalGeneration,
+    hf_ltbm.AudioFlamingo3LTBMForConditionalGeneration,
+    audioflamingo3_config,
+    128,
+    "input_features_mask",
+)
+
+
+@pytest.fixture(params=[QWEN, AF3], ids=lambda b: b.name)
+def backbone(request):
+    return request.param
+
+
+# Rows of audio units (valid mel frames each) and the text around them: a short and a full window in row 0
+# (for AF3 two windows of one clip; for Qwen2-Audio two clips), one unit in row 1, different text lengths.
+UNITS = [[200, 130], [170]]
+TEXTS = [([5, 6, 7], [8, 9]), ([5], [10, 11, 12, 13])]
+
+
+def merged(n, ratio=0.5):
+    return output_length(n, keep_ratio=ratio)

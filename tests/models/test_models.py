@@ -1,0 +1,201 @@
+"""Both backbones: merging off is upstream, the two input paths agree, the KV cache really shrinks."""
+
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM
+
+import hf_ltbm
+
+from .conftest import TEXTS, UNITS
+from .tiny import AUDIO_TOKEN_ID, tokens_for_frames
+
+SETTING = {"method": "ltbm", "keep_ratio": 0.5}
+GREEDY = {"max_new_tokens": 6, "do_sample": False}
+
+
+def _generate(model, inputs, **kwargs):
+    out = model.generate(**inputs, **GREEDY, **kwargs)
+    return out[:, inputs["input_ids"].shape[1] :]
+
+
+def test_merging_off_is_bit_identical_to_upstream(backbone):
+    up, ours = backbone.models()
+    inputs = backbone.inputs(UNITS, TEXTS)
+    with torch.no_grad():
+        assert torch.equal(up(**inputs).logits, ours(**inputs).logits)
+        assert torch.equal(up.model(**inputs).last_hidden_state, ours.model(**inputs).last_hidden_state)
+    assert torch.equal(up.generate(**inputs, **GREEDY), ours.generate(**inputs, **GREEDY))
+    beams = {"num_beams": 2, "num_return_sequences": 2}
+    single = backbone.inputs([[170]], [TEXTS[1]])  # one unit per row: upstream expansion is correct here
+    assert torch.equal(up.generate(**single, **GREEDY, **beams), ours.generate(**single, **GREEDY, **beams))
+
+
+@pytest.mark.parametrize("method", ["ltbm", "global", "pool", "prune_norm", "prune_attention", "segment_topk"])
+def test_processor_path_and_compaction_path_agree(backbone, method):
+    _, ours = backbone.models()
+    setting = {"method": method, "keep_ratio": 0.4}
+    ours.set_audio_token_merge(setting)
+    a = backbone.inputs(UNITS, TEXTS, setting)  # path A: M placeholders per unit
+    b = backbone.inputs(UNITS, TEXTS)  # path B: N placeholders, compacted in the model
+    with torch.no_grad():
+        out_a, out_b = ours(**a), ours(**b)
+    assert out_a.logits.shape == out_b.logits.shape
+    assert torch.equal(out_a.logits, out_b.logits)
+    assert torch.equal(out_b.attention_mask, a["attention_mask"])
+    assert torch.equal(_generate(ours, a), _generate(ours, b))
+
+
+def test_beam_search_and_sampling_agree_between_paths(backbone):
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(SETTING)
+    a, b = backbone.inputs(UNITS, TEXTS, SETTING), backbone.inputs(UNITS, TEXTS)
+    beams = {"num_beams": 3, "num_return_sequences": 2}
+    assert torch.equal(_generate(ours, a, **beams), _generate(ours, b, **beams))
+    torch.manual_seed(3)
+    sampled_a = ours.generate(**a, max_new_tokens=6, do_sample=True, top_k=0)[:, a["input_ids"].shape[1] :]
+    torch.manual_seed(3)
+    sampled_b = ours.generate(**b, max_new_tokens=6, do_sample=True, top_k=0)[:, b["input_ids"].shape[1] :]
+    assert torch.equal(sampled_a, sampled_b)
+
+
+def test_static_cache_generation_agrees(backbone):
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(SETTING)
+    a, b = backbone.inputs(UNITS, TEXTS, SETTING), backbone.inputs(UNITS, TEXTS)
+    dynamic = _generate(ours, a)
+    assert torch.equal(_generate(ours, a, cache_implementation="static"), dynamic)
+    assert torch.equal(_generate(ours, b, cache_implementation="static"), dynamic)
+
+
+def test_equals_feeding_the_language_model_merged_embeddings(backbone):
+    up, ours = backbone.models()
+    ours.set_audio_token_merge(SETTING)
+    a = backbone.inputs(UNITS, TEXTS, SETTING)
+    with torch.no_grad():
+        audio = ours.get_audio_features(a["input_features"], a[backbone.mask_name])
+        embeds = up.get_input_embeddings()(a["input_ids"])
+        mask = (a["input_ids"] == AUDIO_TOKEN_ID)[..., None]
+        embeds = embeds.masked_scatter(mask, audio.pooler_output)
+    direct = up.generate(inputs_embeds=embeds, attention_mask=a["attention_mask"], **GREEDY)
+    assert torch.equal(direct, _generate(ours, backbone.inputs(UNITS, TEXTS)))
+
+
+def test_kv_cache_holds_text_plus_merged_tokens(backbone):
+    _, ours = backbone.models()
+    b = backbone.inputs([[200, 130]], [TEXTS[0]])
+    n_tokens = int((b["input_ids"] == AUDIO_TOKEN_ID).sum())
+    text = b["input_ids"].shape[1] - n_tokens
+    with torch.no_grad():
+        full = ours(**b, use_cache=True).past_key_values.get_seq_length()
+        ours.set_audio_token_merge({"method": "ltbm", "keep_ratio": 0.25})
+        merged = ours(**b, use_cache=True).past_key_values.get_seq_length()
+    ns = [tokens_for_frames(f) for f in (200, 130)]
+    m = sum(hf_ltbm.output_length(n, keep_ratio=0.25) for n in ns)
+    assert full == text + n_tokens == text + sum(ns)
+    assert merged == text + m < full
+
+
+def test_get_audio_features_reports_counts(backbone):
+    _, ours = backbone.models()
+    b = backbone.inputs(UNITS, TEXTS)
+    ours.set_audio_token_merge(SETTING)
+    with torch.no_grad():
+        audio = ours.get_audio_features(b["input_features"], b[backbone.mask_name])
+    ns = [tokens_for_frames(f) for f in (200, 130, 170)]
+    ms = [hf_ltbm.output_length(n, keep_ratio=0.5) for n in ns]
+    assert audio.num_input_tokens.tolist() == ns == [50, 32, 42]
+    assert audio.audio_token_counts.tolist() == ms
+    assert audio.pooler_output.shape == (sum(ms), ours.config.text_config.hidden_size)
+    assert audio.merge_result.sizes.sum(1).tolist() == ns
+
+
+def test_placeholder_count_matching_neither_is_a_clear_error(backbone):
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(SETTING)
+    b = backbone.inputs(UNITS, TEXTS)
+    b["input_ids"] = b["input_ids"].clone()
+    b["input_ids"][0, -1] = AUDIO_TOKEN_ID
+    with pytest.raises(ValueError, match=r"hold 125 .* placeholder tokens.*124 tokens before merging.*62 after"):
+        ours(**b)
+
+
+def test_compaction_refuses_what_it_cannot_support(backbone):
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(SETTING)
+    b = backbone.inputs(UNITS, TEXTS)
+    with pytest.raises(ValueError, match="Assisted decoding cannot be combined with in-model compaction"):
+        ours.generate(**b, prompt_lookup_num_tokens=2, **GREEDY)
+    first = ours.generate(**b, max_new_tokens=2, return_dict_in_generate=True)
+    with pytest.raises(ValueError, match="Reusing a filled KV cache"):
+        ours.generate(**b, past_key_values=first.past_key_values, **GREEDY)
+
+
+def test_labels_loss_agrees_between_paths_and_reaches_projector(backbone):
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(SETTING)
+    ours.train()
+    losses, grads = [], []
+    for inputs in (backbone.inputs(UNITS, TEXTS, SETTING, "right"), backbone.inputs(UNITS, TEXTS, None, "right")):
+        labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == AUDIO_TOKEN_ID, -100)
+        labels = labels.masked_fill(inputs["attention_mask"] == 0, -100)
+        ours.zero_grad()
+        loss = ours(**inputs, labels=labels).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(next(ours.model.multi_modal_projector.parameters()).grad.clone())
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(grads[0], grads[1])
+    assert float(grads[0].abs().sum()) > 0
+
+
+def test_auto_classes_and_save_load_round_trip(backbone, tmp_path):
+    up, _ = backbone.models()
+    up.save_pretrained(tmp_path / "stock")
+    for auto, expected in (
+        (AutoModelForSeq2SeqLM, backbone.merging),
+        (AutoModelForPreTraining, backbone.merging),
+        (AutoModel, backbone.merging._model_class),
+    ):
+        model, info = auto.from_pretrained(tmp_path / "stock", audio_token_merge="ltbm", output_loading_info=True)
+        assert type(model) is expected
+        # exactly what the upstream class reports (the base model has no `lm_head` to load)
+        _, upstream_info = expected._upstream_class.from_pretrained(tmp_path / "stock", output_loading_info=True)
+        assert info == upstream_info
+        assert not info["missing_keys"]
+        assert model.audio_token_merge == hf_ltbm.AudioTokenMergeConfig(method="ltbm")
+        upstream_state = expected._upstream_class.from_pretrained(tmp_path / "stock").state_dict()
+        assert all(torch.equal(v, upstream_state[k]) for k, v in model.state_dict().items())
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "stock", audio_token_merge={"keep_ratio": 0.25})
+    reference = up.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    model.save_pretrained(tmp_path / "merging")
+    from safetensors import safe_open
+
+    def keys(folder):
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            return sorted(f.keys())
+
+    assert keys(tmp_path / "merging") == keys(tmp_path / "stock")
+    import json
+
+    saved = json.loads((tmp_path / "merging" / "config.json").read_text())
+    assert saved["audio_token_merge"]["keep_ratio"] == 0.25
+    assert saved["architectures"] == [backbone.upstream.__name__]
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merging")
+    assert reloaded.audio_token_merge.keep_ratio == 0.25
+    off = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merging", audio_token_merge=None)
+    assert off.audio_token_merge is None
+    stock = backbone.upstream.from_pretrained(tmp_path / "merging")
+    assert all(torch.equal(v, reference[k]) for k, v in stock.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "setting", ["ltbm", {"method": "pool", "keep_ratio": 0.3}, hf_ltbm.AudioTokenMergeConfig(method="global")]
+)
+def test_setting_forms(backbone, setting):
+    model = backbone.merging(backbone.config(), audio_token_merge=setting)
+    assert model.audio_token_merge == hf_ltbm.AudioTokenMergeConfig.from_value(setting)
+    assert isinstance(model.config.audio_token_merge, dict)
+    with pytest.raises(ValueError, match="Unknown `method` 'nope'"):
+        backbone.merging(backbone.config(), audio_token_merge="nope")
