@@ -48,8 +48,8 @@ class _MergeSettingProcessorMixin:
             length = int(np.asarray(clip).shape[-1])
             if length > limit_samples:
                 raise ValueError(
-                    f"Audio {index} is {length / rate:.1f} s long, but {what} accepts at most {limit_samples / rate:g} s. "
-                    f"{advice}"
+                    f"Audio {index} is {length / rate:.1f} s long, but {what} accepts at most "
+                    f"{limit_samples / rate:g} s. {advice}"
                 )
 
 

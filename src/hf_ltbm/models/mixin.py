@@ -407,8 +407,9 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             if kwargs.get("prefill_chunk_size") or getattr(generation_config, "prefill_chunk_size", None):
                 problems.append("chunked prefill")
             if problems:
+                what = " and ".join(problems)
                 raise ValueError(
-                    f"{' and '.join(problems)[0].upper() + ' and '.join(problems)[1:]} cannot be combined with in-model compaction: these "
+                    f"{what[0].upper() + what[1:]} cannot be combined with in-model compaction: these "
                     "prompts hold the unmerged number of audio placeholders, so the sequence shrinks inside the model "
                     "and no longer lines up with `input_ids`. Build the inputs with the merging processor "
                     "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`), which emits the merged count."
