@@ -103,3 +103,53 @@ def make_batch(
         input_ids[r, sl] = torch.tensor(ids)
         attention_mask[r, sl] = 1
     return input_ids, attention_mask, torch.stack(feats), torch.stack(masks)
+
+
+SPECIAL = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+WORDS = "what is in the audio ? describe sound caption a an of this clip please answer with one word yes no".split()
+
+
+def tiny_tokenizer(audio_tokens: dict[str, int]):
+    """A real (word-level) fast tokenizer built in-process, with the backbone's audio tokens at fixed ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = dict(SPECIAL)
+    for word in WORDS:
+        vocab[word] = len(vocab)
+    extra = {"<|im_start|>": 154, "<|im_end|>": 155, **audio_tokens}
+    vocab.update(extra)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        bos_token="<s>",
+        additional_special_tokens=list(extra),
+    )
+
+
+def qwen2_audio_processor(cls=None, **kwargs):
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    tokenizer = tiny_tokenizer({"<|AUDIO|>": AUDIO_TOKEN_ID, "<|audio_bos|>": 152, "<|audio_eos|>": 153})
+    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=MAX_SOURCE_POSITIONS // 50)
+    return (cls or Qwen2AudioProcessor)(feature_extractor=fe, tokenizer=tokenizer, **kwargs)
+
+
+def audioflamingo3_processor(cls=None, **kwargs):
+    from transformers import AudioFlamingo3Processor, WhisperFeatureExtractor
+
+    tokenizer = tiny_tokenizer({"<sound>": AUDIO_TOKEN_ID})
+    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=MAX_SOURCE_POSITIONS // 50)
+    kwargs.setdefault("max_audio_len", 3 * MAX_SOURCE_POSITIONS // 50)  # three 2 s windows
+    return (cls or AudioFlamingo3Processor)(feature_extractor=fe, tokenizer=tokenizer, **kwargs)
+
+
+def tone(seconds: float, freq: float = 440.0, rate: int = 16000):
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)

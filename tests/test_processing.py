@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoProcessor
+
+import hf_ltbm
+from hf_ltbm import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
+
+from .models.conftest import AF3, QWEN
+from .models.tiny import AUDIO_TOKEN_ID, audioflamingo3_processor, qwen2_audio_processor, tokens_for_frames, tone
+
+QWEN_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|> what is in the audio ?"
+AF3_PROMPT = "<sound> describe the sound"
+
+
+def _placeholders(batch):
+    return (batch["input_ids"] == AUDIO_TOKEN_ID).sum(1).tolist()
+
+
+def test_qwen2_audio_processor_emits_merged_count():
+    audio = [tone(1.3), tone(2.0, 880)]
+    stock = qwen2_audio_processor()(text=[QWEN_PROMPT] * 2, audio=audio, return_tensors="pt", padding=True)
+    ours = qwen2_audio_processor(Qwen2AudioLTBMProcessor, audio_token_merge={"keep_ratio": 0.3})
+    merged = ours(text=[QWEN_PROMPT] * 2, audio=audio, return_tensors="pt", padding=True)
+    ns = [tokens_for_frames(int(f)) for f in stock["feature_attention_mask"].sum(-1)]
+    assert _placeholders(stock) == ns
+    assert _placeholders(merged) == [hf_ltbm.output_length(n, keep_ratio=0.3) for n in ns]
+    assert torch.equal(stock["input_features"], merged["input_features"])
+
+
+def test_merging_off_processor_equals_upstream():
+    audio = [tone(1.3)]
+    stock = qwen2_audio_processor()(text=[QWEN_PROMPT], audio=audio, return_tensors="pt")
+    off = qwen2_audio_processor(Qwen2AudioLTBMProcessor)(text=[QWEN_PROMPT], audio=audio, return_tensors="pt")
+    assert all(torch.equal(stock[k], off[k]) for k in stock)
+
+
+def test_audioflamingo3_processor_counts_per_window():
+    audio = [tone(5.0), tone(1.5, 300)]  # 3 windows (2 s, 2 s, 1 s) and 1 window
+    setting = {"method": "pool", "keep_ratio": 0.25}
+    stock = audioflamingo3_processor()(text=[AF3_PROMPT] * 2, audio=audio)
+    merged = audioflamingo3_processor(AudioFlamingo3LTBMProcessor, audio_token_merge=setting)(
+        text=[AF3_PROMPT] * 2, audio=audio
+    )
+    per_window = [tokens_for_frames(int(f)) for f in merged["input_features_mask"].sum(-1)]
+    assert len(per_window) == 4
+    m = [hf_ltbm.output_length(n, keep_ratio=0.25) for n in per_window]
+    assert _placeholders(merged) == [sum(m[:3]), m[3]]
+    assert _placeholders(stock) == [sum(per_window[:3]), per_window[3]]
+
+
+@pytest.mark.parametrize("backbone", [QWEN, AF3], ids=lambda b: b.name)
+def test_processor_outputs_run_both_paths_identically(backbone):
+    make, prompt = (qwen2_audio_processor, QWEN_PROMPT) if backbone is QWEN else (audioflamingo3_processor, AF3_PROMPT)
+    merging_cls = Qwen2AudioLTBMProcessor if backbone is QWEN else AudioFlamingo3LTBMProcessor
+    setting = {"keep_ratio": 0.5}
+    audio = [tone(1.7), tone(3.1 if backbone is AF3 else 0.9, 660)]
+    kwargs = {"return_tensors": "pt", "padding": True} if backbone is QWEN else {}
+    a = make(merging_cls, audio_token_merge=setting)(text=[prompt] * 2, audio=audio, **kwargs)
+    b = make()(text=[prompt] * 2, audio=audio, **kwargs)
+    _, model = backbone.models()
+    model.set_audio_token_merge(setting)
+    gen = {"max_new_tokens": 5, "do_sample": False}
+    out_a = model.generate(**a, **gen)[:, a["input_ids"].shape[1] :]
+    out_b = model.generate(**b, **gen)[:, b["input_ids"].shape[1] :]
+    assert torch.equal(out_a, out_b)
+
+
+def test_too_long_audio_is_an_error_not_a_truncation():
+    with pytest.raises(ValueError, match=r"Audio 0 is 2\.5 s long, but Qwen2-Audio accepts at most 2 s"):
+        qwen2_audio_processor(Qwen2AudioLTBMProcessor)(text=[QWEN_PROMPT], audio=[tone(2.5)])
+    with pytest.raises(ValueError, match=r"Audio 1 is 7\.0 s long, but Audio Flamingo 3 \(max_audio_len=6\)"):
+        audioflamingo3_processor(AudioFlamingo3LTBMProcessor)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
+
+
+def test_auto_processor_returns_merging_processor(tmp_path):
+    qwen2_audio_processor().save_pretrained(tmp_path / "stock")
+    QWEN.config().save_pretrained(tmp_path / "stock")
+    proc = AutoProcessor.from_pretrained(tmp_path / "stock", audio_token_merge="ltbm")
+    assert type(proc) is Qwen2AudioLTBMProcessor
+    assert proc.merge_config == hf_ltbm.AudioTokenMergeConfig(method="ltbm")
+    plain = AutoProcessor.from_pretrained(tmp_path / "stock")
+    assert type(plain).__name__ == "Qwen2AudioProcessor"
+    proc.save_pretrained(tmp_path / "merging")
+    saved = json.loads((tmp_path / "merging" / "processor_config.json").read_text())
+    assert saved["audio_token_merge"]["method"] == "ltbm"
+    again = AutoProcessor.from_pretrained(tmp_path / "merging")
+    assert type(again) is Qwen2AudioLTBMProcessor and again.merge_config == proc.merge_config
