@@ -199,3 +199,22 @@ def test_setting_forms(backbone, setting):
     assert isinstance(model.config.audio_token_merge, dict)
     with pytest.raises(ValueError, match="Unknown `method` 'nope'"):
         backbone.merging(backbone.config(), audio_token_merge="nope")
+
+
+@pytest.mark.parametrize("setting", [None, SETTING])
+def test_expansion_for_beams_moves_each_rows_units_together(backbone, setting):
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(setting)
+    inputs = backbone.inputs(UNITS, TEXTS, setting)
+    tagged = inputs["input_features"].clone()
+    for unit in range(tagged.shape[0]):
+        tagged[unit] = unit
+    kwargs = {
+        "input_features": tagged,
+        backbone.mask_name: inputs[backbone.mask_name],
+        "attention_mask": inputs["attention_mask"],
+    }
+    ids, expanded = ours._expand_inputs_for_generation(expand_size=2, input_ids=inputs["input_ids"], **kwargs)
+    assert expanded["input_features"][:, 0, 0].tolist() == [0, 1, 0, 1, 2, 2]
+    assert torch.equal(expanded[backbone.mask_name], inputs[backbone.mask_name][[0, 1, 0, 1, 2, 2]])
+    assert torch.equal(ids, inputs["input_ids"].repeat_interleave(2, dim=0))
