@@ -125,6 +125,8 @@ def test_compaction_refuses_what_it_cannot_support(backbone):
     b = backbone.inputs(UNITS, TEXTS)
     with pytest.raises(ValueError, match="Assisted decoding cannot be combined with in-model compaction"):
         ours.generate(**b, prompt_lookup_num_tokens=2, **GREEDY)
+    with pytest.raises(ValueError, match="Chunked prefill cannot be combined with in-model compaction"):
+        ours.generate(**b, prefill_chunk_size=8, **GREEDY)
     first = ours.generate(**b, max_new_tokens=2, return_dict_in_generate=True)
     with pytest.raises(ValueError, match="Reusing a filled KV cache"):
         ours.generate(**b, past_key_values=first.past_key_values, **GREEDY)
