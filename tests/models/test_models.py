@@ -220,3 +220,24 @@ def test_expansion_for_beams_moves_each_rows_units_together(backbone, setting):
     assert expanded["input_features"][:, 0, 0].tolist() == [0, 1, 0, 1, 2, 2]
     assert torch.equal(expanded[backbone.mask_name], inputs[backbone.mask_name][[0, 1, 0, 1, 2, 2]])
     assert torch.equal(ids, inputs["input_ids"].repeat_interleave(2, dim=0))
+
+
+def test_setting_the_encoder_cannot_serve_is_refused_and_leaves_the_old_one(backbone):
+    _, ours = backbone.models()
+    ours.set_audio_token_merge("ltbm")
+    ours.model.audio_tower.layers[-1].self_attn = torch.nn.Identity()
+    with pytest.raises(ValueError, match=r"reads attention scores from the last self-attention layer"):
+        ours.set_audio_token_merge({"method": "prune_attention"})
+    with pytest.raises(ValueError, match=r"reads keys from the last self-attention layer"):
+        ours.set_audio_token_merge({"key_source": "encoder_keys"})
+    assert ours.audio_token_merge == hf_ltbm.AudioTokenMergeConfig(method="ltbm")
+    ours.set_audio_token_merge({"method": "pool"})  # needs nothing from the encoder's internals
+
+
+def test_encoder_keys_and_attention_scores_paths_run(backbone):
+    _, ours = backbone.models()
+    for setting in ({"key_source": "encoder_keys"}, {"method": "prune_attention"}, {"space": "projector"}):
+        ours.set_audio_token_merge(setting)
+        a, b = backbone.inputs(UNITS, TEXTS, setting), backbone.inputs(UNITS, TEXTS)
+        with torch.no_grad():
+            assert torch.equal(ours(**a).logits, ours(**b).logits)

@@ -131,11 +131,28 @@ class _SettingAccess:
     def set_audio_token_merge(self, value: MergeSetting) -> None:
         """Changes the merge setting of a loaded model (`None` turns merging off). See `hf_ltbm.audio_token_merge`
         for a context manager that restores the previous setting."""
+        self._validate_audio_token_merge(AudioTokenMergeConfig.from_value(value))
         _store_setting(self.config, value)
-        self._validate_audio_token_merge(self.audio_token_merge)
 
     def _validate_audio_token_merge(self, setting: Optional[AudioTokenMergeConfig]) -> None:
-        """Backbone-specific checks of a setting (override in backbones)."""
+        """Checks that this model can provide what the setting reads from its audio encoder."""
+        if setting is None or not hasattr(self, "audio_tower"):
+            return
+        needs = [
+            what
+            for what, wanted in (
+                ("keys", setting.key_source == "encoder_keys"),
+                ("attention scores", setting.requires_scores),
+            )
+            if wanted
+        ]
+        attn = getattr(getattr(self.audio_tower, "layers", [None])[-1], "self_attn", None)
+        if needs and not all(hasattr(attn, name) for name in ("q_proj", "k_proj", "num_heads", "scaling")):
+            raise ValueError(
+                f"audio_token_merge={setting} reads {' and '.join(needs)} from the last self-attention layer of the "
+                f"audio encoder, but {type(self.audio_tower).__name__} has no such layer; use key_source='features' "
+                "and a method that needs no scores."
+            )
 
 
 class AudioTokenMergeModelMixin(_SettingAccess):
