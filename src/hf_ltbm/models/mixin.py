@@ -269,9 +269,8 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         use_cache: Optional[bool],
         **kwargs: Any,
     ) -> AudioTokenMergeModelOutput:
-        if (input_ids is None) == (inputs_embeds is not None) and input_features is not None:
-            if input_ids is None:
-                raise ValueError("Audio inputs need `input_ids` to locate the audio placeholders.")
+        if input_features is not None and input_ids is None:
+            raise ValueError("Audio inputs need `input_ids` to locate the audio placeholders.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         audio_embeds = counts = None
