@@ -100,6 +100,9 @@ def merge_tokens(
         :class:`~hf_ltbm.MergeResult` with `tokens [B, M_max, D]`, `lengths [B]`, `sizes [B, M_max]` and
         `assignment [B, N]`.
 
+    Results are bitwise deterministic on CPU. On CUDA the group sums use `index_add_`, whose accumulation order can
+    change the last bit of merged tokens between runs unless `torch.use_deterministic_algorithms(True)` is set.
+
     Example:
 
     ```python
