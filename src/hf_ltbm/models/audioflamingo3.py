@@ -63,32 +63,22 @@ class AudioFlamingo3LTBMModel(AudioTokenMergeModelMixin, AudioFlamingo3Model):
     ):
         """Upstream `AudioFlamingo3Model.forward` when merging is off (where `labels` is not accepted); otherwise the
         merged audio tokens replace the placeholders and a prompt with the unmerged count is compacted."""
-        if self.audio_token_merge is None:
-            if labels is not None:
-                raise TypeError("AudioFlamingo3Model.forward() got an unexpected keyword argument 'labels'")
-            return super().forward(
-                input_ids=input_ids,
-                input_features=input_features,
-                input_features_mask=input_features_mask,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                inputs_embeds=inputs_embeds,
-                use_cache=use_cache,
-                **kwargs,
-            )
-        return self._merging_forward(
+        inputs = dict(
             input_ids=input_ids,
             input_features=input_features,
-            feature_mask=input_features_mask,
+            input_features_mask=input_features_mask,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
-            labels=labels,
             use_cache=use_cache,
             **kwargs,
         )
+        if self.audio_token_merge is None:
+            if labels is not None:
+                raise TypeError("AudioFlamingo3Model.forward() got an unexpected keyword argument 'labels'")
+            return super().forward(**inputs)
+        return self._merging_forward(labels=labels, **inputs)
 
     def _placeholder_name(self) -> str:
         return "<sound>"
@@ -123,24 +113,10 @@ class AudioFlamingo3LTBMForConditionalGeneration(
         **kwargs: Any,
     ):
         """Upstream forward when merging is off; with merging, the loss is computed on the compacted labels."""
-        if self.audio_token_merge is None:
-            return super().forward(
-                input_ids=input_ids,
-                input_features=input_features,
-                input_features_mask=input_features_mask,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                inputs_embeds=inputs_embeds,
-                labels=labels,
-                use_cache=use_cache,
-                logits_to_keep=logits_to_keep,
-                **kwargs,
-            )
-        return self._merging_lm_forward(
+        inputs = dict(
             input_ids=input_ids,
             input_features=input_features,
-            feature_mask=input_features_mask,
+            input_features_mask=input_features_mask,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
@@ -150,3 +126,6 @@ class AudioFlamingo3LTBMForConditionalGeneration(
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        if self.audio_token_merge is None:
+            return super().forward(**inputs)
+        return self._merging_lm_forward(**inputs)

@@ -21,7 +21,6 @@ from torch import nn
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import logging
 
 from ..config import AudioTokenMergeConfig, MergeSetting
 from ..merging import MergeResult
@@ -33,8 +32,6 @@ from .compaction import (
     units_per_row,
 )
 from .encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
-
-logger = logging.get_logger(__name__)
 
 __all__ = [
     "AudioTokenMergeCausalLMOutput",
@@ -107,6 +104,14 @@ def _store_setting(config: Any, value: MergeSetting) -> None:
     config.audio_token_merge = None if parsed is None else parsed.to_dict()
 
 
+def _init_setting(config: Any, audio_token_merge: MergeSetting) -> None:
+    """At `__init__`: an explicit `audio_token_merge` wins, else whatever `from_pretrained` left on the config."""
+    if audio_token_merge is not _UNSET:
+        _store_setting(config, audio_token_merge)
+    elif getattr(config, "audio_token_merge", None) is not None:
+        _store_setting(config, config.audio_token_merge)
+
+
 class _SettingAccess:
     """`audio_token_merge` read from, and written to, the model config (shared by the base model and its head)."""
 
@@ -154,6 +159,13 @@ class _SettingAccess:
                 "and a method that needs no scores."
             )
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves like the upstream class (same weights and keys, upstream `architectures`) plus the merge setting."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.config.architectures = [self._upstream_class.__name__]
+            self.config.save_pretrained(save_directory)
+
 
 class AudioTokenMergeModelMixin(_SettingAccess):
     """Mixin for a backbone's base `*Model`. Class attributes a backbone sets:
@@ -166,10 +178,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
     _audio_mask_name: str
 
     def __init__(self, config, audio_token_merge: MergeSetting = _UNSET, **kwargs) -> None:
-        if audio_token_merge is not _UNSET:
-            _store_setting(config, audio_token_merge)
-        elif getattr(config, "audio_token_merge", None) is not None:
-            _store_setting(config, config.audio_token_merge)
+        _init_setting(config, audio_token_merge)
         super().__init__(config, **kwargs)
         self._validate_audio_token_merge(self.audio_token_merge)
 
@@ -258,17 +267,19 @@ class AudioTokenMergeModelMixin(_SettingAccess):
     # --------------------------------------------------------------------------------------------------- forward
     def _merging_forward(
         self,
-        input_ids: Optional[torch.LongTensor],
-        input_features: Optional[torch.Tensor],
-        feature_mask: Optional[torch.Tensor],
-        attention_mask: Optional[torch.Tensor],
-        position_ids: Optional[torch.LongTensor],
-        past_key_values: Optional[Cache],
-        inputs_embeds: Optional[torch.Tensor],
-        labels: Optional[torch.LongTensor],
-        use_cache: Optional[bool],
+        input_ids: Optional[torch.LongTensor] = None,
+        input_features: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        past_key_values: Optional[Cache] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
         **kwargs: Any,
     ) -> AudioTokenMergeModelOutput:
+        """The forward of a merging model; the per-unit feature mask arrives under the backbone's own name
+        (`_audio_mask_name`), like every other argument of the upstream forward."""
+        feature_mask = kwargs.pop(self._audio_mask_name, None)
         if input_features is not None and input_ids is None:
             raise ValueError("Audio inputs need `input_ids` to locate the audio placeholders.")
         if inputs_embeds is None:
@@ -327,18 +338,6 @@ class AudioTokenMergeModelMixin(_SettingAccess):
     def _ignore_index(self) -> int:
         return getattr(self.config, "ignore_index", -100)
 
-    # ----------------------------------------------------------------------------------------------------- saving
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves like the upstream class (same weights and keys, upstream `architectures`) plus the merge setting."""
-        _save_with_upstream_architecture(self, super(), save_directory, *args, **kwargs)
-
-
-def _save_with_upstream_architecture(model, parent, save_directory, *args, **kwargs) -> None:
-    parent.save_pretrained(save_directory, *args, **kwargs)
-    if kwargs.get("is_main_process", True):
-        model.config.architectures = [model._upstream_class.__name__]
-        model.config.save_pretrained(save_directory)
-
 
 class AudioTokenMergeGenerationMixin(_SettingAccess):
     """Mixin for a backbone's `*ForConditionalGeneration`. Class attributes a backbone sets:
@@ -354,10 +353,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
 
     def __init__(self, config, audio_token_merge: MergeSetting = _UNSET) -> None:
         # Same modules as the upstream __init__, with the merging base model in place of the upstream one.
-        if audio_token_merge is not _UNSET:
-            _store_setting(config, audio_token_merge)
-        elif getattr(config, "audio_token_merge", None) is not None:
-            _store_setting(config, config.audio_token_merge)
+        _init_setting(config, audio_token_merge)
         self._pretrained_base.__init__(self, config)
         self.model = self._model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
@@ -484,7 +480,3 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         starts = per_row.cumsum(0) - per_row
         blocks = [torch.arange(int(s), int(s + c)) for s, c in zip(starts, per_row)]
         return torch.cat([block for block in blocks for _ in range(expand_size)])
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves like the upstream class (same weights and keys, upstream `architectures`) plus the merge setting."""
-        _save_with_upstream_architecture(self, super(), save_directory, *args, **kwargs)

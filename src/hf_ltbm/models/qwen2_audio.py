@@ -72,24 +72,11 @@ class Qwen2AudioLTBMModel(AudioTokenMergeModelMixin, Qwen2AudioModel):
         """Upstream `Qwen2AudioModel.forward` when merging is off; otherwise the merged audio tokens replace the
         placeholders and, for a prompt expanded to the unmerged count, the sequence is compacted (see
         `AudioTokenMergeModelOutput` for the returned mask, positions and labels)."""
-        if self.audio_token_merge is None:
-            return super().forward(
-                input_ids=input_ids,
-                input_features=input_features,
-                attention_mask=attention_mask,
-                feature_attention_mask=feature_attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                inputs_embeds=inputs_embeds,
-                labels=labels,
-                use_cache=use_cache,
-                **kwargs,
-            )
-        return self._merging_forward(
+        inputs = dict(
             input_ids=input_ids,
             input_features=input_features,
-            feature_mask=feature_attention_mask,
             attention_mask=attention_mask,
+            feature_attention_mask=feature_attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
@@ -97,6 +84,9 @@ class Qwen2AudioLTBMModel(AudioTokenMergeModelMixin, Qwen2AudioModel):
             use_cache=use_cache,
             **kwargs,
         )
+        if self.audio_token_merge is None:
+            return super().forward(**inputs)
+        return self._merging_forward(**inputs)
 
     def _placeholder_name(self) -> str:
         return "<|AUDIO|>"
@@ -128,24 +118,11 @@ class Qwen2AudioLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, Qwe
         **kwargs: Any,
     ):
         """Upstream forward when merging is off; with merging, the loss is computed on the compacted labels."""
-        if self.audio_token_merge is None:
-            return super().forward(
-                input_ids=input_ids,
-                input_features=input_features,
-                attention_mask=attention_mask,
-                feature_attention_mask=feature_attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                inputs_embeds=inputs_embeds,
-                labels=labels,
-                use_cache=use_cache,
-                **kwargs,
-            )
-        return self._merging_lm_forward(
+        inputs = dict(
             input_ids=input_ids,
             input_features=input_features,
-            feature_mask=feature_attention_mask,
             attention_mask=attention_mask,
+            feature_attention_mask=feature_attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
@@ -153,3 +130,6 @@ class Qwen2AudioLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, Qwe
             use_cache=use_cache,
             **kwargs,
         )
+        if self.audio_token_merge is None:
+            return super().forward(**inputs)
+        return self._merging_lm_forward(**inputs)
