@@ -6,6 +6,7 @@ Importing the package registers the merging classes with transformers' Auto clas
 """
 
 from .config import AudioTokenMergeConfig
+from .context import audio_token_merge
 from .merging import (
     DEFAULT_WINDOW,
     MergeResult,
@@ -41,6 +42,7 @@ __all__ = [
     "Qwen2AudioLTBMModel",
     "Qwen2AudioLTBMProcessor",
     "TokenReducer",
+    "audio_token_merge",
     "available_methods",
     "build_method",
     "get_method_class",

@@ -15,12 +15,29 @@ from transformers import AudioFlamingo3Processor, Qwen2AudioProcessor
 
 from .config import AudioTokenMergeConfig, MergeSetting
 
-__all__ = ["AudioFlamingo3LTBMProcessor", "Qwen2AudioLTBMProcessor"]
+__all__ = ["AudioFlamingo3LTBMProcessor", "Qwen2AudioLTBMProcessor", "max_audio_seconds", "units_per_clip"]
 
 
 def _tokens_per_unit(frames: torch.Tensor) -> list[int]:
     """Audio-encoder tokens for `frames` valid mel frames (conv stride 2, then average pooling by 2)."""
     return (((frames.long() - 1) // 2 + 1 - 2) // 2 + 1).tolist()
+
+
+def units_per_clip(processor: Any, num_samples: list[int]) -> list[int]:
+    """How many audio-encoder units (rows of `input_features`) each clip of `num_samples[i]` samples becomes: one per
+    clip for Qwen2-Audio, one per started 30 s window for Audio Flamingo 3 (stock or merging processors)."""
+    if isinstance(processor, AudioFlamingo3Processor):
+        window = int(processor.feature_extractor.sampling_rate * processor.feature_extractor.chunk_length)
+        return [max(1, -(-int(n) // window)) for n in num_samples]
+    return [1 for _ in num_samples]
+
+
+def max_audio_seconds(processor: Any) -> float:
+    """The longest clip the backbone accepts: one 30 s window for Qwen2-Audio, `max_audio_len` for Audio Flamingo 3."""
+    if isinstance(processor, AudioFlamingo3Processor):
+        return float(processor.max_audio_len)
+    extractor = processor.feature_extractor
+    return extractor.n_samples / extractor.sampling_rate
 
 
 class _MergeSettingProcessorMixin:
@@ -36,6 +53,10 @@ class _MergeSettingProcessorMixin:
     def merge_config(self) -> Optional[AudioTokenMergeConfig]:
         """The merge setting as an `AudioTokenMergeConfig` (`None`: placeholders are not reduced)."""
         return None if self.audio_token_merge is None else AudioTokenMergeConfig.from_dict(self.audio_token_merge)
+
+    def set_audio_token_merge(self, value: MergeSetting) -> None:
+        """Changes the merge setting (`None`: placeholders are not reduced); validated before it is stored."""
+        self._init_setting(value)
 
     def merged_length(self, n: int) -> int:
         """Placeholders emitted for an audio unit of `n` encoder tokens."""
@@ -144,8 +165,7 @@ class AudioFlamingo3LTBMProcessor(_MergeSettingProcessorMixin, AudioFlamingo3Pro
         audio_inputs, replacements = super()._process_audio(audio, **kwargs)
         if self.audio_token_merge is None:
             return audio_inputs, replacements
-        window = int(rate * self.feature_extractor.chunk_length)
-        windows = [max(1, -(-int(np.asarray(clip).shape[0]) // window)) for clip in audio]
+        windows = units_per_clip(self, [int(np.asarray(clip).shape[0]) for clip in audio])
         per_window = [self.merged_length(n) for n in _tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
         starts = np.cumsum([0] + windows)
         counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]

@@ -32,6 +32,7 @@ from .models import (
     Qwen2AudioLTBMForConditionalGeneration,
     Qwen2AudioLTBMModel,
 )
+from .pipeline import register_pipeline
 from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
 
 __all__ = ["register"]
@@ -93,5 +94,6 @@ def register() -> None:
             _register_conversion(cls, model_type)
     AutoProcessor.register(Qwen2AudioConfig, Qwen2AudioLTBMProcessor, exist_ok=True)
     AutoProcessor.register(AudioFlamingo3Config, AudioFlamingo3LTBMProcessor, exist_ok=True)
+    register_pipeline()
     if not getattr(AutoProcessor.from_pretrained, "_hf_ltbm_wrapped", False):
         AutoProcessor.from_pretrained = staticmethod(_merging_processor_from_pretrained(AutoProcessor.from_pretrained))

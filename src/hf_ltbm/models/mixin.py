@@ -366,6 +366,10 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         """See the base model's `get_audio_features`."""
         return self.model.get_audio_features(input_features, feature_mask, **kwargs)
 
+    def audio_token_counts(self, feature_mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """`(N_u, M_u)`: audio tokens per unit before and after merging (see the base model's method)."""
+        return self.model.audio_token_counts(feature_mask)
+
     def _merging_lm_forward(
         self,
         labels: Optional[torch.LongTensor] = None,

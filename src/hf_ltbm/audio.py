@@ -1,0 +1,154 @@
+"""Reading audio for the pipeline and the command line: files (wav, flac, mp3, ogg, ... through libsndfile) or arrays,
+down-mixed to mono float32 and resampled (soxr) to the rate the processor expects.
+
+Every problem with an input is an `AudioInputError` that names the input and says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+__all__ = ["AUDIO_EXTENSIONS", "AudioInputError", "AudioSource", "find_audio_files", "load_audio"]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".au")
+"""File name endings `find_audio_files` picks up in folders."""
+
+AudioSource = Union[str, os.PathLike, np.ndarray, Any, dict]
+"""A path or URL, a `[samples]` / `[channels, samples]` array or tensor at the target rate, or a `datasets` dict."""
+
+
+class AudioInputError(ValueError):
+    """An audio input that cannot be used: missing, unreadable, empty, or of the wrong shape."""
+
+
+def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return wave
+    import soxr
+
+    return soxr.resample(wave, rate, target, quality="HQ").astype(np.float32, copy=False)
+
+
+def _to_mono(wave: np.ndarray, name: str, channels_last: bool) -> np.ndarray:
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1 if channels_last else 0)
+    if wave.ndim != 1:
+        raise AudioInputError(
+            f"Audio {name} has shape {tuple(wave.shape)}; expected [samples] or [channels, samples]."
+        )
+    return wave
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    if not path.exists():
+        raise AudioInputError(f"Audio file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise AudioInputError(f"Audio path {str(path)!r} is a folder; pass the files in it (the CLI expands folders).")
+    return _decode(str(path), f"file {str(path)!r}")
+
+
+def _decode(data: Any, name: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        wave, rate = sf.read(data, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioInputError(
+            f"Could not decode audio {name} ({err}). Supported: "
+            f"{', '.join(sorted(f.lower() for f in sf.available_formats()))}; convert other formats to wav or flac."
+        ) from err
+    return _to_mono(wave, name, channels_last=True), int(rate)
+
+
+def _read_url(url: str, timeout: float = 60.0) -> tuple[np.ndarray, int]:
+    import io
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise AudioInputError(f"Could not download audio {url!r} ({err}); download it and pass the file.") from err
+    return _decode(io.BytesIO(data), repr(url))
+
+
+def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = None) -> np.ndarray:
+    """Returns `source` as a mono float32 waveform `[samples]` at `sampling_rate`.
+
+    Args:
+        source: a path or http(s) URL of an audio file; a numpy array or torch tensor (`[samples]` or
+            `[channels, samples]`) already at `sampling_rate`; or a dict `{"array" (or "raw"): waveform,
+            "sampling_rate": rate}` (the `datasets` Audio format), resampled when its rate differs.
+        sampling_rate: the target rate (the feature extractor's, 16 kHz for Qwen2-Audio and AF3).
+        name: how errors refer to the input (defaults to the path, or "array").
+
+    Raises:
+        AudioInputError: missing or undecodable file, empty audio, non-finite samples, bad shape.
+    """
+    if sampling_rate <= 0:
+        raise ValueError(f"`sampling_rate` must be a positive integer, got {sampling_rate!r}.")
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        name = name or repr(source)
+        wave, rate = _read_url(source)
+    elif isinstance(source, (str, os.PathLike)):
+        name = name or repr(str(source))
+        wave, rate = _read_file(Path(source))
+    elif isinstance(source, dict):
+        key = "array" if "array" in source else "raw" if "raw" in source else None
+        if key is None or "sampling_rate" not in source:
+            raise AudioInputError(
+                f"An audio dict needs 'array' (or 'raw') and 'sampling_rate' keys, got keys {sorted(source)}."
+            )
+        name = name or "dict"
+        wave = _to_mono(np.asarray(_as_numpy(source[key]), dtype=np.float32), name, channels_last=False)
+        rate = int(source["sampling_rate"])
+    else:
+        name = name or "array"
+        try:
+            wave = np.asarray(_as_numpy(source), dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise AudioInputError(
+                f"Cannot use {type(source).__name__} as audio: pass a file path, a waveform array or "
+                "{'array': ..., 'sampling_rate': ...}."
+            ) from err
+        wave = _to_mono(wave, name, channels_last=False)
+        rate = sampling_rate
+    if wave.size == 0:
+        raise AudioInputError(f"Audio {name} is empty (0 samples).")
+    if not np.isfinite(wave).all():
+        raise AudioInputError(f"Audio {name} contains NaN or infinite samples.")
+    return _resample(wave, rate, sampling_rate)
+
+
+def _as_numpy(value: Any) -> Any:
+    if hasattr(value, "detach"):  # torch tensor
+        return value.detach().float().cpu().numpy()
+    return value
+
+
+def find_audio_files(paths: Sequence[Union[str, os.PathLike]], extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list:
+    """Expands `paths` (files or folders, searched recursively for `extensions`) into a sorted list of files.
+
+    Files given explicitly are kept whatever their ending; a missing path or a folder without audio raises
+    `AudioInputError`.
+    """
+    endings = tuple(e.lower() for e in extensions)
+    found: list[Path] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in endings)
+            if not inside:
+                raise AudioInputError(f"Folder {str(path)!r} holds no audio files ({', '.join(endings)}).")
+            found.extend(inside)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise AudioInputError(f"Audio file {str(path)!r} does not exist.")
+    return found

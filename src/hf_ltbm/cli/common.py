@@ -1,0 +1,201 @@
+"""What the subcommands share: merge-setting and model arguments, model loading, audio checks, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from transformers.utils import logging
+
+from ..audio import AudioInputError
+from ..config import KEY_SOURCES, MERGE_SPACES, AudioTokenMergeConfig
+from ..merging import available_methods
+from ..processing import max_audio_seconds
+from ..tiny import TINY_MODELS, build_tiny_model
+
+logger = logging.get_logger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("qwen2_audio", "audioflamingo3")
+EXIT_INPUT = 1  # an audio input cannot be used
+EXIT_USAGE = 2  # bad command line: unknown option, bad merge setting, unknown or unsupported model
+
+
+class CLIError(Exception):
+    """An error the command line reports as one message, with the exit code it ends with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --------------------------------------------------------------------------------------------------- arguments
+def add_model_arguments(parser: argparse.ArgumentParser, *, default: Optional[str] = None) -> None:
+    parser.add_argument(
+        "--model",
+        default=default,
+        required=default is None,
+        help="hub id or local folder of a Qwen2-Audio or Audio Flamingo 3 checkpoint, or "
+        f"{' / '.join(TINY_MODELS)} (random weights, built offline)" + (f" (default: {default})" if default else ""),
+    )
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', 'cuda:0', ...")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="weights dtype; 'auto' is bfloat16 on CUDA, float32 elsewhere",
+    )
+
+
+def add_merge_arguments(parser: argparse.ArgumentParser, *, methods: bool = False) -> None:
+    """Adds `--merge` (or `--methods` for several), `--keep-ratio`, `--num-tokens`, `--window` and the rest."""
+    names = ", ".join(["none", *available_methods()])
+    if methods:
+        parser.add_argument(
+            "--methods",
+            default="ltbm,global,pool,prune_norm",
+            help=f"comma-separated methods among {names}",
+        )
+    else:
+        parser.add_argument("--merge", default="ltbm", metavar="METHOD", help=f"one of {names} (default: ltbm)")
+    parser.add_argument("--keep-ratio", type=float, default=None, help="fraction of audio tokens kept, in (0, 1]")
+    parser.add_argument("--num-tokens", type=int, default=None, help="audio tokens kept per clip (or 30 s window)")
+    parser.add_argument("--window", type=int, default=None, help="LTBM window in slots (default: 3)")
+    parser.add_argument("--space", default="encoder", help=f"where to merge: {', '.join(MERGE_SPACES)}")
+    parser.add_argument("--key-source", default="features", help=f"what merging compares: {', '.join(KEY_SOURCES)}")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the 'random' method")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further method option, e.g. num_segments=10 (repeatable; VALUE is read as JSON when it parses)",
+    )
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--option expects KEY=VALUE, got {pair!r}.")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def merge_setting(args: argparse.Namespace, method: Optional[str] = None) -> Optional[AudioTokenMergeConfig]:
+    """The `AudioTokenMergeConfig` the arguments describe (`None` for method 'none'); bad values raise `CLIError`."""
+    method = args.merge if method is None else method
+    if method == "none":
+        return None
+    fields: dict[str, Any] = dict(
+        method=method,
+        keep_ratio=args.keep_ratio,
+        num_tokens=args.num_tokens,
+        space=args.space,
+        key_source=args.key_source,
+        options=_options(args.option),
+    )
+    if method == "ltbm" and args.window is not None:
+        fields["window"] = args.window
+    if method == "random":
+        fields["seed"] = 0 if args.seed is None else args.seed
+    try:
+        return AudioTokenMergeConfig(**fields)
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"bad merge setting: {err}") from err
+
+
+def method_list(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise CLIError("--methods is empty; pass e.g. --methods ltbm,global,pool")
+    return methods
+
+
+# ------------------------------------------------------------------------------------------------------ models
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise CLIError(f"--device {name!r} is not a device: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu.")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def load_model(
+    name: str, setting: Optional[AudioTokenMergeConfig], device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """Loads `(model, merging processor)` for `name`; unknown or unsupported models raise `CLIError`."""
+    if name in TINY_MODELS:
+        logger.warning(f"{name}: random weights built in-process, so the generated text is meaningless.")
+        model, processor = build_tiny_model(name, audio_token_merge=setting)
+        return model.to(device=device, dtype=dtype), processor
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoProcessor
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        local = Path(name).exists()
+        raise CLIError(
+            f"Could not load model {name!r}: {str(err).splitlines()[0]} "
+            + (
+                "The folder needs a config.json."
+                if local
+                else "Pass a local checkpoint folder or a hub id that is cached or reachable "
+                f"(offline, try --model {TINY_MODELS[0]})."
+            )
+        ) from err
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise CLIError(
+            f"Model {name!r} is a {config.model_type!r} model; hf-ltbm supports {', '.join(SUPPORTED_MODEL_TYPES)} "
+            "(e.g. Qwen/Qwen2-Audio-7B-Instruct, nvidia/audio-flamingo-3-hf)."
+        )
+    model = AutoModelForSeq2SeqLM.from_pretrained(
+        name, audio_token_merge=setting, dtype=dtype, device_map=str(device) if device.type != "cpu" else None
+    )
+    processor = AutoProcessor.from_pretrained(name, audio_token_merge=setting)
+    return model.eval(), processor
+
+
+def check_durations(paths: list[Path], processor: Any) -> dict[Path, float]:
+    """Durations of the files (read from their headers); empty, undecodable and too long files raise `CLIError`."""
+    import soundfile as sf
+
+    limit = max_audio_seconds(processor)
+    durations = {}
+    for path in paths:
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise CLIError(f"Could not decode audio file {str(path)!r}: {err}", EXIT_INPUT) from err
+        if info.frames == 0:
+            raise CLIError(f"Audio file {str(path)!r} is empty (0 samples).", EXIT_INPUT)
+        seconds = info.frames / info.samplerate
+        if seconds > limit:
+            raise CLIError(
+                f"Audio file {str(path)!r} is {seconds:.1f} s long; this model takes at most {limit:g} s per clip. "
+                f"Cut it into pieces of at most {limit:g} s (e.g. `sox in.wav out.wav trim 0 {limit:g} : newfile : "
+                f"restart`), or use Audio Flamingo 3, which takes up to 600 s.",
+                EXIT_INPUT,
+            )
+        durations[path] = seconds
+    return durations
+
+
+def input_error(err: AudioInputError) -> CLIError:
+    return CLIError(str(err), EXIT_INPUT)

@@ -1,0 +1,149 @@
+"""Tiny random-initialised Qwen2-Audio and Audio Flamingo 3 models, built in-process with no download.
+
+They have the real architectures and the real audio front end (16 kHz, 128 mel bins, 30 s windows, 25 audio tokens
+per second), so token counts, merging, compaction and generation behave exactly as with the released checkpoints; only
+the widths are tiny and the weights random. **The text they generate is meaningless.** The CLI's offline demo runs
+on them (`--model tiny-random-qwen2-audio`), and they are handy in tests and examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import MergeSetting
+
+__all__ = ["TINY_MODELS", "build_tiny_model", "tiny_tokenizer"]
+
+TINY_MODELS = ("tiny-random-qwen2-audio", "tiny-random-audioflamingo3")
+"""Names the CLI and `build_tiny_model` accept in place of a checkpoint."""
+
+_WORDS = (
+    "a an the and of in on with by to from at near while then is are was be it this that there some one two many "
+    "man woman child people dog cat bird birds car cars engine train bell music piano guitar drum drums voice voices "
+    "speech speaking talks talking speaks sings singing laughs crowd water rain wind thunder door footsteps "
+    "machine motor alarm siren phone clock ticking rings ringing beeps hum humming buzzing loud quiet soft distant "
+    "background foreground briefly repeatedly continuously slowly quickly first later finally audio clip sound sounds "
+    "noise noises what who where when which how many describe caption answer question yes no please word words "
+    "english generate transcribe speaker language emotion instrument genre tempo happy sad calm . , ? : !"
+).split()
+
+_QWEN2_AUDIO_TEMPLATE = (
+    "{% set n = namespace(audio=0) %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}{% set n.audio = n.audio + 1 %}"
+    "Audio {{ n.audio }}: <|audio_bos|><|AUDIO|><|audio_eos|>{{ '\\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+
+_AUDIOFLAMINGO3_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<sound>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+
+
+def tiny_tokenizer(audio_tokens: list[str]):
+    """A word-level fast tokenizer built in-process: `<pad> <s> </s> <unk>`, a small English vocabulary, the chat
+    markers `<|im_start|> <|im_end|>` and the backbone's `audio_tokens` as special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", *audio_tokens]
+    vocab = {token: i for i, token in enumerate(specials + sorted(set(_WORDS)))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        bos_token="<s>",
+        additional_special_tokens=specials[4:],
+        padding_side="left",
+    )
+
+
+def _text_config(tokenizer) -> dict[str, Any]:
+    return dict(
+        model_type="qwen2",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _audio_config(model_type: str) -> dict[str, Any]:
+    return dict(
+        model_type=model_type,
+        num_mel_bins=128,
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        max_source_positions=1500,  # 3000 mel frames = 30 s
+    )
+
+
+def build_tiny_model(
+    name: str = "tiny-random-qwen2-audio", audio_token_merge: MergeSetting = None, seed: int = 0
+) -> tuple[torch.nn.Module, Any]:
+    """Builds `(model, processor)` for one of `TINY_MODELS`, with random weights drawn from `seed`.
+
+    The model is the merging `*ForConditionalGeneration` class in eval mode; the processor is the matching merging
+    processor with the same `audio_token_merge` (both can be changed later, e.g. with `hf_ltbm.audio_token_merge`).
+    The global torch RNG is left untouched.
+    """
+    from transformers import AudioFlamingo3Config, Qwen2AudioConfig, WhisperFeatureExtractor
+
+    from .models import AudioFlamingo3LTBMForConditionalGeneration, Qwen2AudioLTBMForConditionalGeneration
+    from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
+
+    if name not in TINY_MODELS:
+        raise ValueError(f"Unknown tiny model {name!r}; choose one of {list(TINY_MODELS)}.")
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
+    if name == "tiny-random-qwen2-audio":
+        tokenizer = tiny_tokenizer(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"])
+        config = Qwen2AudioConfig(
+            audio_config=_audio_config("qwen2_audio_encoder"),
+            text_config=_text_config(tokenizer),
+            audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+        )
+        model_cls, processor = (
+            Qwen2AudioLTBMForConditionalGeneration,
+            Qwen2AudioLTBMProcessor(
+                features, tokenizer, chat_template=_QWEN2_AUDIO_TEMPLATE, audio_token_merge=audio_token_merge
+            ),
+        )
+    else:
+        tokenizer = tiny_tokenizer(["<sound>"])
+        config = AudioFlamingo3Config(
+            audio_config=_audio_config("audioflamingo3_encoder"),
+            text_config=_text_config(tokenizer),
+            audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
+        )
+        model_cls, processor = (
+            AudioFlamingo3LTBMForConditionalGeneration,
+            AudioFlamingo3LTBMProcessor(
+                features, tokenizer, chat_template=_AUDIOFLAMINGO3_TEMPLATE, audio_token_merge=audio_token_merge
+            ),
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config, audio_token_merge=audio_token_merge)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval(), processor

@@ -1,0 +1,116 @@
+import http.server
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hf_ltbm.audio import AudioInputError, find_audio_files, load_audio
+
+from .conftest import write_clip
+
+
+@pytest.mark.parametrize("ending", [".wav", ".flac", ".ogg", ".mp3"])
+def test_files_of_each_format_decode_to_mono_float32_at_the_target_rate(tmp_path, ending):
+    path = tmp_path / f"clip{ending}"
+    write_clip(path, seconds=1.0, rate=22050, channels=2)
+    wave = load_audio(path, 16000)
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) - 16000) <= 1200  # mp3 adds encoder delay/padding
+    assert np.abs(wave).max() > 0.1
+
+
+def test_resampling_keeps_the_tone_frequency(tmp_path):
+    path = tmp_path / "a.wav"
+    write_clip(path, seconds=1.0, rate=44100, freq=1000.0)
+    wave = load_audio(path, 16000)
+    assert len(wave) == 16000
+    peak = np.argmax(np.abs(np.fft.rfft(wave)))  # 1 Hz bins for one second of audio
+    assert abs(peak - 1000) <= 1
+
+
+def test_stereo_is_averaged(tmp_path):
+    path = tmp_path / "s.wav"
+    data = write_clip(path, channels=2)
+    np.testing.assert_allclose(load_audio(path, 16000), data.mean(axis=1), atol=1e-4)
+
+
+def test_arrays_tensors_and_dicts():
+    wave = np.linspace(-0.5, 0.5, 1600, dtype=np.float64)
+    np.testing.assert_array_equal(load_audio(wave, 16000), wave.astype(np.float32))
+    np.testing.assert_array_equal(load_audio(torch.from_numpy(wave), 16000), wave.astype(np.float32))
+    np.testing.assert_array_equal(load_audio(np.stack([wave, wave]), 16000), wave.astype(np.float32))
+    resampled = load_audio({"array": wave, "sampling_rate": 8000}, 16000)
+    assert len(resampled) == 3200
+    given = {"array": wave, "sampling_rate": 16000}
+    load_audio(given, 16000)
+    assert set(given) == {"array", "sampling_rate"}  # not mutated
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (np.zeros(0), "is empty"),
+        (np.array([0.0, np.nan]), "NaN or infinite"),
+        (np.zeros((2, 2, 2)), "expected [samples]"),
+        ({"array": [0.1]}, "'array' (or 'raw') and 'sampling_rate'"),
+        (object(), "Cannot use object as audio"),
+    ],
+)
+def test_bad_arrays_are_named(source, message):
+    with pytest.raises(AudioInputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_audio(source, 16000)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(AudioInputError, match="does not exist"):
+        load_audio(tmp_path / "missing.wav", 16000)
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio at all")
+    with pytest.raises(AudioInputError, match="Could not decode audio file .*bad.wav"):
+        load_audio(bad, 16000)
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioInputError, match="is empty"):
+        load_audio(empty, 16000)
+    with pytest.raises(AudioInputError, match="is a folder"):
+        load_audio(tmp_path, 16000)
+    with pytest.raises(ValueError, match="`sampling_rate` must be a positive integer, got 0"):
+        load_audio(np.ones(3), 0)
+
+
+def test_find_audio_files_expands_folders_sorted(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.wav", "a.flac", "sub/c.mp3", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    explicit = tmp_path / "notes.txt"
+    found = find_audio_files([tmp_path, explicit])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.flac", "b.wav", "sub/c.mp3", "notes.txt"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AudioInputError, match="holds no audio files"):
+        find_audio_files([tmp_path / "empty"])
+    with pytest.raises(AudioInputError, match="does not exist"):
+        find_audio_files([tmp_path / "nope.wav"])
+
+
+def test_urls_are_downloaded(tmp_path):
+    write_clip(tmp_path / "clip.flac", seconds=0.5)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert len(load_audio(f"{url}/clip.flac", 16000)) == 8000
+        with pytest.raises(AudioInputError, match="Could not download audio"):
+            load_audio(f"{url}/missing.flac", 16000)
+    finally:
+        server.shutdown()

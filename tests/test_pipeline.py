@@ -1,0 +1,180 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+import hf_ltbm
+from hf_ltbm.audio import AudioInputError
+from hf_ltbm.pipeline import TASK, AudioTextToTextPipeline, build_prompt, register_pipeline
+from hf_ltbm.tiny import TINY_MODELS, build_tiny_model
+
+from .conftest import write_clip
+
+LTBM = {"method": "ltbm", "keep_ratio": 0.5}
+
+
+def clip(seconds, seed=0):
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(16000 * seconds))).astype(np.float32)
+
+
+@pytest.fixture(params=TINY_MODELS)
+def pipe(request):
+    model, processor = build_tiny_model(request.param, audio_token_merge=LTBM)
+    return pipeline(TASK, model=model, processor=processor)
+
+
+def direct(pipe, audio, prompt, max_new_tokens=4):
+    """What the pipeline should produce, with the processor and generate() by hand."""
+    proc = pipe.processor
+    texts = [build_prompt(proc, prompt)] * len(audio)
+    inputs = proc(text=texts, audio=audio, sampling_rate=16000, padding=True, padding_side="left", return_tensors="pt")
+    out = pipe.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return proc.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_task_is_registered_with_our_class(pipe):
+    assert isinstance(pipe, AudioTextToTextPipeline)
+    assert PIPELINE_REGISTRY.supported_tasks[TASK]["impl"] is AudioTextToTextPipeline
+
+
+def test_raw_array_and_file_give_the_direct_result(pipe, tmp_path):
+    audio = clip(3)
+    (result,) = pipe(audio, text="describe the sound", max_new_tokens=4)
+    assert result["generated_text"] == direct(pipe, [audio], "describe the sound")[0]
+    assert (result["audio_tokens_before"], result["audio_tokens_after"]) == (75, 38)
+    assert result["input_text"] == "describe the sound"
+    path = tmp_path / "a.wav"
+    data = write_clip(path, seconds=2)
+    (from_file,) = pipe(str(path), text="describe the sound", max_new_tokens=4)
+    assert from_file["generated_text"] == direct(pipe, [data[:, 0]], "describe the sound")[0]
+
+
+def test_batches_are_left_padded_and_match_generate_on_the_same_batch(pipe):
+    audio = [clip(4, 1), clip(1.5, 2), clip(2.5, 3)]
+    results = pipe(audio, text="what is in the audio ?", max_new_tokens=4, batch_size=3)
+    assert [r[0]["generated_text"] for r in results] == direct(pipe, audio, "what is in the audio ?")
+    assert [r[0]["audio_tokens_before"] for r in results] == [100, 37, 62]
+    assert [r[0]["audio_tokens_after"] for r in results] == [50, 19, 31]
+    # Batch size 2 splits the list into two generate() calls and keeps the order.
+    again = pipe(audio, text="what is in the audio ?", max_new_tokens=4, batch_size=2)
+    assert [r[0]["audio_tokens_before"] for r in again] == [100, 37, 62]
+
+
+def test_chat_inputs_with_audio_parts(pipe, tmp_path):
+    path = tmp_path / "a.flac"
+    write_clip(path, seconds=2)
+    chat = [{"role": "user", "content": [{"type": "audio", "path": str(path)}, {"type": "text", "text": "caption"}]}]
+    (result,) = pipe(chat, max_new_tokens=3)
+    assert result["input_text"] == chat and result["audio_tokens_before"] == 50
+    batch = pipe([chat, chat], max_new_tokens=3, batch_size=2)
+    assert [r[0]["generated_text"] for r in batch] == [result["generated_text"]] * 2
+    (full,) = pipe(chat, max_new_tokens=3, return_full_text=True)
+    assert full["generated_text"][-1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": result["generated_text"]}],
+    }
+    with pytest.raises(ValueError, match="needs a 'path', 'url' or 'audio'"):
+        pipe([{"role": "user", "content": [{"type": "audio"}]}])
+    with pytest.raises(ValueError, match="`text` cannot be combined with chat inputs"):
+        pipe(chat, text="hi")
+
+
+def test_dict_inputs_and_one_prompt_per_sample(pipe):
+    a, b = clip(2, 5), clip(3, 6)
+    results = pipe([{"audio": a, "text": "caption"}, {"audio": b, "text": "answer"}], max_new_tokens=2)
+    assert [r[0]["input_text"] for r in results] == ["caption", "answer"]
+    results = pipe([a, b], text=["caption", "answer"], max_new_tokens=2)
+    assert [r[0]["input_text"] for r in results] == ["caption", "answer"]
+    with pytest.raises(ValueError, match="Got 2 inputs but 3 texts"):
+        pipe([a, b], text=["x", "y", "z"])
+
+
+def test_generate_kwargs_are_not_mutated_and_sequences_are_grouped(pipe):
+    kwargs = {"max_new_tokens": 3, "num_beams": 2, "num_return_sequences": 2}
+    snapshot = copy.deepcopy(kwargs)
+    results = pipe([clip(2), clip(1)], text="caption", generate_kwargs=kwargs, batch_size=2)
+    assert kwargs == snapshot
+    assert [len(r) for r in results] == [2, 2]
+    with pytest.raises(ValueError, match="`max_new_tokens` was given twice"):
+        pipe(clip(1), max_new_tokens=2, generate_kwargs={"max_new_tokens": 3})
+    with pytest.raises(TypeError, match="Unexpected argument"):
+        pipe(clip(1), max_tokens=3)
+
+
+def test_call_time_override_is_used_and_restored(pipe):
+    audio = clip(3)
+    (off,) = pipe(audio, text="caption", max_new_tokens=3, audio_token_merge=None)
+    assert off["audio_tokens_after"] == off["audio_tokens_before"] == 75
+    (pool,) = pipe(audio, text="caption", max_new_tokens=3, audio_token_merge={"method": "pool", "keep_ratio": 0.2})
+    assert pool["audio_tokens_after"] == 15
+    with hf_ltbm.audio_token_merge(pipe.model, {"method": "pool", "keep_ratio": 0.2}, pipe.processor):
+        expected = direct(pipe, [audio], "caption", max_new_tokens=3)[0]
+    assert pool["generated_text"] == expected
+    assert pipe.model.audio_token_merge.method == "ltbm" and pipe.processor.merge_config.method == "ltbm"
+
+
+def test_override_restored_after_an_exception(pipe, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("garbage")
+    with pytest.raises(AudioInputError, match="Could not decode"):
+        pipe([clip(1), str(bad)], text="caption", audio_token_merge="global", batch_size=1, max_new_tokens=2)
+    assert pipe.model.audio_token_merge.method == "ltbm" and pipe.processor.merge_config.method == "ltbm"
+    with pytest.raises(ValueError, match="`keep_ratio` must be in"):
+        pipe(clip(1), audio_token_merge={"method": "pool", "keep_ratio": 0}, max_new_tokens=2)
+    assert pipe.model.audio_token_merge.method == "ltbm"
+
+
+def test_stock_processor_prompts_are_compacted_in_the_model(pipe):
+    audio = clip(3)
+    (merged,) = pipe(audio, text="caption", max_new_tokens=4)
+    stock = copy.deepcopy(pipe.processor)
+    stock.set_audio_token_merge(None)  # emits the unmerged placeholder count, like the upstream processor
+    other = pipeline(TASK, model=pipe.model, processor=stock)
+    (compacted,) = other(audio, text="caption", max_new_tokens=4)
+    assert compacted["generated_text"] == merged["generated_text"]
+    assert compacted["audio_tokens_after"] == merged["audio_tokens_after"] == 38
+
+
+def test_from_a_saved_folder_with_model_kwargs(tmp_path):
+    model, processor = build_tiny_model("tiny-random-qwen2-audio")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    pipe = pipeline(TASK, model=str(tmp_path), model_kwargs={"audio_token_merge": LTBM})
+    assert isinstance(pipe.model, hf_ltbm.Qwen2AudioLTBMForConditionalGeneration)
+    assert pipe.model.audio_token_merge.keep_ratio == 0.5
+    (result,) = pipe(clip(2), text="caption", max_new_tokens=2)
+    assert (result["audio_tokens_before"], result["audio_tokens_after"]) == (50, 25)
+
+
+def test_existing_task_is_not_replaced(monkeypatch):
+    class Other:
+        pass
+
+    monkeypatch.setitem(PIPELINE_REGISTRY.supported_tasks, TASK, {"impl": Other, "pt": ()})
+    assert register_pipeline() is False
+    assert PIPELINE_REGISTRY.supported_tasks[TASK]["impl"] is Other
+
+
+def test_prompt_building(pipe):
+    proc = pipe.processor
+    assert build_prompt(proc, f"{proc.audio_token} as is") == f"{proc.audio_token} as is"
+    assert build_prompt(proc, "caption", 2).count(proc.audio_token) == 2
+    proc = copy.deepcopy(proc)
+    proc.chat_template = None
+    expected = "<|audio_bos|><|AUDIO|><|audio_eos|>caption" if "AUDIO" in proc.audio_token else "<sound>caption"
+    assert build_prompt(proc, "caption") == expected
+
+
+def test_non_audio_model_is_refused():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model, processor = build_tiny_model()
+    llama = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+    )
+    with pytest.raises(ValueError, match="not an audio-language model"):
+        AudioTextToTextPipeline(model=llama, processor=processor)
+    torch.manual_seed(0)

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import torch
+
+from hf_ltbm import AudioFlamingo3LTBMForConditionalGeneration, Qwen2AudioLTBMForConditionalGeneration
+from hf_ltbm.tiny import TINY_MODELS, build_tiny_model
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_real_audio_front_end_and_25_tokens_per_second(name):
+    model, processor = build_tiny_model(name, audio_token_merge={"method": "ltbm", "keep_ratio": 0.5})
+    assert isinstance(model, (Qwen2AudioLTBMForConditionalGeneration, AudioFlamingo3LTBMForConditionalGeneration))
+    assert not model.training
+    audio = np.zeros(16000 * 30, dtype=np.float32)
+    inputs = processor(text=processor.audio_token, audio=[audio], sampling_rate=16000, return_tensors="pt")
+    mask = inputs.get("feature_attention_mask", inputs.get("input_features_mask"))
+    before, after = model.audio_token_counts(mask)
+    assert int(before.sum()) == 750 and int(after.sum()) == 375
+    assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == 375
+
+
+def test_same_seed_same_weights_and_global_rng_untouched():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a, _ = build_tiny_model(seed=1)
+    assert torch.equal(torch.rand(3), expected)
+    b, _ = build_tiny_model(seed=1)
+    c, _ = build_tiny_model(seed=2)
+    pa, pb, pc = (next(m.language_model.parameters()) for m in (a.model, b.model, c.model))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="Unknown tiny model 'tiny'; choose one of"):
+        build_tiny_model("tiny")
