@@ -137,39 +137,50 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def load_model(
-    name: str, setting: Optional[AudioTokenMergeConfig], device: torch.device, dtype: torch.dtype
-) -> tuple[Any, Any]:
-    """Loads `(model, merging processor)` for `name`; unknown or unsupported models raise `CLIError`."""
-    if name in TINY_MODELS:
-        logger.warning(f"{name}: random weights built in-process, so the generated text is meaningless.")
-        model, processor = build_tiny_model(name, audio_token_merge=setting)
-        return model.to(device=device, dtype=dtype), processor
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoProcessor
+def _config(name: str) -> Any:
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
-        local = Path(name).exists()
-        raise CLIError(
-            f"Could not load model {name!r}: {str(err).splitlines()[0]} "
-            + (
-                "The folder needs a config.json."
-                if local
-                else "Pass a local checkpoint folder or a hub id that is cached or reachable "
-                f"(offline, try --model {TINY_MODELS[0]})."
-            )
-        ) from err
+        hint = (
+            "The folder needs a config.json."
+            if Path(name).exists()
+            else "Pass a local checkpoint folder or a hub id that is cached or reachable "
+            f"(offline, try --model {TINY_MODELS[0]})."
+        )
+        raise CLIError(f"Could not load model {name!r}: {str(err).splitlines()[0]} {hint}") from err
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise CLIError(
             f"Model {name!r} is a {config.model_type!r} model; hf-ltbm supports {', '.join(SUPPORTED_MODEL_TYPES)} "
             "(e.g. Qwen/Qwen2-Audio-7B-Instruct, nvidia/audio-flamingo-3-hf)."
         )
+    return config
+
+
+def load_processor(name: str, setting: Optional[AudioTokenMergeConfig]) -> Any:
+    """The merging processor of model `name` (cheap: load it first to check inputs before the weights)."""
+    if name in TINY_MODELS:
+        return build_tiny_model(name, audio_token_merge=setting)[1]
+    from transformers import AutoProcessor
+
+    _config(name)
+    return AutoProcessor.from_pretrained(name, audio_token_merge=setting)
+
+
+def load_model(name: str, setting: Optional[AudioTokenMergeConfig], device: torch.device, dtype: torch.dtype) -> Any:
+    """The merging `*ForConditionalGeneration` model `name` in eval mode; unknown or unsupported models raise
+    `CLIError`."""
+    if name in TINY_MODELS:
+        logger.warning(f"{name}: random weights built in-process, so the generated text is meaningless.")
+        return build_tiny_model(name, audio_token_merge=setting)[0].to(device=device, dtype=dtype)
+    from transformers import AutoModelForSeq2SeqLM
+
+    _config(name)
     model = AutoModelForSeq2SeqLM.from_pretrained(
         name, audio_token_merge=setting, dtype=dtype, device_map=str(device) if device.type != "cpu" else None
     )
-    processor = AutoProcessor.from_pretrained(name, audio_token_merge=setting)
-    return model.eval(), processor
+    return model.eval()
 
 
 def check_durations(paths: list[Path], processor: Any) -> dict[Path, float]:

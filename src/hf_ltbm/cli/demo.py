@@ -28,6 +28,7 @@ from .common import (
     check_durations,
     input_error,
     load_model,
+    load_processor,
     merge_setting,
     method_list,
     resolve_device,
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     methods = method_list(args.methods)
     settings = [merge_setting(args, m) for m in methods]
     device = resolve_device(args.device)
-    model, processor = load_model(args.model, None, device, resolve_dtype(args.dtype, device))
+    processor = load_processor(args.model, None)
     rate = processor.feature_extractor.sampling_rate
     args.output_dir.mkdir(parents=True, exist_ok=True)
     if args.audio is None:
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         except AudioInputError as err:
             raise input_error(err) from err
 
+    model = load_model(args.model, None, device, resolve_dtype(args.dtype, device))
     print(f"model: {args.model} on {device}")
     if args.model in TINY_MODELS:
         print(

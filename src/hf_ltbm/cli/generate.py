@@ -21,6 +21,7 @@ from .common import (
     check_durations,
     input_error,
     load_model,
+    load_processor,
     merge_setting,
     resolve_device,
     resolve_dtype,
@@ -56,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     except AudioInputError as err:
         raise input_error(err) from err
     device = resolve_device(args.device)
-    model, processor = load_model(args.model, setting, device, resolve_dtype(args.dtype, device))
+    processor = load_processor(args.model, setting)
     durations = check_durations(files, processor)
+    model = load_model(args.model, setting, device, resolve_dtype(args.dtype, device))
     pipe = AudioTextToTextPipeline(model=model, processor=processor)
     sink = open(args.output, "w", encoding="utf-8") if args.output else None
     prefill_times, records = [], []

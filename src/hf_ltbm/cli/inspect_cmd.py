@@ -18,6 +18,7 @@ from .common import (
     check_durations,
     input_error,
     load_model,
+    load_processor,
     merge_setting,
     method_list,
     resolve_device,
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     settings = [merge_setting(args, method) for method in methods]
     path = Path(args.audio)
     device = resolve_device(args.device)
-    model, processor = load_model(args.model, None, device, resolve_dtype(args.dtype, device))
+    processor = load_processor(args.model, None)
     try:
         if not path.exists():
             raise AudioInputError(f"Audio file {str(path)!r} does not exist.")
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         audio = load_audio(path, processor.feature_extractor.sampling_rate)
     except AudioInputError as err:
         raise input_error(err) from err
+    model = load_model(args.model, None, device, resolve_dtype(args.dtype, device))
     maps = merge_maps(model, processor, audio, settings)
     if args.json:
         for merge_map in maps:
