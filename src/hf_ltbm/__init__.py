@@ -1,10 +1,12 @@
 """hf-ltbm: training-free audio-token compression for audio-language models in Hugging Face transformers.
 
 `merge_tokens` and the method registry are pure PyTorch; `AudioTokenMergeConfig` is the setting a model carries; the
-model and processor classes make Qwen2-Audio and Audio Flamingo 3 run their language model on merged audio tokens.
-Importing the package registers the merging classes with transformers' Auto classes.
+model and processor classes make Qwen2-Audio and Audio Flamingo 3 run their language model on merged audio tokens;
+`audio_token_merge` switches a loaded model's setting for a block. Importing the package registers the merging classes
+with transformers' Auto classes and the "audio-text-to-text" pipeline.
 """
 
+from .audio import AudioInputError, load_audio
 from .config import AudioTokenMergeConfig
 from .context import audio_token_merge
 from .merging import (
@@ -24,6 +26,7 @@ from .models import (
     Qwen2AudioLTBMForConditionalGeneration,
     Qwen2AudioLTBMModel,
 )
+from .pipeline import AudioTextToTextPipeline, build_prompt
 from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
 from .registration import register as _register
 
@@ -36,6 +39,8 @@ __all__ = [
     "AudioFlamingo3LTBMForConditionalGeneration",
     "AudioFlamingo3LTBMModel",
     "AudioFlamingo3LTBMProcessor",
+    "AudioInputError",
+    "AudioTextToTextPipeline",
     "AudioTokenMergeConfig",
     "MergeResult",
     "Qwen2AudioLTBMForConditionalGeneration",
@@ -45,7 +50,9 @@ __all__ = [
     "audio_token_merge",
     "available_methods",
     "build_method",
+    "build_prompt",
     "get_method_class",
+    "load_audio",
     "merge_tokens",
     "output_length",
     "register_method",
