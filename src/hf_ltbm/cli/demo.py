@@ -182,6 +182,11 @@ def run(args: argparse.Namespace) -> int:
             if r["setting"] != "none"
         )
         print(f"\nprefill speed-up vs none (encoder + merge + LLM prefill, median of {args.repeats}): {speedups}")
+        if args.model in TINY_MODELS:
+            print(
+                "  (the tiny model's language model costs next to nothing beside its audio encoder, so merging "
+                "cannot speed it up here; a 7B language model's prefill grows with the prompt length)"
+            )
 
     merged = [s for s in settings if s is not None]
     if merged:
