@@ -1,7 +1,7 @@
 """The `hf-ltbm` command line.
 
-Subcommands live in their own modules, each with `add_parser(subparsers)`; `_COMMANDS` lists them (add `bench` and
-`eval` there). Exit codes: 0 success, 1 an audio input cannot be used, 2 bad command line (unknown option, bad merge
+Subcommands live in their own modules, each with `add_parser(subparsers)`; `_COMMANDS` lists them (add `eval`
+there). Exit codes: 0 success, 1 an audio input cannot be used, 2 bad command line (unknown option, bad merge
 setting, unknown or unsupported model).
 """
 
@@ -17,7 +17,7 @@ from .common import EXIT_USAGE, CLIError
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "generate", "inspect_cmd")
+_COMMANDS = ("demo", "generate", "inspect_cmd", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,13 +68,21 @@ def _cosine_banded(
     sequence, each read to the left and to the right of every A slot. `state [B, n, Dk]`, `norm [B, n]`,
     `cur [B]` current lengths. Returns `(score [B, nA], partner [B, nA])` with the partner as a B index and ties
     to the earliest B slot (as in the dense case). Time O(N * window * Dk), memory O(N * (window + Dk)).
+
+    The rows are laid end to end, so each shift is one batched dot product over contiguous memory (no copy of the
+    shifted views); pairs that would cross into the next row are set to -inf.
     """
-    n = state.shape[1]
+    batch, n, dim = state.shape
+    flat, flat_norm = state.reshape(batch * n, dim), norm.reshape(batch * n)
     slot = torch.arange(0, n, 2, device=state.device)
     cos, partner = [], []
     for d in range(1, window + 1, 2):
-        dots = torch.einsum("bnd,bnd->bn", state[:, :-d], state[:, d:]) / (norm[:, :-d] * norm[:, d:])  # s, s + d
-        cos += [F.pad(dots, (d, 0), value=float("-inf"))[:, 0::2], F.pad(dots, (0, d), value=float("-inf"))[:, 0::2]]
+        dots = torch.full((batch * n,), float("-inf"), device=state.device, dtype=state.dtype)
+        if d < n:  # dots[s] = cos(s, s + d) within a row
+            dots[: batch * n - d] = torch.einsum("nd,nd->n", flat[:-d], flat[d:]) / (flat_norm[:-d] * flat_norm[d:])
+        dots = dots.view(batch, n)
+        dots[:, max(n - d, 0) :] = float("-inf")
+        cos += [F.pad(dots, (d, 0), value=float("-inf"))[:, :n:2], dots[:, 0::2]]
         partner += [slot - d, slot + d]
     order = sorted(range(len(partner)), key=lambda k: int(partner[k][0]))  # candidates left to right
     cos = torch.stack([cos[k] for k in order], dim=-1)
