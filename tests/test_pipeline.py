@@ -178,3 +178,15 @@ def test_non_audio_model_is_refused():
     with pytest.raises(ValueError, match="not an audio-language model"):
         AudioTextToTextPipeline(model=llama, processor=processor)
     torch.manual_seed(0)
+
+
+def test_size_aware_attention_as_a_call_time_setting(pipe):
+    audio = clip(3, 11)
+    setting = {"method": "ltbm", "keep_ratio": 0.25, "size_aware_attention": True}
+    kw = dict(text="caption", generate_kwargs={"max_new_tokens": 3})
+    (aware,) = pipe(audio, audio_token_merge=setting, **kw)
+    with hf_ltbm.audio_token_merge(pipe.model, setting, pipe.processor):
+        expected = direct(pipe, [audio], "caption", max_new_tokens=3)[0]
+    assert aware["generated_text"] == expected and aware["audio_tokens_after"] == 19
+    lm_config = pipe.model.model.language_model.config
+    assert lm_config._attn_implementation == "sdpa"  # restored with the setting

@@ -48,6 +48,10 @@ class AudioTokenMergeConfig:
             `"projector"` merges the projected tokens. Equivalent for Qwen2-Audio (a linear projector), not for
             Audio Flamingo 3 (Linear-GELU-Linear).
         key_source (`str`, defaults to `"features"`): what the merging methods compare, one of `KEY_SOURCES`.
+        size_aware_attention (`bool`, defaults to `False`): the language model adds `log(size)` to the attention
+            logits of every merged audio key (for every query, in prefill and decoding), the attention that `size`
+            identical copies of the key would get. No effect on pruning methods (every size is 1). Needs the
+            "sdpa" or "eager" attention implementation.
     """
 
     method: str = "ltbm"
@@ -58,6 +62,7 @@ class AudioTokenMergeConfig:
     options: dict[str, Any] = field(default_factory=dict)
     space: str = "encoder"
     key_source: str = "features"
+    size_aware_attention: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str):
@@ -82,6 +87,8 @@ class AudioTokenMergeConfig:
                 raise ValueError(f"`seed` is only used by random methods; method {self.method!r} does not draw any.")
         if self.space not in MERGE_SPACES:
             raise ValueError(f"`space` must be one of {MERGE_SPACES}, got {self.space!r}.")
+        if not isinstance(self.size_aware_attention, bool):
+            raise TypeError(f"`size_aware_attention` must be True or False, got {self.size_aware_attention!r}.")
         if self.key_source not in KEY_SOURCES:
             raise ValueError(f"`key_source` must be one of {KEY_SOURCES}, got {self.key_source!r}.")
         if self.key_source != "features" and not reducer.uses_keys:
@@ -175,7 +182,7 @@ class AudioTokenMergeConfig:
 
     def __str__(self) -> str:
         shown = {k: v for k, v in self.to_dict().items() if k != "method" and v not in (None, {})}
-        for name, default in (("space", "encoder"), ("key_source", "features")):
+        for name, default in (("space", "encoder"), ("key_source", "features"), ("size_aware_attention", False)):
             if shown.get(name) == default:
                 shown.pop(name)
         return f"{self.method}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"

@@ -24,3 +24,13 @@ def test_seven_b_shapes_are_qwen2_audio_7b():
     assert s["text"]["vocab_size"] == 156032
     with pytest.raises(ValueError, match="`scale` must be one of"):
         build_benchmark_model("huge", "cpu", None)
+
+
+def test_size_aware_rows_measure_its_cost():
+    rows = run_end_to_end("tiny", keep_ratios=(1.0, 0.5), repeats=1, new_tokens=2, text_tokens=4, size_aware=True)
+    assert [r["setting"] for r in rows] == [
+        "none",
+        "ltbm(keep_ratio=0.5, window=3)",
+        "ltbm(keep_ratio=0.5, window=3, size_aware_attention=True)",
+    ]
+    assert rows[1]["prompt_tokens"] == rows[2]["prompt_tokens"] and all(r["kv_exact"] for r in rows)

@@ -134,3 +134,10 @@ def test_console_script_exit_codes(tmp_path):
     assert ok.returncode == 1 and "does not exist" in ok.stderr
     usage = subprocess.run([sys.executable, "-m", "hf_ltbm", "generate"], capture_output=True, text=True)
     assert usage.returncode == 2 and "required" in usage.stderr
+
+
+def test_size_aware_flag(clips, tmp_path):
+    out = tmp_path / "sa.jsonl"
+    args = ["generate", str(clips / "a.wav"), *TINY, "--size-aware", "--keep-ratio", "0.25", "--output", str(out)]
+    assert main([*args, "--max-new-tokens", "2"]) == 0
+    assert json.loads(out.read_text())["audio_token_merge"]["size_aware_attention"] is True

@@ -31,7 +31,7 @@ def test_compaction_repads_on_the_same_side(left):
     mask = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]] if left else [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
     embeds = torch.arange(10, dtype=torch.float32).view(2, 5, 1)
     labels = torch.arange(10).view(2, 5)
-    e, m, lab = compact_sequence(keep, left, embeds, mask, labels)
+    e, m, lab, _ = compact_sequence(keep, left, embeds, mask, labels)
     assert e.shape == (2, 4, 1)
     if left:
         assert m.tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]] and lab.tolist() == [[-100, 0, 1, 4], [6, 7, 8, 9]]

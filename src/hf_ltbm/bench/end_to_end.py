@@ -14,6 +14,7 @@ ratios after a warm-up round, medians over repeats:
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -126,9 +127,11 @@ def run_end_to_end(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     memory: bool = True,
+    size_aware: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> list[dict[str, Any]]:
-    """One row per keep ratio; see the module docstring for the columns."""
+    """One row per keep ratio (and, with `size_aware`, one more per merged ratio with size-aware attention, to
+    measure its cost); see the module docstring for the columns."""
     from transformers import WhisperFeatureExtractor
 
     device = torch.device(device)
@@ -142,6 +145,9 @@ def run_end_to_end(
     mask = feats["attention_mask"].to(device)
     text = torch.randint(3, cfg.text_config.vocab_size - 1, (text_tokens,), generator=torch.Generator().manual_seed(0))
     settings = [None if k == 1.0 else AudioTokenMergeConfig(method=method, keep_ratio=k) for k in keep_ratios]
+    if size_aware:
+        settings += [dataclasses.replace(s, size_aware_attention=True) for s in settings if s is not None]
+        keep_ratios = [*keep_ratios, *(k for k in keep_ratios if k != 1.0)]
 
     def inputs_for(setting: Optional[AudioTokenMergeConfig]) -> dict[str, torch.Tensor]:
         with audio_token_merge(model, setting):

@@ -38,6 +38,7 @@ def add_parser(subparsers: Any) -> None:
     e2e.add_argument("--scale", default="cpu", help="model shapes: cpu (default), 7b (Qwen2-Audio-7B), tiny")
     e2e.add_argument("--keep-ratios", type=_floats, default=[1.0, 0.75, 0.5, 0.25, 0.1])
     e2e.add_argument("--method", default="ltbm")
+    e2e.add_argument("--size-aware", action="store_true", help="also time each merged ratio with size-aware attention")
     e2e.add_argument("--new-tokens", type=int, default=16)
     e2e.add_argument("--text-tokens", type=int, default=24)
     parser.set_defaults(func=run)
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=repeats or 3,
             device=device,
             dtype=dtype,
+            size_aware=args.size_aware,
             progress=log,
         )
         write_csv(e2e_rows, args.out / "end_to_end.csv")

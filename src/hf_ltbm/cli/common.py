@@ -67,6 +67,11 @@ def add_merge_arguments(parser: argparse.ArgumentParser, *, methods: bool = Fals
     parser.add_argument("--key-source", default="features", help=f"what merging compares: {', '.join(KEY_SOURCES)}")
     parser.add_argument("--seed", type=int, default=None, help="seed of the 'random' method")
     parser.add_argument(
+        "--size-aware",
+        action="store_true",
+        help="size-aware attention: the language model adds log(size) to the logits of merged audio keys",
+    )
+    parser.add_argument(
         "--option",
         action="append",
         default=[],
@@ -100,6 +105,7 @@ def merge_setting(args: argparse.Namespace, method: Optional[str] = None) -> Opt
         space=args.space,
         key_source=args.key_source,
         options=_options(args.option),
+        size_aware_attention=args.size_aware,
     )
     if method == "ltbm" and args.window is not None:
         fields["window"] = args.window

@@ -105,7 +105,8 @@ def compact_sequence(
     attention_mask: Optional[torch.Tensor],
     labels: Optional[torch.Tensor] = None,
     ignore_index: int = -100,
-) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    key_log_sizes: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Drops the positions where `keep` is False (and the old padding) and re-pads rows on the same side.
 
     Args:
@@ -114,9 +115,11 @@ def compact_sequence(
         inputs_embeds (`torch.Tensor` of shape `[B, L, D]`): embeddings.
         attention_mask (`torch.Tensor` of shape `[B, L]`, *optional*): 2D mask (`None`: all ones).
         labels (`torch.LongTensor` of shape `[B, L]`, *optional*): labels, re-padded with `ignore_index`.
+        key_log_sizes (`torch.FloatTensor` of shape `[B, L]`, *optional*): size-aware attention bias, re-padded with 0.
 
     Returns:
-        `(inputs_embeds [B, L'], attention_mask [B, L'], labels [B, L'] or None)` with `L' = max(keep.sum(1))`.
+        `(inputs_embeds [B, L'], attention_mask [B, L'], labels [B, L'] or None, key_log_sizes [B, L'] or None)`
+        with `L' = max(keep.sum(1))`.
     """
     batch, length = keep.shape
     device = inputs_embeds.device
@@ -139,7 +142,11 @@ def compact_sequence(
     if labels is not None:
         new_labels = labels.new_full((batch, width), ignore_index)
         new_labels[target] = labels.to(device)[rows, cols]
-    return embeds, mask, new_labels
+    new_sizes = None
+    if key_log_sizes is not None:
+        new_sizes = key_log_sizes.new_zeros(batch, width)
+        new_sizes[target] = key_log_sizes.to(device)[rows, cols]
+    return embeds, mask, new_labels, new_sizes
 
 
 def generation_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:

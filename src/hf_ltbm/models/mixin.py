@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
@@ -32,6 +33,7 @@ from .compaction import (
     units_per_row,
 )
 from .encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
+from .size_aware import base_name, size_aware_name
 
 __all__ = [
     "AudioTokenMergeCausalLMOutput",
@@ -74,6 +76,8 @@ class AudioTokenMergeModelOutput(BaseModelOutputWithPast):
         labels (`torch.LongTensor` of shape `[B, L']`, *optional*): labels aligned with that sequence.
         audio_hidden_states (`torch.FloatTensor` of shape `[sum(M_u), D_text]`, *optional*): merged audio tokens.
         audio_token_counts (`torch.LongTensor` of shape `[U]`, *optional*): merged tokens per audio unit.
+        key_log_sizes (`torch.FloatTensor` of shape `[B, K]`, *optional*): with size-aware attention, the bias
+            `log(size)` of every key the cache holds after this step (0 for text and generated tokens).
     """
 
     attention_mask: Optional[torch.Tensor] = None
@@ -81,6 +85,7 @@ class AudioTokenMergeModelOutput(BaseModelOutputWithPast):
     labels: Optional[torch.LongTensor] = None
     audio_hidden_states: Optional[torch.FloatTensor] = None
     audio_token_counts: Optional[torch.LongTensor] = None
+    key_log_sizes: Optional[torch.FloatTensor] = None
 
 
 @dataclass
@@ -96,6 +101,7 @@ class AudioTokenMergeCausalLMOutput(ModelOutput):
     position_ids: Optional[torch.LongTensor] = None
     audio_hidden_states: Optional[torch.FloatTensor] = None
     audio_token_counts: Optional[torch.LongTensor] = None
+    key_log_sizes: Optional[torch.FloatTensor] = None
 
 
 def _store_setting(config: Any, value: MergeSetting) -> None:
@@ -138,11 +144,30 @@ class _SettingAccess:
         for a context manager that restores the previous setting."""
         self._validate_audio_token_merge(AudioTokenMergeConfig.from_value(value))
         _store_setting(self.config, value)
+        self._sync_attention()
+
+    def _sync_attention(self) -> None:
+        """Points the language model at the size-aware attention function when the setting asks for it, and back to
+        the plain one otherwise."""
+        language_model = getattr(self, "language_model", None)
+        if language_model is None:
+            return
+        lm_config = language_model.config
+        setting = self.audio_token_merge
+        current = lm_config._attn_implementation
+        wanted = (
+            size_aware_name(current) if setting is not None and setting.size_aware_attention else base_name(current)
+        )
+        if wanted != current:
+            lm_config._attn_implementation = wanted
 
     def _validate_audio_token_merge(self, setting: Optional[AudioTokenMergeConfig]) -> None:
-        """Checks that this model can provide what the setting reads from its audio encoder."""
+        """Checks that this model can provide what the setting reads from its audio encoder, and the attention
+        implementation size-aware attention needs."""
         if setting is None or not hasattr(self, "audio_tower"):
             return
+        if setting.size_aware_attention:
+            size_aware_name(self.language_model.config._attn_implementation)  # raises for flash attention
         needs = [
             what
             for what, wanted in (
@@ -181,6 +206,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         _init_setting(config, audio_token_merge)
         super().__init__(config, **kwargs)
         self._validate_audio_token_merge(self.audio_token_merge)
+        self._sync_attention()
 
     # -------------------------------------------------------------------------------------------- backbone hooks
     def _audio_unit_lengths(self, feature_mask: torch.Tensor) -> torch.LongTensor:
@@ -280,6 +306,9 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         """The forward of a merging model; the per-unit feature mask arrives under the backbone's own name
         (`_audio_mask_name`), like every other argument of the upstream forward."""
         feature_mask = kwargs.pop(self._audio_mask_name, None)
+        setting = self.audio_token_merge
+        size_aware = setting is not None and setting.size_aware_attention
+        key_log_sizes = kwargs.pop("key_log_sizes", None)  # decoding: the bias of every cached key (and the new)
         if input_features is not None and input_ids is None:
             raise ValueError("Audio inputs need `input_ids` to locate the audio placeholders.")
         if inputs_embeds is None:
@@ -296,6 +325,8 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             inputs_embeds = inputs_embeds.masked_scatter(
                 fill, audio_embeds.to(inputs_embeds.device, inputs_embeds.dtype)
             )
+            if size_aware:
+                key_log_sizes = self._prompt_log_sizes(audio, plan.fill.to(inputs_embeds.device))
             if plan.compacts:
                 if past_key_values is not None and past_key_values.get_seq_length() > 0:
                     raise ValueError(
@@ -305,11 +336,21 @@ class AudioTokenMergeModelMixin(_SettingAccess):
                     )
                 left = infer_left_padding(attention_mask, default_left=getattr(self, "padding_side", "left") == "left")
                 given_positions = position_ids is not None
-                inputs_embeds, attention_mask, labels = compact_sequence(
-                    plan.keep, left, inputs_embeds, attention_mask, labels, ignore_index=self._ignore_index()
+                inputs_embeds, attention_mask, labels, key_log_sizes = compact_sequence(
+                    plan.keep,
+                    left,
+                    inputs_embeds,
+                    attention_mask,
+                    labels,
+                    ignore_index=self._ignore_index(),
+                    key_log_sizes=key_log_sizes,
                 )
                 position_ids = generation_position_ids(attention_mask) if given_positions else None
 
+        if size_aware and key_log_sizes is None and inputs_embeds is not None:  # a prompt without audio
+            key_log_sizes = inputs_embeds.new_zeros(inputs_embeds.shape[:2], dtype=torch.float32)
+        if size_aware:
+            kwargs["key_log_sizes"] = key_log_sizes
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -330,7 +371,16 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             labels=labels,
             audio_hidden_states=audio_embeds,
             audio_token_counts=counts,
+            key_log_sizes=key_log_sizes if size_aware else None,
         )
+
+    def _prompt_log_sizes(self, audio: AudioTokenMergeOutput, fill: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` float32: `log(size)` of the merged audio token at each filled placeholder, 0 elsewhere."""
+        log_sizes = torch.zeros(fill.shape, dtype=torch.float32, device=fill.device)
+        result = audio.merge_result
+        valid = torch.arange(result.sizes.shape[1], device=result.sizes.device)[None] < result.lengths[:, None]
+        log_sizes[fill] = result.sizes[valid].float().log().to(fill.device)
+        return log_sizes
 
     def _placeholder_name(self) -> str:
         return "audio"
@@ -394,6 +444,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             position_ids=outputs.position_ids,
             audio_hidden_states=outputs.audio_hidden_states,
             audio_token_counts=outputs.audio_token_counts,
+            key_log_sizes=outputs.key_log_sizes,
         )
 
     # ------------------------------------------------------------------------------------------------ generation
@@ -441,6 +492,9 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
                 model_kwargs["attention_mask"] = outputs.attention_mask
                 if model_kwargs.get("position_ids") is not None:
                     model_kwargs["position_ids"] = generation_position_ids(outputs.attention_mask)
+        if isinstance(outputs, AudioTokenMergeCausalLMOutput) and outputs.key_log_sizes is not None:
+            # The next step's keys: everything cached so far plus the new token(s), which are text (bias 0).
+            model_kwargs["key_log_sizes"] = F.pad(outputs.key_log_sizes, (0, num_new_tokens))
         return super()._update_model_kwargs_for_generation(
             outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
         )
