@@ -161,12 +161,20 @@ def run_end_to_end(
         }
 
     prepared = [inputs_for(s) for s in settings]
+    # Size-aware rows: the per-key bias the language model gets from the merge (for the direct prefill timing).
+    biases = []
+    for setting, inputs in zip(settings, prepared):
+        bias = None
+        if setting is not None and setting.size_aware_attention:
+            with audio_token_merge(model, setting):
+                bias = model.model(**inputs, use_cache=False).key_log_sizes
+        biases.append({} if bias is None else {"key_log_sizes": bias})
     times: list[dict[str, list[float]]] = [{} for _ in settings]
     kv: list[int] = [0] * len(settings)
     hidden = model.model._run_encoder(features, mask)  # encoder output the merge timing runs on
     lengths = model.model._audio_unit_lengths(mask)
     for round_ in range(repeats + 1):
-        for i, (setting, inputs) in enumerate(zip(settings, prepared)):
+        for i, (setting, inputs, bias) in enumerate(zip(settings, prepared, biases)):
             record: dict[str, float] = {}
             with audio_token_merge(model, None):
                 record["encoder"], _ = _timed(device, model.get_audio_features, features, mask)
@@ -179,6 +187,7 @@ def run_end_to_end(
                     inputs_embeds=embeds,
                     attention_mask=inputs["attention_mask"],
                     use_cache=True,
+                    **bias,
                 )
                 kv[i] = _kv_bytes(out.past_key_values)
                 del out
