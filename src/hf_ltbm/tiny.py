@@ -14,7 +14,7 @@ import torch
 
 from .config import MergeSetting
 
-__all__ = ["TINY_MODELS", "build_tiny_model", "tiny_tokenizer"]
+__all__ = ["TINY_MODELS", "build_tiny_model", "build_tiny_processor", "tiny_tokenizer"]
 
 TINY_MODELS = ("tiny-random-qwen2-audio", "tiny-random-audioflamingo3")
 """Names the CLI and `build_tiny_model` accept in place of a checkpoint."""
@@ -98,6 +98,29 @@ def _audio_config(model_type: str) -> dict[str, Any]:
     )
 
 
+def _check_name(name: str) -> None:
+    if name not in TINY_MODELS:
+        raise ValueError(f"Unknown tiny model {name!r}; choose one of {list(TINY_MODELS)}.")
+
+
+def build_tiny_processor(name: str = "tiny-random-qwen2-audio", audio_token_merge: MergeSetting = None) -> Any:
+    """The merging processor of one of `TINY_MODELS` (Whisper features at 16 kHz, 128 mel bins, 30 s windows; an
+    in-process word-level tokenizer with a chat template), without building the model."""
+    from transformers import WhisperFeatureExtractor
+
+    from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
+
+    _check_name(name)
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
+    if name == "tiny-random-qwen2-audio":
+        tokenizer = tiny_tokenizer(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"])
+        cls, template = Qwen2AudioLTBMProcessor, _QWEN2_AUDIO_TEMPLATE
+    else:
+        tokenizer = tiny_tokenizer(["<sound>"])
+        cls, template = AudioFlamingo3LTBMProcessor, _AUDIOFLAMINGO3_TEMPLATE
+    return cls(features, tokenizer, chat_template=template, audio_token_merge=audio_token_merge)
+
+
 def build_tiny_model(
     name: str = "tiny-random-qwen2-audio", audio_token_merge: MergeSetting = None, seed: int = 0
 ) -> tuple[torch.nn.Module, Any]:
@@ -107,40 +130,29 @@ def build_tiny_model(
     processor with the same `audio_token_merge` (both can be changed later, e.g. with `hf_ltbm.audio_token_merge`).
     The global torch RNG is left untouched.
     """
-    from transformers import AudioFlamingo3Config, Qwen2AudioConfig, WhisperFeatureExtractor
+    from transformers import AudioFlamingo3Config, Qwen2AudioConfig
 
     from .models import AudioFlamingo3LTBMForConditionalGeneration, Qwen2AudioLTBMForConditionalGeneration
-    from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
 
-    if name not in TINY_MODELS:
-        raise ValueError(f"Unknown tiny model {name!r}; choose one of {list(TINY_MODELS)}.")
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
+    processor = build_tiny_processor(name, audio_token_merge)
+    tokenizer = processor.tokenizer
     if name == "tiny-random-qwen2-audio":
-        tokenizer = tiny_tokenizer(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"])
-        config = Qwen2AudioConfig(
-            audio_config=_audio_config("qwen2_audio_encoder"),
-            text_config=_text_config(tokenizer),
-            audio_token_id=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-        )
-        model_cls, processor = (
+        config_cls, encoder, model_cls = (
+            Qwen2AudioConfig,
+            "qwen2_audio_encoder",
             Qwen2AudioLTBMForConditionalGeneration,
-            Qwen2AudioLTBMProcessor(
-                features, tokenizer, chat_template=_QWEN2_AUDIO_TEMPLATE, audio_token_merge=audio_token_merge
-            ),
         )
     else:
-        tokenizer = tiny_tokenizer(["<sound>"])
-        config = AudioFlamingo3Config(
-            audio_config=_audio_config("audioflamingo3_encoder"),
-            text_config=_text_config(tokenizer),
-            audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
-        )
-        model_cls, processor = (
+        config_cls, encoder, model_cls = (
+            AudioFlamingo3Config,
+            "audioflamingo3_encoder",
             AudioFlamingo3LTBMForConditionalGeneration,
-            AudioFlamingo3LTBMProcessor(
-                features, tokenizer, chat_template=_AUDIOFLAMINGO3_TEMPLATE, audio_token_merge=audio_token_merge
-            ),
         )
+    config = config_cls(
+        audio_config=_audio_config(encoder),
+        text_config=_text_config(tokenizer),
+        audio_token_id=tokenizer.convert_tokens_to_ids(processor.audio_token),
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config, audio_token_merge=audio_token_merge)

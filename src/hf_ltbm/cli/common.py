@@ -14,7 +14,7 @@ from ..audio import AudioInputError
 from ..config import KEY_SOURCES, MERGE_SPACES, AudioTokenMergeConfig
 from ..merging import available_methods
 from ..processing import max_audio_seconds
-from ..tiny import TINY_MODELS, build_tiny_model
+from ..tiny import TINY_MODELS, build_tiny_model, build_tiny_processor
 
 logger = logging.get_logger(__name__)
 
@@ -167,7 +167,7 @@ def _config(name: str) -> Any:
 def load_processor(name: str, setting: Optional[AudioTokenMergeConfig]) -> Any:
     """The merging processor of model `name` (cheap: load it first to check inputs before the weights)."""
     if name in TINY_MODELS:
-        return build_tiny_model(name, audio_token_merge=setting)[1]
+        return build_tiny_processor(name, audio_token_merge=setting)
     from transformers import AutoProcessor
 
     _config(name)
@@ -212,6 +212,20 @@ def check_durations(paths: list[Path], processor: Any) -> dict[Path, float]:
             )
         durations[path] = seconds
     return durations
+
+
+def read_clip(path: Path, processor: Any) -> Any:
+    """One audio file as a waveform at the processor's rate, after the same checks as `check_durations`; problems
+    raise `CLIError` with the input exit code."""
+    from ..audio import load_audio
+
+    try:
+        if not path.exists():
+            raise AudioInputError(f"Audio file {str(path)!r} does not exist.")
+        check_durations([path], processor)
+        return load_audio(path, processor.feature_extractor.sampling_rate)
+    except AudioInputError as err:
+        raise input_error(err) from err
 
 
 def input_error(err: AudioInputError) -> CLIError:

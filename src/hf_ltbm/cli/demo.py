@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import AudioInputError, load_audio
 from ..context import audio_token_merge
 from ..inspection import MergeMap, merge_maps
 from ..pipeline import DEFAULT_PROMPT, build_prompt
@@ -26,11 +25,11 @@ from ..tiny import TINY_MODELS
 from .common import (
     add_model_arguments,
     check_durations,
-    input_error,
     load_model,
     load_processor,
     merge_setting,
     method_list,
+    read_clip,
     resolve_device,
     resolve_dtype,
 )
@@ -120,13 +119,7 @@ def run(args: argparse.Namespace) -> int:
         described = "synthesised: " + ", ".join(f"{kind} @{t:.1f}s" for t, kind in timeline[:6])
     else:
         clip, described = args.audio, "your file"
-        try:
-            if not clip.exists():
-                raise AudioInputError(f"Audio file {str(clip)!r} does not exist.")
-            check_durations([clip], processor)
-            audio = load_audio(clip, rate)
-        except AudioInputError as err:
-            raise input_error(err) from err
+        audio = read_clip(clip, processor)
 
     model = load_model(args.model, None, device, resolve_dtype(args.dtype, device))
     print(f"model: {args.model} on {device}")

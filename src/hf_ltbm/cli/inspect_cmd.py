@@ -9,18 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import AudioInputError, load_audio
 from ..inspection import MergeMap, merge_maps
 from .common import (
     CLIError,
     add_merge_arguments,
     add_model_arguments,
-    check_durations,
-    input_error,
     load_model,
     load_processor,
     merge_setting,
     method_list,
+    read_clip,
     resolve_device,
     resolve_dtype,
 )
@@ -67,13 +65,7 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.audio)
     device = resolve_device(args.device)
     processor = load_processor(args.model, None)
-    try:
-        if not path.exists():
-            raise AudioInputError(f"Audio file {str(path)!r} does not exist.")
-        check_durations([path], processor)
-        audio = load_audio(path, processor.feature_extractor.sampling_rate)
-    except AudioInputError as err:
-        raise input_error(err) from err
+    audio = read_clip(path, processor)
     model = load_model(args.model, None, device, resolve_dtype(args.dtype, device))
     maps = merge_maps(model, processor, audio, settings)
     if args.json:
