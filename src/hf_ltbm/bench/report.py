@@ -152,6 +152,14 @@ def targets(merge_rows: Sequence[dict[str, Any]], e2e_rows: Sequence[dict[str, A
     return lines
 
 
+def _save(plt: Any, fig: Any, ax: Any, path: Path, legend_size: Any = None) -> Path:
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_results(merge_rows: Sequence[dict[str, Any]], e2e_rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     """`merge_ops_time.png` (time vs N per method, log-log, batch 1), `prefill_speedup.png` (speed-up vs keep ratio
     with the ideal line) and `memory.png` (KV cache and peak memory vs keep ratio). Returns the files written."""
@@ -174,36 +182,24 @@ def plot_results(merge_rows: Sequence[dict[str, Any]], e2e_rows: Sequence[dict[s
             ylabel="ms per clip",
             title=f"Merge op, batch {batch}",
         )
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / "merge_ops_time.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    if e2e_rows:
-        keep = [r["keep_ratio"] for r in e2e_rows]
+        written.append(_save(plt, fig, ax, out / "merge_ops_time.png", legend_size=7))
+    # Size-aware rows (`--size-aware`) repeat the merged keep ratios: the curves show the plain settings.
+    plain = [r for r in e2e_rows if "size_aware_attention=True" not in r["setting"]]
+    if plain:
+        keep = [r["keep_ratio"] for r in plain]
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        ax.plot(keep, [r["ideal_speedup"] for r in e2e_rows], "k--", label="ideal (token ratio)")
-        ax.plot(keep, [r["prefill_speedup"] for r in e2e_rows], "o-", label="LLM prefill")
-        ax.plot(keep, [r["ttft_speedup"] for r in e2e_rows], "s-", label="time to first token")
-        ax.set(
-            xlabel="keep ratio", ylabel="speed-up vs no merging", title=f"Prefill speed-up ({e2e_rows[0]['scale']})"
-        )
+        ax.plot(keep, [r["ideal_speedup"] for r in plain], "k--", label="ideal (token ratio)")
+        ax.plot(keep, [r["prefill_speedup"] for r in plain], "o-", label="LLM prefill")
+        ax.plot(keep, [r["ttft_speedup"] for r in plain], "s-", label="time to first token")
+        ax.set(xlabel="keep ratio", ylabel="speed-up vs no merging", title=f"Prefill speed-up ({plain[0]['scale']})")
         ax.invert_xaxis()
-        ax.legend()
-        fig.tight_layout()
-        written.append(out / "prefill_speedup.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(_save(plt, fig, ax, out / "prefill_speedup.png"))
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        ax.plot(keep, [r["kv_mb"] for r in e2e_rows], "o-", label="KV cache after prefill")
-        ax.plot(keep, [r["peak_mb"] for r in e2e_rows], "s-", label="peak tensor memory of generate()")
+        ax.plot(keep, [r["kv_mb"] for r in plain], "o-", label="KV cache after prefill")
+        ax.plot(keep, [r["peak_mb"] for r in plain], "s-", label="peak tensor memory of generate()")
         ax.set(xlabel="keep ratio", ylabel="MB", title="Memory")
         ax.invert_xaxis()
-        ax.legend()
-        fig.tight_layout()
-        written.append(out / "memory.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(_save(plt, fig, ax, out / "memory.png"))
     return written
 
 
