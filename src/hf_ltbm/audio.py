@@ -83,8 +83,9 @@ def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = No
 
     Args:
         source: a path or http(s) URL of an audio file; a numpy array or torch tensor (`[samples]` or
-            `[channels, samples]`) already at `sampling_rate`; or a dict `{"array" (or "raw"): waveform,
-            "sampling_rate": rate}` (the `datasets` Audio format), resampled when its rate differs.
+            `[channels, samples]`) already at `sampling_rate`; a dict `{"array" (or "raw"): waveform,
+            "sampling_rate": rate}` (the decoded `datasets` Audio format), resampled when its rate differs; or a
+            dict `{"bytes": encoded file, "path": name}` / `{"path": file}` (the `Audio(decode=False)` format).
         sampling_rate: the target rate (the feature extractor's, 16 kHz for Qwen2-Audio and AF3).
         name: how errors refer to the input (defaults to the path, or "array").
 
@@ -99,11 +100,20 @@ def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = No
     elif isinstance(source, (str, os.PathLike)):
         name = name or repr(str(source))
         wave, rate = _read_file(Path(source))
+    elif isinstance(source, dict) and source.get("bytes") is not None:  # `datasets` Audio(decode=False)
+        import io
+
+        name = name or repr(source.get("path") or "bytes")
+        wave, rate = _decode(io.BytesIO(source["bytes"]), name)
+    elif isinstance(source, dict) and "array" not in source and "raw" not in source and source.get("path"):
+        name = name or repr(str(source["path"]))
+        wave, rate = _read_file(Path(source["path"]))
     elif isinstance(source, dict):
         key = "array" if "array" in source else "raw" if "raw" in source else None
         if key is None or "sampling_rate" not in source:
             raise AudioInputError(
-                f"An audio dict needs 'array' (or 'raw') and 'sampling_rate' keys, got keys {sorted(source)}."
+                "An audio dict needs 'array' (or 'raw') and 'sampling_rate' keys, or 'bytes' / 'path' (the "
+                f"`datasets` Audio(decode=False) form), got keys {sorted(source)}."
             )
         name = name or "dict"
         wave = _to_mono(np.asarray(_as_numpy(source[key]), dtype=np.float32), name, channels_last=False)

@@ -17,7 +17,7 @@ from .common import EXIT_USAGE, CLIError
 
 __all__ = ["main"]
 
-_COMMANDS = ("demo", "generate", "inspect_cmd", "bench")
+_COMMANDS = ("demo", "generate", "inspect_cmd", "bench", "eval_cmd", "report_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,34 @@
+"""The evaluation harness behind `hf-ltbm eval` and `hf-ltbm report`: tasks (Clotho, AudioCaps, MMAU), their metrics,
+resumable data-parallel sweeps of methods x settings, and the results table and plots.
+
+Needs the `eval` extra (`pip install "hf-ltbm[eval]"`: datasets, pycocoevalcap, pandas, matplotlib) and Java for the
+captioning metrics.
+"""
+
+from .captioning import CAPTION_METRICS, MetricUnavailableError, caption_metrics, spice_unavailable_reason
+from .data import EvalItem, load_audiocaps, load_clotho, load_mmau
+from .multiple_choice import mmau_accuracy, string_match
+from .runner import RunResult, RunSpec, evaluate, expand_sweep, model_slug, read_jsonl
+from .tasks import TASKS, EvalTask, get_task
+
+__all__ = [
+    "CAPTION_METRICS",
+    "TASKS",
+    "EvalItem",
+    "EvalTask",
+    "MetricUnavailableError",
+    "RunResult",
+    "RunSpec",
+    "caption_metrics",
+    "evaluate",
+    "expand_sweep",
+    "get_task",
+    "load_audiocaps",
+    "load_clotho",
+    "load_mmau",
+    "mmau_accuracy",
+    "model_slug",
+    "read_jsonl",
+    "spice_unavailable_reason",
+    "string_match",
+]

@@ -1,0 +1,158 @@
+"""Captioning metrics of the COCO caption evaluation (pycocoevalcap): BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, and SPICE /
+SPIDEr when Stanford CoreNLP is installed.
+
+Everything is computed once on the whole gathered set: CIDEr-D's document frequencies come from all the references of
+the evaluated clips, so per-shard scores would not average to the set's score. Captions go through the PTB tokenizer
+(Stanford CoreNLP 3.4.1, bundled with pycocoevalcap) first, as in the COCO, AudioCaps and Clotho evaluations. The PTB
+tokenizer and METEOR run on Java (17 works); SPICE also needs Stanford CoreNLP 3.6.0, which pycocoevalcap downloads at
+first use: where it is missing, SPICE and SPIDEr are reported unavailable with the reason, never as 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "CAPTION_METRICS",
+    "MetricUnavailableError",
+    "caption_metrics",
+    "captioning_requirements",
+    "spice_unavailable_reason",
+]
+
+CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE", "SPIDEr")
+"""Metric names in the order tables show them."""
+
+_SPICE_CORENLP = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+
+
+class MetricUnavailableError(RuntimeError):
+    """A metric's requirements (pycocoevalcap, Java) are missing; the message says how to install them."""
+
+
+def _package_dir() -> Optional[Path]:
+    spec = importlib.util.find_spec("pycocoevalcap")
+    if spec is None:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def captioning_requirements() -> None:
+    """Raises `MetricUnavailableError` unless pycocoevalcap and a Java runtime are installed (checked before a
+    captioning run starts, so that a long generation run is not lost at scoring time)."""
+    if _package_dir() is None:
+        raise MetricUnavailableError(
+            "Captioning metrics need pycocoevalcap: pip install 'hf-ltbm[eval]' (or pip install pycocoevalcap)."
+        )
+    if shutil.which("java") is None:
+        raise MetricUnavailableError(
+            "Captioning metrics need a Java runtime for the PTB tokenizer and METEOR (pycocoevalcap runs bundled "
+            "jars): install Java 17, e.g. `apt-get install openjdk-17-jre-headless`, and put `java` on PATH."
+        )
+
+
+def spice_unavailable_reason() -> Optional[str]:
+    """Why SPICE cannot run here (`None` when it can): it needs Java and Stanford CoreNLP 3.6.0 in pycocoevalcap's
+    `spice/lib` folder (`python -c "from pycocoevalcap.spice.get_stanford_models import get_stanford_models;
+    get_stanford_models()"` downloads it, about 400 MB)."""
+    root = _package_dir()
+    if root is None:
+        return "pycocoevalcap is not installed"
+    if shutil.which("java") is None:
+        return "no Java runtime on PATH"
+    missing = [name for name in _SPICE_CORENLP if not (root / "spice" / "lib" / name).exists()]
+    if missing:
+        return (
+            f"Stanford CoreNLP 3.6.0 is not installed ({', '.join(missing)} missing from {root / 'spice' / 'lib'}); "
+            "run pycocoevalcap.spice.get_stanford_models.get_stanford_models() once with internet access"
+        )
+    return None
+
+
+def _check(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> None:
+    if not predictions:
+        raise ValueError("`predictions` is empty: there is nothing to score.")
+    missing = [key for key in predictions if key not in references]
+    if missing:
+        raise ValueError(f"`references` has no captions for {len(missing)} prediction id(s), e.g. {missing[:3]}.")
+    empty = [key for key in predictions if not references[key]]
+    if empty:
+        raise ValueError(f"`references` has an empty caption list for id(s) {empty[:3]}; every clip needs one.")
+    bad = [key for key, text in predictions.items() if not isinstance(text, str)]
+    if bad:
+        raise TypeError(f"Predictions must be strings; id(s) {bad[:3]} are not.")
+
+
+def caption_metrics(
+    predictions: Mapping[str, str], references: Mapping[str, Sequence[str]], *, spice: bool = True
+) -> dict[str, Any]:
+    """Scores captions against references on the whole set at once.
+
+    Args:
+        predictions: clip id -> generated caption (one per clip).
+        references: clip id -> reference captions (Clotho and AudioCaps have 5 per clip); ids beyond those in
+            `predictions` are ignored.
+        spice: also compute SPICE and SPIDEr when Stanford CoreNLP is available.
+
+    Returns:
+        `{"metrics": {"BLEU-1": ..., "CIDEr-D": ..., ...}, "unavailable": {"SPICE": reason, "SPIDEr": reason},
+        "num_clips": n}`. Scores are on pycocoevalcap's scale (CIDEr-D around 0-10 with 10 for a perfect match on a
+        corpus without shared words; the others in [0, 1]). SPIDEr = (CIDEr-D + SPICE) / 2.
+    """
+    _check(predictions, references)
+    captioning_requirements()
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    keys = sorted(predictions)
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in keys})
+    res = tokenizer.tokenize({k: [{"caption": predictions[k]}] for k in keys})
+    metrics: dict[str, float] = {}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    metrics.update({f"BLEU-{n + 1}": float(score) for n, score in enumerate(bleu)})
+    meteor = Meteor()
+    try:
+        metrics["METEOR"] = float(meteor.compute_score(gts, res)[0])
+    finally:
+        _close_meteor(meteor)
+    metrics["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    metrics["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])
+    unavailable: dict[str, str] = {}
+    reason = spice_unavailable_reason() if spice else "not requested"
+    if reason is None:
+        from pycocoevalcap.spice.spice import Spice
+
+        try:
+            metrics["SPICE"] = float(Spice().compute_score(gts, res)[0])
+            metrics["SPIDEr"] = (metrics["CIDEr-D"] + metrics["SPICE"]) / 2
+        except Exception as err:  # a Java/CoreNLP failure is reported, never turned into a 0
+            reason = f"SPICE failed: {err}"
+    if "SPICE" not in metrics:
+        logger.info(f"SPICE and SPIDEr unavailable: {reason}")
+        unavailable = {"SPICE": reason, "SPIDEr": "needs SPICE, which is unavailable"}
+    return {"metrics": metrics, "unavailable": unavailable, "num_clips": len(keys)}
+
+
+def _close_meteor(meteor: Any) -> None:
+    """Stops METEOR's Java subprocess now rather than at interpreter exit."""
+    process = getattr(meteor, "meteor_p", None)
+    if process is None:
+        return
+    with meteor.lock:
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+        process.kill()
+        process.wait()

@@ -1,0 +1,505 @@
+"""Runs evaluations: one folder per (model, task, method, settings), resumable, data-parallel with accelerate.
+
+A run folder `<out>/<model>/<task>/<run name>/` holds
+
+- `config.json`: the resolved configuration (model, task, data source, prompt, merge setting, generation, versions);
+- `predictions.jsonl`: one line per item (`id`, `prediction`, what scoring needs, audio tokens before/after);
+- `batches.jsonl`: one line per generate() call (`rank`, item ids, audio tokens, `prefill_s`, `generate_s`,
+  `peak_memory_bytes`);
+- `metrics.json`: the task metrics, unavailable metrics with reasons, and the efficiency summary.
+
+While a run is in progress each process appends to `predictions.rank<r>.jsonl` / `batches.rank<r>.jsonl` after every
+batch. A run with `metrics.json` is finished and skipped; a run without it resumes from the items its partial files
+already hold (any number of processes may resume it). Work is split with
+`PartialState().split_between_processes(items, apply_padding=True)`; the padding repeats items, so results are
+de-duplicated by id after `gather_object`, and only the main process scores (CIDEr-D needs the whole set) and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LogitsProcessorList
+from transformers.utils import logging
+
+from ..bench.memory import PeakMemory
+from ..config import AudioTokenMergeConfig
+from ..context import audio_token_merge
+from ..merging import DEFAULT_WINDOW, available_methods, get_method_class
+from ..pipeline import AudioTextToTextPipeline
+from ..processing import max_audio_seconds
+from ..timing import PrefillTimer
+from .data import EvalItem, check_unique_ids, read_item_audio
+from .tasks import EvalTask
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["RunResult", "RunSpec", "evaluate", "expand_sweep", "model_slug", "read_jsonl"]
+
+SIZE_AWARE_CHOICES = ("off", "on", "both")
+# config.json fields that define a run: a finished or partial run whose values differ is not silently reused
+_IDENTITY = ("model", "task", "source", "prompt", "audio_token_merge", "generation", "limit")
+
+
+# ------------------------------------------------------------------------------------------------------- sweeps
+@dataclass(frozen=True)
+class RunSpec:
+    """One point of a sweep: a merge method with its compression setting (`method="none"`: no compression)."""
+
+    method: str
+    keep_ratio: Optional[float] = None
+    window: Optional[int] = None
+    size_aware: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def setting(self) -> Optional[AudioTokenMergeConfig]:
+        """The merge setting of this point (`None` for no compression); invalid values raise `ValueError`."""
+        if self.method == "none":
+            return None
+        fields: dict[str, Any] = dict(
+            method=self.method,
+            keep_ratio=self.keep_ratio,
+            options=dict(self.options),
+            size_aware_attention=self.size_aware,
+        )
+        if self.window is not None:
+            fields["window"] = self.window
+        if self.method == "random":
+            fields["seed"] = 0
+        return AudioTokenMergeConfig(**fields)
+
+    @property
+    def name(self) -> str:
+        """The run folder's name, e.g. `none`, `ltbm_keep0.5_w4`, `global_keep0.25_sizeaware`."""
+        if self.method == "none":
+            return "none"
+        parts = [self.method, f"keep{self.keep_ratio:g}"]
+        if self.window is not None:
+            parts.append(f"w{self.window}")
+        parts += [f"{key}{value}" for key, value in self.options]
+        if self.size_aware:
+            parts.append("sizeaware")
+        return re.sub(r"[^\w.-]+", "-", "_".join(parts))
+
+
+def expand_sweep(
+    methods: Sequence[str],
+    keep_ratios: Sequence[float],
+    windows: Optional[Sequence[int]] = None,
+    size_aware: str = "off",
+    options: Optional[dict[str, Any]] = None,
+) -> list[RunSpec]:
+    """The grid of runs: `none` once; every other method at every keep ratio; LTBM also at every window; with
+    `size_aware="both"` (or `"on"`) the size-aware variant of each averaging method (pruning keeps sizes 1, so it has
+    none). `options` go to the methods that take them (e.g. `num_segments` for `segment_topk`)."""
+    known = ["none", *available_methods()]
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown} in `methods`; available: {', '.join(known)}.")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"`methods` repeats a method: {list(methods)}.")
+    if size_aware not in SIZE_AWARE_CHOICES:
+        raise ValueError(f"`size_aware` must be one of {SIZE_AWARE_CHOICES}, got {size_aware!r}.")
+    if any(m != "none" for m in methods) and not keep_ratios:
+        raise ValueError("`keep_ratios` is empty; pass e.g. 0.75,0.5,0.25.")
+    bad = [r for r in keep_ratios if not 0 < r <= 1]
+    if bad:
+        raise ValueError(f"Keep ratios must be in (0, 1], got {bad}.")
+    windows = list(windows) if windows else [DEFAULT_WINDOW]
+    bad_windows = [w for w in windows if not isinstance(w, int) or w < 1]
+    if bad_windows:
+        raise ValueError(f"Windows must be positive integers, got {bad_windows}.")
+    options = dict(options or {})
+    used: set[str] = set()
+    specs: list[RunSpec] = []
+    for method in methods:
+        if method == "none":
+            specs.append(RunSpec("none"))
+            continue
+        cls = get_method_class(method)
+        accepted = {f for f in getattr(cls, "__dataclass_fields__", {})} - {"window"}
+        mine = tuple(sorted((k, v) for k, v in options.items() if k in accepted))
+        used.update(k for k, _ in mine)
+        variants = {"off": [False], "on": [True], "both": [False, True]}[size_aware] if cls.averages else [False]
+        for ratio in keep_ratios:
+            for window in windows if method == "ltbm" else [None]:
+                for aware in variants:
+                    specs.append(RunSpec(method, ratio, window, aware, mine))
+    unused = sorted(set(options) - used)
+    if unused:
+        raise ValueError(f"Option(s) {unused} are not options of any of the methods {list(methods)}.")
+    for spec in specs:  # validate every point before anything runs
+        spec.setting()
+    return specs
+
+
+def model_slug(model: str) -> str:
+    """A folder name for a model: a local folder's name, or the hub id with `/` replaced (`Qwen__Qwen2-Audio-...`)."""
+    path = Path(model)
+    name = path.name if path.exists() else model.replace("/", "__")
+    return re.sub(r"[^\w.-]+", "-", name)
+
+
+# ------------------------------------------------------------------------------------------------------ files
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a torn last line (an interrupted write) is ignored."""
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines) - 1:
+                logger.warning(f"{path}: line {number + 1} is not valid JSON and is ignored.")
+    return records
+
+
+def _append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    _append_jsonl(tmp, records)
+    tmp.replace(path)
+
+
+def _end_with_newline(path: Path) -> None:
+    if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("\n")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------------------- runs
+@dataclass
+class RunResult:
+    """What `evaluate` did for one run: its folder, its metrics file's content, and whether it was skipped."""
+
+    spec: RunSpec
+    path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+
+def _resolved_config(
+    model_name: str, task: EvalTask, spec: RunSpec, generation: dict, limit: Optional[int], extra: dict
+) -> dict[str, Any]:
+    import transformers
+
+    from .. import __version__
+
+    setting = spec.setting()
+    return {
+        "model": model_name,
+        "task": task.name,
+        "source": task.resolved_source,
+        "prompt": task.resolved_prompt,
+        "method": spec.method,
+        "run": spec.name,
+        "audio_token_merge": None if setting is None else setting.to_dict(),
+        "generation": generation,
+        "limit": limit,
+        **extra,
+        "versions": {
+            "hf_ltbm": __version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _check_same_run(path: Path, config: dict[str, Any]) -> None:
+    old_path = path / "config.json"
+    if not old_path.exists():
+        return
+    old = json.loads(old_path.read_text(encoding="utf-8"))
+    changed = [k for k in _IDENTITY if old.get(k) != config.get(k)]
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in changed)
+        raise ValueError(
+            f"Run folder {str(path)!r} holds a run with other settings ({details}). Use another --out folder, or "
+            "--overwrite to replace it."
+        )
+
+
+def _shard(state: Any, items: list[EvalItem]) -> list[EvalItem]:
+    """This process's share of `items` (padded with repeats so that every process gets as many)."""
+    if not items or state.num_processes == 1:
+        return items
+    with state.split_between_processes(items, apply_padding=True) as shard:
+        return list(shard)
+
+
+def _batches(items: list[EvalItem], size: int) -> Iterable[list[EvalItem]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _run_batch(
+    pipe: AudioTextToTextPipeline,
+    task: EvalTask,
+    batch: list[EvalItem],
+    generation: dict[str, Any],
+    max_seconds: Optional[float],
+    device: torch.device,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rate = pipe.processor.feature_extractor.sampling_rate
+    inputs, truncated = [], 0
+    for item in batch:
+        wave, cut = read_item_audio(item, rate, max_seconds)
+        truncated += cut
+        inputs.append({"audio": wave, "text": task.prompt_for(item)})
+    start = time.perf_counter()
+    with PrefillTimer(pipe.model) as timer, PeakMemory(device) as memory:
+        outputs = pipe(
+            inputs,
+            batch_size=len(inputs),
+            generate_kwargs={**generation, "logits_processor": LogitsProcessorList([timer])},
+        )
+    seconds = time.perf_counter() - start
+    records = []
+    for item, (result, *_) in zip(batch, outputs):
+        records.append(
+            {
+                "id": item.id,
+                "prediction": result["generated_text"].strip(),
+                **task.record_fields(item),
+                "audio_tokens_before": result["audio_tokens_before"],
+                "audio_tokens_after": result["audio_tokens_after"],
+            }
+        )
+    stats = {
+        "ids": [item.id for item in batch],
+        "batch_size": len(batch),
+        "audio_tokens_before": sum(r["audio_tokens_before"] for r in records),
+        "audio_tokens_after": sum(r["audio_tokens_after"] for r in records),
+        "truncated_clips": truncated,
+        "prefill_s": timer.seconds,
+        "generate_s": seconds,
+        "peak_memory_bytes": int(memory.peak_bytes),
+        "device": str(device),
+    }
+    return records, stats
+
+
+def _efficiency(records: list[dict[str, Any]], batches: list[dict[str, Any]]) -> dict[str, Any]:
+    before = sum(r["audio_tokens_before"] for r in records)
+    after = sum(r["audio_tokens_after"] for r in records)
+    prefill = [b["prefill_s"] for b in batches if not math.isnan(b["prefill_s"])]
+    return {
+        "audio_tokens_before_mean": before / len(records),
+        "audio_tokens_after_mean": after / len(records),
+        "audio_tokens_kept": after / before if before else float("nan"),
+        "batches": len(batches),
+        "prefill_s_median": statistics.median(prefill) if prefill else None,
+        "prefill_s_per_item": sum(prefill) / sum(b["batch_size"] for b in batches) if prefill else None,
+        "generate_s_total": sum(b["generate_s"] for b in batches),
+        "peak_memory_bytes_max": max((b["peak_memory_bytes"] for b in batches), default=None),
+        "truncated_clips": sum(b["truncated_clips"] for b in batches),
+    }
+
+
+def evaluate(
+    model: Any,
+    processor: Any,
+    task: EvalTask,
+    specs: Sequence[RunSpec],
+    out_dir: Path,
+    *,
+    model_name: str,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    limit: Optional[int] = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    extra_config: Optional[dict[str, Any]] = None,
+) -> list[RunResult]:
+    """Evaluates `model` on `task` at every sweep point of `specs`, one run folder each (see the module docstring).
+
+    Call it from every process of an `accelerate launch` / `torchrun` job (or from a plain process). The model is
+    switched between settings with `hf_ltbm.audio_token_merge`, so it is loaded once for the whole sweep.
+
+    Args:
+        model, processor: a merging model (any setting; each run sets its own) and its (merging) processor.
+        task: the `EvalTask` (data source and prompt included).
+        specs: the sweep points (`expand_sweep`).
+        out_dir: root folder; runs go to `out_dir/<model_slug>/<task>/<run name>/`.
+        model_name: the model's id or path as given (recorded, and the folder name).
+        batch_size: items per generate() call (left-padded batches).
+        max_new_tokens: generation length (greedy decoding).
+        limit: evaluate only the first `limit` items (smoke tests); recorded in the config.
+        overwrite: delete existing run folders of these specs first instead of skipping or resuming them.
+        show_progress: a tqdm bar per run on the main process.
+        extra_config: more entries for `config.json` (e.g. device, dtype).
+
+    Returns:
+        One `RunResult` per spec, in order (on every process; `metrics` is filled on the main process).
+    """
+    from accelerate import PartialState
+
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+    if max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}.")
+    if limit is not None and limit < 1:
+        raise ValueError(f"`limit` must be >= 1 (or None for all items), got {limit}.")
+    device = next(model.parameters()).device
+    state = PartialState(cpu=device.type == "cpu")  # cpu=True: gloo across CPU processes
+    task.check_requirements()
+    items = task.load()
+    check_unique_ids(items, task.name)
+    if limit is not None:
+        items = items[:limit]
+    order = {item.id: i for i, item in enumerate(items)}
+    generation = {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
+    pipe = AudioTextToTextPipeline(model=model, processor=processor)
+    max_seconds = max_audio_seconds(processor)
+    extra = {"batch_size": batch_size, "num_processes": state.num_processes, **(extra_config or {})}
+    results = []
+    for spec in specs:
+        path = Path(out_dir) / model_slug(model_name) / task.name / spec.name
+        config = _resolved_config(model_name, task, spec, generation, limit, {"num_items": len(items), **extra})
+        if state.is_main_process:
+            if overwrite and path.exists():
+                for child in path.iterdir():
+                    child.unlink()
+            path.mkdir(parents=True, exist_ok=True)
+            _check_same_run(path, config)
+        state.wait_for_everyone()
+        if (path / "metrics.json").exists():
+            logger.info(f"{path}: finished earlier, skipped.")
+            metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+            results.append(RunResult(spec, path, metrics, skipped=True))
+            continue
+        results.append(
+            _run(
+                model,
+                processor,
+                pipe,
+                task,
+                spec,
+                items,
+                order,
+                path,
+                config,
+                generation,
+                state,
+                max_seconds,
+                batch_size,
+                device,
+                show_progress,
+            )
+        )
+    return results
+
+
+def _run(
+    model: Any,
+    processor: Any,
+    pipe: AudioTextToTextPipeline,
+    task: EvalTask,
+    spec: RunSpec,
+    items: list[EvalItem],
+    order: dict[str, int],
+    path: Path,
+    config: dict[str, Any],
+    generation: dict[str, Any],
+    state: Any,
+    max_seconds: Optional[float],
+    batch_size: int,
+    device: torch.device,
+    show_progress: bool,
+) -> RunResult:
+    from accelerate.utils import gather_object
+
+    # every process reads what earlier (interrupted) attempts finished before anyone appends
+    old_records = [r for f in sorted(path.glob("predictions*.jsonl")) for r in read_jsonl(f)]
+    old_batches = [b for f in sorted(path.glob("batches*.jsonl")) for b in read_jsonl(f)]
+    done = {r["id"] for r in old_records if r.get("id") in order}
+    remaining = [item for item in items if item.id not in done]
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _write_json(path / "config.json", config)
+        if done:
+            logger.info(f"{path}: resuming, {len(done)} of {len(items)} items done earlier.")
+    partial = path / f"predictions.rank{state.process_index}.jsonl"
+    partial_batches = path / f"batches.rank{state.process_index}.jsonl"
+    _end_with_newline(partial)
+    _end_with_newline(partial_batches)
+    new_records, new_batches = [], []
+    shard = _shard(state, remaining)
+    bar = tqdm(
+        total=len(shard),
+        unit="item",
+        desc=f"{task.name} {spec.name}",
+        disable=not (show_progress and state.is_main_process),
+    )
+    with audio_token_merge(model, spec.setting(), processor), bar:
+        for batch in _batches(shard, batch_size):
+            records, stats = _run_batch(pipe, task, batch, generation, max_seconds, device)
+            stats["rank"] = state.process_index
+            _append_jsonl(partial, records)
+            _append_jsonl(partial_batches, [stats])
+            new_records.extend(records)
+            new_batches.append(stats)
+            bar.update(len(batch))
+    gathered = gather_object(new_records) if state.num_processes > 1 else new_records
+    gathered_batches = gather_object(new_batches) if state.num_processes > 1 else new_batches
+    metrics: dict[str, Any] = {}
+    if state.is_main_process:
+        by_id: dict[str, dict[str, Any]] = {}
+        for record in [*old_records, *gathered]:
+            if record.get("id") in order:
+                by_id.setdefault(record["id"], record)  # padding repeats items: keep the first copy
+        records = sorted(by_id.values(), key=lambda r: order[r["id"]])
+        missing = [item.id for item in items if item.id not in by_id]
+        if missing:
+            raise RuntimeError(f"{path}: no prediction for {len(missing)} item(s) (e.g. {missing[:3]}).")
+        batches = [*old_batches, *gathered_batches]
+        scored = task.score(records)
+        metrics = {
+            "model": config["model"],
+            "task": task.name,
+            "run": spec.name,
+            "method": spec.method,
+            "keep_ratio": spec.keep_ratio,
+            "window": spec.window,
+            "size_aware": spec.size_aware,
+            "options": dict(spec.options),
+            **scored,
+            "efficiency": _efficiency(records, batches),
+        }
+        _write_jsonl(path / "predictions.jsonl", records)
+        _write_jsonl(path / "batches.jsonl", batches)
+        for leftover in [*path.glob("predictions.rank*.jsonl"), *path.glob("batches.rank*.jsonl")]:
+            leftover.unlink()
+        _write_json(path / "metrics.json", metrics)  # written last: its presence marks the run finished
+        logger.info(f"{path}: {task.primary_metric} = {scored['metrics'].get(task.primary_metric)}")
+    state.wait_for_everyone()
+    return RunResult(spec, path, metrics)

@@ -1,0 +1,139 @@
+"""The evaluation tasks: how each loads its data, prompts the model and scores the answers (one small class per task
+behind a registry, like the merge methods).
+
+Default prompts (override with `--prompt`; the MMAU template fills `{question}` and `{choices}`):
+
+- `clotho`, `audiocaps`: "Generate a caption for this audio in one sentence." Qwen2-Audio-Instruct and AF3 both
+  answer this with a single descriptive sentence, close to the references' style.
+- `mmau`: the question, then the choices one per line, then "Answer with the text of the correct choice." The
+  string-match scorer looks for the choice's words, so the prompt asks for the words rather than a letter.
+
+The paper does not publish its prompts; these are documented in `docs/reproduce.md` as a known difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+from .captioning import caption_metrics, captioning_requirements
+from .data import EvalItem, load_audiocaps, load_clotho, load_mmau
+from .multiple_choice import mmau_accuracy
+
+__all__ = ["TASKS", "CaptioningTask", "EvalTask", "MultipleChoiceTask", "get_task"]
+
+
+@dataclass
+class EvalTask:
+    """A task: data source, prompt and scoring. Subclasses set `name`, `default_source` and the three methods."""
+
+    name: ClassVar[str]
+    default_source: ClassVar[str]
+    default_prompt: ClassVar[str]
+    primary_metric: ClassVar[str]
+
+    source: Optional[str] = None
+    prompt: Optional[str] = None
+
+    @property
+    def resolved_source(self) -> str:
+        return str(self.source) if self.source is not None else self.default_source
+
+    @property
+    def resolved_prompt(self) -> str:
+        return self.prompt if self.prompt is not None else self.default_prompt
+
+    def load(self) -> list[EvalItem]:
+        raise NotImplementedError
+
+    def prompt_for(self, item: EvalItem) -> str:
+        """The text prompt for one item."""
+        return self.resolved_prompt
+
+    def check_requirements(self) -> None:
+        """Raises before a run when the scorer cannot work here."""
+
+    def score(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Metrics of the gathered `records` (one per item: `id`, `prediction` and the `record_fields`)."""
+        raise NotImplementedError
+
+    def record_fields(self, item: EvalItem) -> dict[str, Any]:
+        """What a predictions line stores about its item besides the prediction (to score without the data set)."""
+        return {}
+
+
+@dataclass
+class CaptioningTask(EvalTask):
+    default_prompt: ClassVar[str] = "Generate a caption for this audio in one sentence."
+    primary_metric: ClassVar[str] = "CIDEr-D"
+
+    def check_requirements(self) -> None:
+        captioning_requirements()
+
+    def record_fields(self, item: EvalItem) -> dict[str, Any]:
+        return {"references": item.references}
+
+    def score(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return caption_metrics(
+            {r["id"]: r["prediction"] for r in records}, {r["id"]: r["references"] for r in records}
+        )
+
+
+@dataclass
+class ClothoTask(CaptioningTask):
+    name: ClassVar[str] = "clotho"
+    default_source: ClassVar[str] = "mteb/Clotho"
+
+    def load(self) -> list[EvalItem]:
+        return load_clotho(self.resolved_source)
+
+
+@dataclass
+class AudioCapsTask(CaptioningTask):
+    name: ClassVar[str] = "audiocaps"
+    default_source: ClassVar[str] = "OpenSound/AudioCaps"
+
+    def load(self) -> list[EvalItem]:
+        return load_audiocaps(self.resolved_source)
+
+
+@dataclass
+class MultipleChoiceTask(EvalTask):
+    name: ClassVar[str] = "mmau"
+    default_source: ClassVar[str] = "Sakshi113/MMAU"
+    default_prompt: ClassVar[str] = "{question}\nChoices:\n{choices}\nAnswer with the text of the correct choice."
+    primary_metric: ClassVar[str] = "accuracy"
+    audio_source: str = "gamma-lab-umd/MMAU-test-mini"
+
+    def __post_init__(self) -> None:
+        if self.prompt is not None and "{question}" not in self.prompt:
+            raise ValueError(
+                f"The mmau prompt must contain '{{question}}' (and usually '{{choices}}'), got {self.prompt!r}."
+            )
+
+    def load(self) -> list[EvalItem]:
+        return load_mmau(self.resolved_source, self.audio_source)
+
+    def prompt_for(self, item: EvalItem) -> str:
+        choices = "\n".join(f"({chr(ord('A') + i)}) {choice}" for i, choice in enumerate(item.choices))
+        return self.resolved_prompt.replace("{choices}", choices).replace("{question}", item.question or "")
+
+    def record_fields(self, item: EvalItem) -> dict[str, Any]:
+        return {"answer": item.answer, "choices": item.choices, "task": item.task, "difficulty": item.difficulty}
+
+    def score(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return mmau_accuracy(records)
+
+
+TASKS: dict[str, type[EvalTask]] = {task.name: task for task in (ClothoTask, AudioCapsTask, MultipleChoiceTask)}
+"""Task name -> class."""
+
+
+def get_task(name: str, source: Optional[str | Path] = None, prompt: Optional[str] = None) -> EvalTask:
+    """The task `name` (`clotho`, `audiocaps`, `mmau`) reading `source` (hub id or local folder; default: the public
+    copy) with `prompt` (default: the task's)."""
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; available: {', '.join(TASKS)}.")
+    return TASKS[name](source=None if source is None else str(source), prompt=prompt)
