@@ -44,10 +44,16 @@ class AudioTokenMergeConfig:
             same clip is always reduced the same way; `None` draws from PyTorch's global generator.
         options (`dict`, *optional*): further options of the method (e.g. `{"num_segments": 10}` for
             `"segment_topk"`).
-        space (`str`, defaults to `"encoder"`): `"encoder"` merges the encoder output before the projector,
-            `"projector"` merges the projected tokens. Equivalent for Qwen2-Audio (a linear projector), not for
-            Audio Flamingo 3 (Linear-GELU-Linear).
-        key_source (`str`, defaults to `"features"`): what the merging methods compare, one of `KEY_SOURCES`.
+        space (`str`, defaults to `"encoder"`): `"encoder"` merges the encoder output `[U, T, D_audio]` before the
+            projector, `"projector"` merges the projected tokens `[U, T, D_text]`. Merge keys and attention scores
+            come from the encoder in both spaces, so on Qwen2-Audio (one Linear projector, which commutes with
+            averaging) every method except norm-based pruning gives the same tokens in both spaces, up to float
+            rounding; norm-based pruning ranks by the norm of the tokens in the chosen space. On Audio Flamingo 3
+            (Linear-GELU-Linear) the spaces differ for every averaging method.
+        key_source (`str`, defaults to `"features"`): what the merging methods compare, one of `KEY_SOURCES`:
+            `"features"` is the encoder output `[U, T, D_audio]` (also in projector space), `"encoder_keys"` the
+            last encoder layer's attention keys averaged over heads and pooled to the token rate
+            `[U, T, D_audio / num_heads]`. Only for methods that compare keys (`"ltbm"`, `"global"`).
         size_aware_attention (`bool`, defaults to `False`): the language model adds `log(size)` to the attention
             logits of every merged audio key (for every query, in prefill and decoding), the attention that `size`
             identical copies of the key would get. No effect on pruning methods (every size is 1). Needs the
@@ -161,7 +167,18 @@ class AudioTokenMergeConfig:
         keys: Optional[torch.Tensor] = None,
         scores: Optional[torch.Tensor] = None,
     ) -> MergeResult:
-        """Applies the setting to `x [B, N, D]` (see :func:`~hf_ltbm.merge_tokens`)."""
+        """Applies the setting to `x [B, N, D]` (see :func:`~hf_ltbm.merge_tokens`).
+
+        Args:
+            x (`torch.Tensor` of shape `[B, N, D]`): tokens, padding at the end of each row.
+            lengths (`torch.LongTensor` of shape `[B]`, *optional*): valid tokens per row (default: all `N`).
+            keys (`torch.Tensor` of shape `[B, N, Dk]`, *optional*): merge keys (merging methods only).
+            scores (`torch.Tensor` of shape `[B, N]`, *optional*): importance scores (attention-based pruning).
+
+        Returns:
+            :class:`~hf_ltbm.MergeResult` with `tokens [B, M_max, D]`, `lengths [B]`, `sizes [B, M_max]` and
+            `assignment [B, N]`. With `seed` set, the random methods draw from a fresh generator seeded with it.
+        """
         reducer = self.build_method()
         generator = None
         if self.seed is not None:

@@ -77,6 +77,11 @@ class _MergeSettingProcessorMixin:
 class Qwen2AudioLTBMProcessor(_MergeSettingProcessorMixin, Qwen2AudioProcessor):
     """`Qwen2AudioProcessor` that emits `output_length(N, ...)` `<|AUDIO|>` placeholders per clip.
 
+    `N` is the clip's encoder token count (25 per second, at most 750 for the 30 s the encoder takes); a clip longer
+    than 30 s raises a `ValueError` instead of being truncated. `input_features [num_clips, num_mel_bins, 3000]` and
+    `feature_attention_mask [num_clips, 3000]` are the upstream ones; with a merge setting only `input_ids` /
+    `attention_mask` are shorter.
+
     Args:
         feature_extractor, tokenizer, chat_template, audio_token, audio_bos_token, audio_eos_token:
             as for `Qwen2AudioProcessor`.
@@ -116,6 +121,8 @@ class Qwen2AudioLTBMProcessor(_MergeSettingProcessorMixin, Qwen2AudioProcessor):
         return super()._process_audio(audio, **kwargs)
 
     def replace_audio_token(self, audio_inputs: dict, audio_idx: int, **kwargs) -> str:
+        """The placeholder run for clip `audio_idx`: `merged_length(N)` audio tokens, where `N` is its entry of
+        `audio_inputs["num_audio_tokens"]` (`[num_clips]`, the unmerged counts)."""
         n = audio_inputs["num_audio_tokens"][audio_idx]
         return self.audio_token * self.merged_length(int(n))
 
@@ -123,6 +130,9 @@ class Qwen2AudioLTBMProcessor(_MergeSettingProcessorMixin, Qwen2AudioProcessor):
 class AudioFlamingo3LTBMProcessor(_MergeSettingProcessorMixin, AudioFlamingo3Processor):
     """`AudioFlamingo3Processor` that emits `sum_w output_length(N_w, ...)` `<sound>` placeholders per clip.
 
+    Each clip is cut into 30 s windows `w` of `N_w` encoder tokens (750 for a full window), one row of
+    `input_features [num_windows, num_mel_bins, 3000]` / `input_features_mask [num_windows, 3000]` each (the windows
+    of all clips, in order); with a merge setting only `input_ids` / `attention_mask` are shorter than upstream's.
     Audio features are always padded to whole 30 s windows (the encoder needs them; upstream crashes when `padding`
     reaches the feature extractor), and audio longer than `max_audio_len` raises instead of being truncated.
 

@@ -181,13 +181,16 @@ class TokenReducer(ABC):
         """Maps input tokens to output slots.
 
         Inputs arrive validated: `x [B, N, D]`, `lengths [B]` (int64, in [1, N], on `x.device`),
-        `num_out [B]` (int64, `M` per row, `1 <= M <= lengths`), and `keys`/`scores`/`generator` as declared
-        by the class attributes (`keys` is `x` when the caller gave none).
+        `num_out [B]` (int64, `M` per row, `1 <= M <= lengths`), and `keys [B, N, Dk]` / `scores [B, N]` /
+        `generator` as declared by the class attributes. `keys` is `None` when the caller gave none: a method that
+        uses keys then compares `x` itself.
 
         Returns:
             `torch.LongTensor` of shape `[B, N]`: output slot of each input token, in `[0, M_b)` for row `b`,
-            every slot used at least once, monotonically non-decreasing over kept tokens (temporal order),
-            and `-1` for dropped tokens and for padding (positions `>= lengths[b]`).
+            every slot used at least once, and `-1` for dropped tokens and for padding (positions `>= lengths[b]`).
+            Slots are numbered in temporal order: for pooling and pruning the assignment is non-decreasing over
+            the kept tokens; for the bipartite methods output `j` is the group whose anchor (the member that
+            survived every round) comes `j`-th in time, and groups may interleave in time unless `window <= 2`.
         """
 
     def __call__(
@@ -200,6 +203,16 @@ class TokenReducer(ABC):
         scores: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> MergeResult:
+        """Runs :meth:`assign` and averages the tokens of every slot (:func:`pool_by_assignment`).
+
+        Takes the same validated inputs as :meth:`assign` (`x [B, N, D]`, `lengths [B]`, `num_out [B]`, optional
+        `keys [B, N, Dk]`, `scores [B, N]`, `generator`); :func:`~hf_ltbm.merge_tokens` validates them and calls
+        this.
+
+        Returns:
+            :class:`MergeResult` with `tokens [B, M_max, D]` (`M_max = num_out.max()`), `lengths` (a copy of
+            `num_out`), `sizes [B, M_max]` and `assignment [B, N]`.
+        """
         assignment = self.assign(x, lengths, num_out, keys=keys, scores=scores, generator=generator)
         tokens, sizes = pool_by_assignment(x, assignment, int(num_out.max()) if num_out.numel() else 0)
         return MergeResult(tokens=tokens, lengths=num_out.clone(), sizes=sizes, assignment=assignment)

@@ -157,6 +157,10 @@ def bipartite_assign(
 class LocalTemporalBipartiteMerge(TokenReducer):
     """Local Temporal Bipartite Merging: bipartite soft matching restricted to a temporal window.
 
+    Compares merge keys `[B, N, Dk]` (the tokens `x [B, N, D]` themselves unless `keys` are given) by cosine
+    similarity and merges in rounds until each row holds `M` tokens (see the module docstring and
+    :func:`bipartite_assign`). Scores cost O(N * window * Dk) time and O(N * (window + Dk)) memory.
+
     Args:
         window (`int`, defaults to `DEFAULT_WINDOW`): an A token may merge with a B token at most `window` slots
             away in the current sequence (>= 1). A-B distances are odd, so `2k` behaves exactly like `2k - 1`;
@@ -177,7 +181,11 @@ class LocalTemporalBipartiteMerge(TokenReducer):
 @register_method("global")
 @dataclass
 class GlobalMerge(TokenReducer):
-    """Global Merge: LTBM without the window (any A token may merge with any B token), the paper's control."""
+    """Global Merge: LTBM without the window (any A token may merge with any B token), the paper's control.
+
+    Same rounds, scores and tie rules as :class:`LocalTemporalBipartiteMerge`; the dense `A x B` cosine scores are
+    computed in blocks of A rows (O(N) memory, O(N^2 * Dk) time). Takes no options (`window` is rejected).
+    """
 
     uses_keys = True
 

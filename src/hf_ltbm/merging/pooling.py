@@ -33,7 +33,12 @@ def segment_ids(n: int, lengths: torch.Tensor, num_segments: torch.Tensor) -> to
 @register_method("pool")
 @dataclass
 class AveragePooling(TokenReducer):
-    """Fixed pooling: `M` contiguous near-equal segments (boundaries `floor(j * N / M)`), each averaged."""
+    """Fixed pooling: `M` contiguous near-equal segments (boundaries `floor(j * N / M)`), each averaged.
+
+    Content-agnostic (reads only the valid lengths): segment `j` of a row of `N` valid tokens covers input tokens
+    `[floor(j * N / M), floor((j + 1) * N / M))`, so every output stands for `floor(N / M)` or `ceil(N / M)`
+    tokens. Takes no options.
+    """
 
     def assign(self, x, lengths, num_out, *, keys=None, scores=None, generator=None):
         return segment_ids(x.shape[1], lengths, num_out)

@@ -54,7 +54,12 @@ def select_top(
 @register_method("prune_norm")
 @dataclass
 class NormPruning(TokenReducer):
-    """Keeps the `M` tokens with the largest feature L2 norm, in temporal order."""
+    """Keeps the `M` tokens with the largest L2 norm, in temporal order.
+
+    The score of token `i` is `||x[b, i]||_2` over the feature dimension of `x [B, N, D]` (float32), i.e. of the
+    tokens being reduced: the encoder output in encoder space, the projected tokens in projector space. Ties keep the
+    earlier token. Takes no options.
+    """
 
     averages = False
 
@@ -65,10 +70,11 @@ class NormPruning(TokenReducer):
 @register_method("prune_attention")
 @dataclass
 class AttentionPruning(TokenReducer):
-    """Keeps the `M` tokens with the largest `scores`, in temporal order.
+    """Keeps the `M` tokens with the largest `scores [B, N]`, in temporal order (ties keep the earlier token).
 
     The model classes pass the attention each token receives in the last encoder layer (mean over heads and valid
-    queries); any per-token importance works.
+    queries, pooled from frames to tokens like the encoder's output); any per-token importance works. Takes no
+    options; `scores` is required.
     """
 
     averages = False
@@ -101,6 +107,7 @@ class SegmentTopKPruning(TokenReducer):
 
     @property
     def requires_scores(self) -> bool:  # type: ignore[override]
+        """Whether `scores [B, N]` must be passed: only with `score="attention"`."""
         return self.score == "attention"
 
     def assign(self, x, lengths, num_out, *, keys=None, scores=None, generator=None):
@@ -112,7 +119,13 @@ class SegmentTopKPruning(TokenReducer):
 @register_method("random")
 @dataclass
 class RandomPruning(TokenReducer):
-    """Keeps `M` tokens drawn uniformly at random (seed it with a `torch.Generator`), in temporal order."""
+    """Keeps `M` tokens drawn uniformly at random, in temporal order.
+
+    Draws `torch.rand` scores `[B, N]` from `generator` (on the generator's device; PyTorch's global generator when
+    none is given) and keeps the top `M` of each row: a uniformly random subset. Seed it for reproducible runs
+    (`AudioTokenMergeConfig(seed=...)` builds a fresh seeded generator for every merge). The draws depend on the
+    padded batch shape, so a row can be reduced differently alone and in a batch. Takes no options.
+    """
 
     averages = False
     uses_generator = True

@@ -32,6 +32,7 @@ class PlaceholderPlan:
 
     @property
     def compacts(self) -> bool:
+        """Whether placeholders are dropped from the sequence (the prompt held `N_u` placeholders per unit)."""
         return self.keep is not None
 
 

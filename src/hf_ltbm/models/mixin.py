@@ -90,7 +90,22 @@ class AudioTokenMergeModelOutput(BaseModelOutputWithPast):
 
 @dataclass
 class AudioTokenMergeCausalLMOutput(ModelOutput):
-    """Causal-LM output of a merging model; `attention_mask`/`position_ids` describe the sequence the cache holds."""
+    """Causal-LM output of a merging model; `attention_mask`/`position_ids` describe the sequence the cache holds.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `[]`, *optional*): language-modelling loss on the (compacted) labels.
+        logits (`torch.FloatTensor` of shape `[B, L', vocab_size]`): scores of the sequence the language model ran on
+            (`L'` positions, or the last `logits_to_keep`).
+        past_key_values (`Cache`, *optional*): the KV cache, holding `L'` positions after prefill.
+        hidden_states, attentions (`tuple[torch.FloatTensor]`, *optional*): as in transformers' causal-LM outputs.
+        attention_mask (`torch.LongTensor` of shape `[B, L']`, *optional*): 2D mask of that sequence (compacted when
+            the prompt held the unmerged placeholder count).
+        position_ids (`torch.LongTensor` of shape `[B, L']`, *optional*): its position ids, when given or rebuilt.
+        audio_hidden_states (`torch.FloatTensor` of shape `[sum(M_u), D_text]`, *optional*): merged audio tokens.
+        audio_token_counts (`torch.LongTensor` of shape `[U]`, *optional*): merged tokens per audio unit (`M_u`).
+        key_log_sizes (`torch.FloatTensor` of shape `[B, K]`, *optional*): with size-aware attention, `log(size)` of
+            every key the cache holds after this step (0 for text and generated tokens).
+    """
 
     loss: Optional[torch.FloatTensor] = None
     logits: Optional[torch.FloatTensor] = None
@@ -394,6 +409,12 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
 
     - `_upstream_class`, `_model_class` (the merging base model), `_pretrained_base` (the upstream
       `*PreTrainedModel`), `_audio_mask_name`.
+
+    `__init__` builds the upstream modules (`model`, `lm_head`) with the merging base model in place of the upstream
+    one. `generate()` works with prompts from the merging processor (`M_u` placeholders per unit) and from a stock
+    processor (`N_u` per unit, compacted at prefill). For the latter, assisted decoding (`assistant_model`,
+    `prompt_lookup_num_tokens`), chunked prefill (`prefill_chunk_size`) and a filled `past_key_values` raise a
+    `ValueError`, because the sequence shrinks inside the model and no longer lines up with `input_ids`.
     """
 
     _upstream_class: type
@@ -410,10 +431,13 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         self.post_init()
 
     def set_audio_token_merge(self, value: MergeSetting) -> None:
+        """Changes the merge setting of a loaded model (`None` turns merging off); validated against the audio
+        encoder before it is stored. Shared with the base model (both read `config.audio_token_merge`)."""
         self.model.set_audio_token_merge(value)
 
     def get_audio_features(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any):
-        """See the base model's `get_audio_features`."""
+        """The base model's `get_audio_features`: `input_features [U, num_mel_bins, frames]` and the per-unit feature
+        mask `[U, frames]` in, merged and projected audio tokens `pooler_output [sum(M_u), D_text]` out."""
         return self.model.get_audio_features(input_features, feature_mask, **kwargs)
 
     def audio_token_counts(self, feature_mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -457,7 +481,8 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         return placeholders == int(num_input.sum()) != int(num_output.sum())
 
     def generate(self, *args: Any, **kwargs: Any):
-        """`GenerationMixin.generate`, refusing what in-model compaction cannot support (see the class docs)."""
+        """`GenerationMixin.generate`; with a stock-processor prompt (compacted at prefill) it refuses assisted
+        decoding, chunked prefill and a filled KV cache with a `ValueError` (see the class docstring)."""
         input_ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
         if self._will_compact(input_ids, kwargs.get(self._audio_mask_name)):
             generation_config = kwargs.get("generation_config") or self.generation_config
@@ -500,6 +525,8 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         )
 
     def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, is_first_iteration=False, **kwargs):
+        """Upstream `prepare_inputs_for_generation`, except that a prefill which compacts the prompt gets the 2D
+        `attention_mask [B, L]` instead of a 4D mask sized for the uncompacted prompt (static and compiled caches)."""
         model_inputs = super().prepare_inputs_for_generation(
             input_ids, *args, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
         )

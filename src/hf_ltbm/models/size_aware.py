@@ -76,6 +76,8 @@ def size_aware_name(implementation: str) -> str:
 
 
 def base_name(implementation: Optional[str]) -> str:
+    """The plain attention implementation behind a (possibly size-aware) name: `"size_aware_sdpa"` -> `"sdpa"`;
+    `None` means `"eager"`."""
     implementation = implementation or "eager"
     return implementation[len(PREFIX) :] if implementation.startswith(PREFIX) else implementation
 
