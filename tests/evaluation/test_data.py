@@ -8,6 +8,7 @@ from hf_ltbm.audio import AudioInputError
 from hf_ltbm.evaluation import data
 from hf_ltbm.evaluation.data import (
     DatasetFormatError,
+    DataSourceError,
     EvalItem,
     check_unique_ids,
     load_audiocaps,
@@ -153,3 +154,14 @@ def test_hub_dataset_without_audio_column(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict({"text": ["x"]}))
     with pytest.raises(DatasetFormatError, match="no 'audio' column"):
         data._hub_dataset("some/id", "test")
+
+
+def test_missing_folders_and_unreachable_hub_copies(tmp_path):
+    for loader in (load_clotho, load_audiocaps, load_mmau):
+        with pytest.raises(DataSourceError, match="does not exist"):
+            loader(str(tmp_path / "absent"))
+    # the tests run with HF_HUB_OFFLINE=1: the public copies cannot be reached
+    with pytest.raises(DataSourceError, match="hub id 'mteb/Clotho'.*--data PATH"):
+        load_clotho()
+    with pytest.raises(DataSourceError, match="hub id 'Sakshi113/MMAU'.*--data PATH"):
+        load_mmau()

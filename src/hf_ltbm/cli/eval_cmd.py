@@ -11,7 +11,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, add_model_arguments, load_model, load_processor, resolve_device, resolve_dtype
+from ..audio import AudioInputError
+from .common import (
+    CLIError,
+    add_model_arguments,
+    input_error,
+    load_model,
+    load_processor,
+    resolve_device,
+    resolve_dtype,
+)
 
 HELP = "evaluate methods x compression settings on Clotho, AudioCaps or MMAU (resumable, data-parallel)"
 
@@ -90,12 +99,31 @@ def _known_tasks() -> list[str]:
     return list(TASKS)
 
 
+def _evaluate_task(model: Any, processor: Any, task: Any, specs: list, device: Any, dtype: Any, args: Any) -> list:
+    from ..evaluation.runner import evaluate
+
+    return evaluate(
+        model,
+        processor,
+        task,
+        specs,
+        args.out,
+        model_name=args.model,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+        extra_config={"device": str(device), "dtype": str(dtype).replace("torch.", "")},
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from ..evaluation.captioning import MetricUnavailableError
     from ..evaluation.report import collect_runs, markdown
-    from ..evaluation.runner import evaluate, expand_sweep
+    from ..evaluation.runner import expand_sweep
     from ..evaluation.tasks import get_task
     from .common import _options, method_list
 
@@ -103,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [t for t in tasks if t not in _known_tasks()]
     if not tasks or unknown:
         raise CLIError(f"--task {args.task!r}: choose among {', '.join(_known_tasks())}.")
+    for value, option in ((args.batch_size, "--batch-size"), (args.max_new_tokens, "--max-new-tokens")):
+        if value < 1:
+            raise CLIError(f"{option} must be >= 1, got {value}.")
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit must be >= 1, got {args.limit}.")
     try:
         specs = expand_sweep(
             method_list(args.methods),
@@ -113,17 +146,13 @@ def run(args: argparse.Namespace) -> int:
         )
         sources = _sources(args, tasks)
         task_objects = [get_task(name, sources.get(name), args.prompt) for name in tasks]
-        for task in task_objects:
+        for task in task_objects:  # scorer and data are checked before the weights load
             task.check_requirements()
+            task.load()
     except MetricUnavailableError as err:
         raise CLIError(str(err)) from err
     except ValueError as err:
         raise CLIError(str(err)) from err
-    for value, option in ((args.batch_size, "--batch-size"), (args.max_new_tokens, "--max-new-tokens")):
-        if value < 1:
-            raise CLIError(f"{option} must be >= 1, got {value}.")
-    if args.limit is not None and args.limit < 1:
-        raise CLIError(f"--limit must be >= 1, got {args.limit}.")
     # one process per GPU under accelerate launch / torchrun; CPU-only (or --device cpu) processes talk over gloo
     import torch
 
@@ -134,20 +163,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, None, device, dtype)
     results = []
     for task in task_objects:
-        results += evaluate(
-            model,
-            processor,
-            task,
-            specs,
-            args.out,
-            model_name=args.model,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            limit=args.limit,
-            overwrite=args.overwrite,
-            show_progress=not args.no_progress,
-            extra_config={"device": str(device), "dtype": str(dtype).replace("torch.", "")},
-        )
+        try:
+            results += _evaluate_task(model, processor, task, specs, device, dtype, args)
+        except AudioInputError as err:
+            raise input_error(err) from err
     if state.is_main_process:
         skipped = sum(r.skipped for r in results)
         print(f"{len(results)} run(s) in {args.out} ({skipped} finished earlier and skipped).")

@@ -6,7 +6,7 @@ captioning metrics.
 """
 
 from .captioning import CAPTION_METRICS, MetricUnavailableError, caption_metrics, spice_unavailable_reason
-from .data import EvalItem, load_audiocaps, load_clotho, load_mmau
+from .data import DatasetFormatError, DataSourceError, EvalItem, load_audiocaps, load_clotho, load_mmau
 from .multiple_choice import mmau_accuracy, string_match
 from .runner import RunResult, RunSpec, evaluate, expand_sweep, model_slug, read_jsonl
 from .tasks import TASKS, EvalTask, get_task
@@ -14,6 +14,8 @@ from .tasks import TASKS, EvalTask, get_task
 __all__ = [
     "CAPTION_METRICS",
     "TASKS",
+    "DataSourceError",
+    "DatasetFormatError",
     "EvalItem",
     "EvalTask",
     "MetricUnavailableError",

@@ -34,7 +34,7 @@ from ..audio import AUDIO_EXTENSIONS, AudioInputError
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["EvalItem", "load_audiocaps", "load_clotho", "load_mmau"]
+__all__ = ["DataSourceError", "DatasetFormatError", "EvalItem", "load_audiocaps", "load_clotho", "load_mmau"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -66,8 +66,24 @@ class EvalItem:
         return self.audio() if callable(self.audio) else self.audio
 
 
-class DatasetFormatError(ValueError):
+class DataSourceError(ValueError):
+    """An evaluation data source that cannot be read (missing folder, hub copy unreachable)."""
+
+
+class DatasetFormatError(DataSourceError):
     """A local folder or hub data set that is not in the expected format; the message says what was expected."""
+
+
+def _looks_local(source: PathLike) -> bool:
+    text = str(source)
+    return Path(text).exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def _hub_error(what: str, repo_id: str, err: Exception) -> DataSourceError:
+    return DataSourceError(
+        f"Could not load {what} from the hub id {repo_id!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+        "Offline or without access, download it elsewhere and pass the local folder (--data PATH)."
+    )
 
 
 # --------------------------------------------------------------------------------------------------- local files
@@ -213,7 +229,10 @@ def _hub_dataset(repo_id: str, split: str) -> Any:
         raise ImportError(
             "Loading evaluation data from the hub needs `datasets`: pip install 'hf-ltbm[eval]'."
         ) from err
-    dataset = datasets.load_dataset(repo_id, split=split)
+    try:
+        dataset = datasets.load_dataset(repo_id, split=split)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise _hub_error(f"split {split!r}", repo_id, err) from err
     if "audio" not in dataset.column_names:
         raise DatasetFormatError(f"{repo_id!r} split {split!r} has no 'audio' column; it has {dataset.column_names}.")
     return dataset.cast_column("audio", datasets.Audio(decode=False))
@@ -289,27 +308,37 @@ def _unpack_archives(folder: Path) -> Path:
 def _mmau_hub(repo_id: str, audio_repo_id: str) -> list[EvalItem]:
     from huggingface_hub import snapshot_download
 
-    meta = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=["*.json"]))
-    audio = _unpack_archives(Path(snapshot_download(audio_repo_id, repo_type="dataset")))
+    try:
+        meta = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=["*.json"]))
+    except (OSError, ValueError) as err:
+        raise _hub_error("the MMAU questions", repo_id, err) from err
+    try:
+        audio = _unpack_archives(Path(snapshot_download(audio_repo_id, repo_type="dataset")))
+    except (OSError, ValueError) as err:
+        raise _hub_error("the MMAU audio", audio_repo_id, err) from err
     return _mmau_items(_mmau_json(meta), audio)
 
 
 # ------------------------------------------------------------------------------------------------------ loaders
 def _is_local(source: PathLike) -> bool:
-    return Path(source).is_dir() and not any(Path(source).glob("*.parquet")) and not (Path(source) / "data").is_dir()
+    """A local folder in the original format (a folder of parquet files goes through `datasets` like a hub id)."""
+    if _looks_local(source) and not Path(source).expanduser().exists():
+        raise DataSourceError(f"Data folder {str(source)!r} does not exist.")
+    path = Path(source).expanduser()
+    return path.is_dir() and not any(path.glob("*.parquet")) and not (path / "data").is_dir()
 
 
 def load_clotho(source: PathLike = "mteb/Clotho", split: str = "test") -> list[EvalItem]:
     """Clotho v2.1 evaluation (1045 clips, 5 captions each) from a hub id or a local folder (module docstring)."""
     if _is_local(source):
-        return _clotho_local(Path(source))
+        return _clotho_local(Path(source).expanduser())
     return _clotho_hub(str(source), split)
 
 
 def load_audiocaps(source: PathLike = "OpenSound/AudioCaps", split: str = "test") -> list[EvalItem]:
     """AudioCaps test (975 clips with about 5 captions each; one row per caption upstream, grouped here by clip)."""
     if _is_local(source):
-        return _audiocaps_local(Path(source), split)
+        return _audiocaps_local(Path(source).expanduser(), split)
     return _audiocaps_hub(str(source), split)
 
 
@@ -317,10 +346,13 @@ def load_mmau(
     source: PathLike = "Sakshi113/MMAU", audio_source: str = "gamma-lab-umd/MMAU-test-mini"
 ) -> list[EvalItem]:
     """MMAU test-mini (1000 questions) from the original JSON + audio folder, or from the hub (module docstring)."""
-    if Path(source).is_file():
-        return _mmau_items(Path(source), Path(source).parent)
-    if Path(source).is_dir():
-        return _mmau_items(_mmau_json(Path(source)), Path(source))
+    path = Path(source).expanduser()
+    if _looks_local(source) and not path.exists():
+        raise DataSourceError(f"MMAU data {str(source)!r} does not exist.")
+    if path.is_file():
+        return _mmau_items(path, path.parent)
+    if path.is_dir():
+        return _mmau_items(_mmau_json(path), path)
     return _mmau_hub(str(source), audio_source)
 
 

@@ -46,6 +46,13 @@ class EvalTask:
         return self.prompt if self.prompt is not None else self.default_prompt
 
     def load(self) -> list[EvalItem]:
+        """The task's items (read once, then cached on the task)."""
+        cached = self.__dict__.get("_items")
+        if cached is None:
+            cached = self.__dict__["_items"] = self._load()
+        return cached
+
+    def _load(self) -> list[EvalItem]:
         raise NotImplementedError
 
     def prompt_for(self, item: EvalItem) -> str:
@@ -86,7 +93,7 @@ class ClothoTask(CaptioningTask):
     name: ClassVar[str] = "clotho"
     default_source: ClassVar[str] = "mteb/Clotho"
 
-    def load(self) -> list[EvalItem]:
+    def _load(self) -> list[EvalItem]:
         return load_clotho(self.resolved_source)
 
 
@@ -95,7 +102,7 @@ class AudioCapsTask(CaptioningTask):
     name: ClassVar[str] = "audiocaps"
     default_source: ClassVar[str] = "OpenSound/AudioCaps"
 
-    def load(self) -> list[EvalItem]:
+    def _load(self) -> list[EvalItem]:
         return load_audiocaps(self.resolved_source)
 
 
@@ -113,7 +120,7 @@ class MultipleChoiceTask(EvalTask):
                 f"The mmau prompt must contain '{{question}}' (and usually '{{choices}}'), got {self.prompt!r}."
             )
 
-    def load(self) -> list[EvalItem]:
+    def _load(self) -> list[EvalItem]:
         return load_mmau(self.resolved_source, self.audio_source)
 
     def prompt_for(self, item: EvalItem) -> str:

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from hf_ltbm.cli import main
+from hf_ltbm.evaluation import captioning
+
+from ..evaluation.fixtures import make_mmau
+
+MODEL = "tiny-random-qwen2-audio"
+
+
+@pytest.fixture(scope="module")
+def mmau_dir(tmp_path_factory):
+    return make_mmau(tmp_path_factory.mktemp("mmau"), n=3)
+
+
+def test_eval_then_report(mmau_dir, tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["eval", "--model", MODEL, "--task", "mmau", "--data", str(mmau_dir), "--methods", "none,ltbm,prune_norm"]
+    args += ["--keep-ratios", "0.5", "--windows", "2", "--size-aware", "both", "--max-new-tokens", "4"]
+    args += ["--batch-size", "2", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "4 run(s)" in printed and "| ltbm | keep 0.5, w 2, size-aware |" in printed
+    names = sorted(p.name for p in (out / MODEL / "mmau").iterdir())
+    assert names == ["ltbm_keep0.5_w2", "ltbm_keep0.5_w2_sizeaware", "none", "prune_norm_keep0.5"]
+    config = json.loads((out / MODEL / "mmau" / "ltbm_keep0.5_w2_sizeaware" / "config.json").read_text())
+    assert config["audio_token_merge"]["size_aware_attention"] is True and config["audio_token_merge"]["window"] == 2
+    assert config["device"] == "cpu" and config["dtype"] == "float32"
+
+    assert main(args) == 0  # everything finished: all skipped
+    assert "(4 finished earlier and skipped)" in capsys.readouterr().out
+
+    assert main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "# Evaluation results" in printed
+    for name in ("results.md", "results.csv", "results_wide.csv", "tiny-random-qwen2-audio_metric_vs_keep_ratio.png"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--task", "coco"], "--task 'coco': choose among clotho, audiocaps, mmau"),
+        (["--task", "mmau", "--keep-ratios", "0.5,x"], "--keep-ratios expects comma-separated numbers"),
+        (["--task", "mmau", "--keep-ratios", "2"], "Keep ratios must be in (0, 1]"),
+        (["--task", "mmau", "--methods", "ltbm,magic"], "Unknown method(s) ['magic']"),
+        (["--task", "mmau", "--windows", "a"], "--windows expects comma-separated integers"),
+        (["--task", "mmau,clotho", "--data", "/x"], "TASK=PATH"),
+        (["--task", "mmau", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--task", "mmau", "--limit", "0"], "--limit must be >= 1"),
+        (["--task", "mmau", "--prompt", "no placeholders"], "{question}"),
+        (["--task", "mmau", "--option", "num_segments=4"], "not options of any"),
+        (["--task", "mmau", "--data", "/does/not/exist"], "MMAU data '/does/not/exist' does not exist"),
+    ],
+)
+def test_bad_command_lines_exit_2(extra, message, capsys, tmp_path):
+    assert main(["eval", "--model", MODEL, "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_captioning_without_java_fails_before_loading_anything(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(captioning.shutil, "which", lambda name: None)
+    assert main(["eval", "--model", MODEL, "--task", "clotho", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "Java" in capsys.readouterr().err
+    assert not (tmp_path / MODEL).exists()
+
+
+def test_report_of_an_empty_folder(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "No finished runs" in capsys.readouterr().err
+
+
+def test_undecodable_item_audio_exits_1(tmp_path, capsys):
+    folder = make_mmau(tmp_path / "mmau", n=2)
+    (folder / "test-mini-audios" / "q-001.wav").write_bytes(b"not a wav file")
+    args = ["eval", "--model", MODEL, "--task", "mmau", "--data", str(folder), "--methods", "none"]
+    assert main([*args, "--out", str(tmp_path / "runs"), "--no-progress", "--max-new-tokens", "2"]) == 1
+    assert "Item 'q-001'" in capsys.readouterr().err

@@ -1,0 +1,122 @@
+import csv
+import json
+
+import pytest
+
+from hf_ltbm.evaluation.report import collect_runs, markdown, tidy_rows, wide_rows, write_report
+
+
+def write_run(root, model, task, run, method, metrics, keep=None, window=None, size_aware=False, unavailable=None):
+    path = root / model.replace("/", "__") / task / run
+    path.mkdir(parents=True)
+    efficiency = {
+        "audio_tokens_kept": keep or 1.0,
+        "prefill_s_per_item": 0.01 * (keep or 1.0),
+        "peak_memory_bytes_max": 2**20,
+    }
+    data = {
+        "model": model,
+        "task": task,
+        "run": run,
+        "method": method,
+        "keep_ratio": keep,
+        "window": window,
+        "size_aware": size_aware,
+        "options": {},
+        "metrics": metrics,
+        "unavailable": unavailable or {},
+        "efficiency": efficiency,
+    }
+    (path / "metrics.json").write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    spice = {"SPICE": "CoreNLP missing", "SPIDEr": "needs SPICE"}
+    m = "org/model"
+    write_run(tmp_path, m, "clotho", "none", "none", {"CIDEr-D": 0.40, "METEOR": 0.20}, unavailable=spice)
+    write_run(tmp_path, m, "clotho", "ltbm_keep0.5_w3", "ltbm", {"CIDEr-D": 0.38, "METEOR": 0.19}, 0.5, 3)
+    write_run(tmp_path, m, "clotho", "ltbm_keep0.25_w3", "ltbm", {"CIDEr-D": 0.30, "METEOR": 0.18}, 0.25, 3)
+    write_run(tmp_path, m, "clotho", "global_keep0.5", "global", {"CIDEr-D": 0.36, "METEOR": 0.19}, 0.5)
+    write_run(
+        tmp_path, m, "clotho", "global_keep0.5_sizeaware", "global", {"CIDEr-D": 0.37, "METEOR": 0.2}, 0.5, None, True
+    )
+    write_run(tmp_path, m, "mmau", "none", "none", {"accuracy": 50.0, "accuracy/sound": 60.0})
+    write_run(tmp_path, m, "mmau", "ltbm_keep0.5_w3", "ltbm", {"accuracy": 45.0, "accuracy/sound": 66.0}, 0.5, 3)
+    (tmp_path / "org__model" / "mmau" / "unfinished").mkdir()  # no metrics.json: not a finished run
+    return tmp_path
+
+
+def test_collect_runs_reads_finished_runs(runs_dir):
+    runs = collect_runs(runs_dir)
+    assert len(runs) == 7
+    assert runs[0].method == "none"  # the uncompressed runs first
+    ltbm = next(r for r in runs if r.name == "ltbm_keep0.5_w3" and r.task == "clotho")
+    assert ltbm.setting == "keep 0.5, w 3" and ltbm.series == "ltbm (w=3)"
+    assert ltbm.metrics["audio_tokens_kept"] == 0.5 and ltbm.metrics["peak_memory_mb"] == 1.0
+    aware = next(r for r in runs if r.size_aware)
+    assert aware.setting == "keep 0.5, size-aware" and aware.series == "global + size-aware"
+
+
+def test_tidy_rows_relative_change_vs_none(runs_dir):
+    rows = tidy_rows(collect_runs(runs_dir))
+
+    def row(task, run, metric):
+        (found,) = [r for r in rows if (r["task"], r["run"], r["metric"]) == (task, run, metric)]
+        return found
+
+    assert row("clotho", "ltbm_keep0.25_w3", "CIDEr-D")["relative_change_vs_none"] == pytest.approx(-0.25)
+    assert row("clotho", "none", "CIDEr-D")["relative_change_vs_none"] == pytest.approx(0.0)
+    assert row("mmau", "ltbm_keep0.5_w3", "accuracy")["relative_change_vs_none"] == pytest.approx(-0.1)
+    assert row("mmau", "ltbm_keep0.5_w3", "accuracy/sound")["relative_change_vs_none"] == pytest.approx(0.1)
+    assert row("clotho", "global_keep0.5", "CIDEr-D")["keep_ratio"] == 0.5
+    assert row("clotho", "none", "CIDEr-D")["keep_ratio"] == 1.0
+
+
+def test_wide_rows_one_row_per_method_and_setting(runs_dir):
+    rows = wide_rows(collect_runs(runs_dir))
+    assert [(r["method"], r["setting"]) for r in rows] == [
+        ("none", "-"),
+        ("global", "keep 0.5"),
+        ("global", "keep 0.5, size-aware"),
+        ("ltbm", "keep 0.5, w 3"),
+        ("ltbm", "keep 0.25, w 3"),
+    ]
+    ltbm = rows[3]
+    assert ltbm["clotho/CIDEr-D"] == 0.38 and ltbm["mmau/accuracy"] == 45.0
+    assert ltbm["clotho/CIDEr-D rel"] == pytest.approx(-0.05)
+    assert rows[4]["mmau/accuracy"] is None  # not run at that setting
+
+
+def test_markdown_summary_and_unavailable_reasons(runs_dir):
+    text = markdown(collect_runs(runs_dir))
+    assert "## org/model" in text
+    assert "| method | setting | clotho CIDEr-D | mmau accuracy |" in text
+    assert "| ltbm | keep 0.5, w 3 | 0.3800 (-5.0%) | 45.00 (-10.0%) |" in text
+    assert "| none | - | 0.4000 | 50.00 |" in text
+    assert "- SPICE unavailable: CoreNLP missing" in text
+    assert "### org/model: mmau" in text
+
+
+def test_write_report_files_and_plot(runs_dir, tmp_path):
+    out = tmp_path / "report"
+    written = write_report(runs_dir, out)
+    assert written["markdown"].read_text().startswith("# Evaluation results")
+    with open(written["csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert set(rows[0]) == {
+        "model", "task", "run", "method", "keep_ratio", "window", "size_aware", "options", "metric", "value",
+        "relative_change_vs_none",
+    }  # fmt: skip
+    assert len(rows) == sum(len(r.metrics) for r in collect_runs(runs_dir))
+    plot = written["plot0"]
+    assert plot.name == "org_model_metric_vs_keep_ratio.png" and plot.stat().st_size > 10_000
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        collect_runs(tmp_path / "nope")
+    with pytest.raises(ValueError, match="No finished runs"):
+        collect_runs(tmp_path)
