@@ -46,6 +46,7 @@ MODULES = [
     "hf_ltbm.context",
     "hf_ltbm.timing",
     "hf_ltbm.inspection",
+    "hf_ltbm.evaluation",
 ]
 # Google-style section headers used in the docstrings; their indented bodies become lists or paragraphs.
 LIST_SECTIONS = {"Args", "Arguments", "Attributes", "Raises"}

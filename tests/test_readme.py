@@ -14,6 +14,7 @@ from hf_ltbm.cli import main
 from hf_ltbm.tiny import build_tiny_model
 
 from .conftest import write_clip
+from .evaluation.fixtures import make_clotho, make_mmau
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -68,6 +69,8 @@ def test_every_cli_example_runs(workdir):
     lines = cli_lines()
     assert any(line.startswith("hf-ltbm generate") for line in lines)
     assert any(line.startswith("hf-ltbm inspect") for line in lines)
+    assert any(line.startswith("hf-ltbm eval") for line in lines)
+    assert any(line.startswith("hf-ltbm report") for line in lines)
     for line in lines:
         for real, tiny in MODELS.items():
             line = line.replace(real, tiny)
@@ -78,6 +81,11 @@ def test_every_cli_example_runs(workdir):
             argv += ["--repeats", "1"]
         if argv[0] == "bench":  # same command at smoke-test sizes (the 7B shapes need a GPU)
             argv += ["--quick"]
+        if argv[0] == "eval":  # the same sweep on tiny fixture data sets, at two points per task
+            data = {"clotho": make_clotho(workdir / "clotho", n=2), "mmau": make_mmau(workdir / "mmau", n=2)}
+            argv += [f"--data={task}={data[task]}" for task in argv[argv.index("--task") + 1].split(",")]
+            argv += ["--methods", "none,ltbm", "--keep-ratios", "0.5", "--windows", "4", "--size-aware", "off"]
+            argv += ["--max-new-tokens", "2", "--no-progress"]
         assert main(argv) == 0, line
 
 

@@ -40,10 +40,12 @@ class MergeMap:
 
     @property
     def tokens_before(self) -> int:
+        """Audio tokens of the clip before the reduction (`N`)."""
         return sum(int(a.shape[0]) for a in self.assignments)
 
     @property
     def tokens_after(self) -> int:
+        """Audio tokens the language model sees after the reduction (`M`)."""
         return sum(int(a.max()) + 1 if a.numel() else 0 for a in self.assignments)
 
     def segments(self) -> list[tuple[float, float, int]]:

@@ -37,6 +37,7 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["DEFAULT_PROMPT", "TASK", "AudioTextToTextPipeline", "build_prompt", "register_pipeline"]
 
+#: The pipeline task name registered with transformers (only where transformers has none of its own).
 TASK = "audio-text-to-text"
 DEFAULT_PROMPT = "Describe the audio."
 """Prompt used when a call gives audio and no `text`."""

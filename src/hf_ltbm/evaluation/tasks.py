@@ -39,10 +39,12 @@ class EvalTask:
 
     @property
     def resolved_source(self) -> str:
+        """The data source in use: the given hub id or folder, else the public copy."""
         return str(self.source) if self.source is not None else self.default_source
 
     @property
     def resolved_prompt(self) -> str:
+        """The prompt (template) in use: the given one, else the task's default."""
         return self.prompt if self.prompt is not None else self.default_prompt
 
     def load(self) -> list[EvalItem]:
