@@ -78,3 +78,18 @@ def test_undecodable_item_audio_exits_1(tmp_path, capsys):
     args = ["eval", "--model", MODEL, "--task", "mmau", "--data", str(folder), "--methods", "none"]
     assert main([*args, "--out", str(tmp_path / "runs"), "--no-progress", "--max-new-tokens", "2"]) == 1
     assert "Item 'q-001'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["tiny-random-qwen2-audio", "tiny-random-audioflamingo3"])
+def test_size_aware_sweep_dimension_on_both_backbones(model, mmau_dir, tmp_path, capsys):
+    args = ["eval", "--model", model, "--task", "mmau", "--data", str(mmau_dir), "--methods", "ltbm"]
+    args += ["--keep-ratios", "0.5", "--size-aware", "both", "--limit", "2", "--max-new-tokens", "2"]
+    assert main([*args, "--out", str(tmp_path), "--no-progress"]) == 0
+    folder = tmp_path / model / "mmau"
+    assert sorted(p.name for p in folder.iterdir()) == ["ltbm_keep0.5_w3", "ltbm_keep0.5_w3_sizeaware"]
+    plain, aware = (
+        json.loads((folder / n / "metrics.json").read_text()) for n in sorted(p.name for p in folder.iterdir())
+    )
+    assert (plain["size_aware"], aware["size_aware"]) == (False, True)
+    # the same tokens reach the language model; only the attention bias differs
+    assert plain["efficiency"]["audio_tokens_after_mean"] == aware["efficiency"]["audio_tokens_after_mean"]
