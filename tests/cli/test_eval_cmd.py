@@ -30,7 +30,7 @@ def test_eval_then_report(mmau_dir, tmp_path, capsys):
     assert config["device"] == "cpu" and config["dtype"] == "float32"
 
     assert main(args) == 0  # everything finished: all skipped
-    assert "(4 finished earlier and skipped)" in capsys.readouterr().out
+    assert "(4 finished earlier and skipped, 0 resumed" in capsys.readouterr().out
 
     assert main(["report", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -47,7 +47,9 @@ def test_eval_then_report(mmau_dir, tmp_path, capsys):
         (["--task", "mmau", "--keep-ratios", "2"], "Keep ratios must be in (0, 1]"),
         (["--task", "mmau", "--methods", "ltbm,magic"], "Unknown method(s) ['magic']"),
         (["--task", "mmau", "--windows", "a"], "--windows expects comma-separated integers"),
-        (["--task", "mmau,clotho", "--data", "/x"], "TASK=PATH"),
+        (["--task", "mmau,clotho", "--data", "/x"], "TASK=VALUE"),
+        (["--task", "mmau", "--methods", "global", "--windows", "2"], "'ltbm' is not among the methods"),
+        (["--task", "mmau", "--prompt", "mmau=no placeholders"], "{question}"),
         (["--task", "mmau", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["--task", "mmau", "--limit", "0"], "--limit must be >= 1"),
         (["--task", "mmau", "--prompt", "no placeholders"], "{question}"),
@@ -93,3 +95,14 @@ def test_size_aware_sweep_dimension_on_both_backbones(model, mmau_dir, tmp_path,
     assert (plain["size_aware"], aware["size_aware"]) == (False, True)
     # the same tokens reach the language model; only the attention bias differs
     assert plain["efficiency"]["audio_tokens_after_mean"] == aware["efficiency"]["audio_tokens_after_mean"]
+
+
+def test_per_task_data_and_prompts(mmau_dir, tmp_path, capsys):
+    args = ["eval", "--model", MODEL, "--task", "mmau", "--methods", "global", "--keep-ratios", "0.5"]
+    args += ["--data", f"mmau={mmau_dir}", "--data", "clotho=/not/run/here", "--space", "projector"]
+    args += ["--prompt", "clotho=Caption it.", "--prompt", "mmau=Q: {question} {choices}", "--limit", "1"]
+    assert main([*args, "--max-new-tokens", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    path = tmp_path / MODEL / "mmau" / "global_keep0.5_projector"
+    config = json.loads((path / "config.json").read_text())
+    assert config["prompt"] == "Q: {question} {choices}" and config["audio_token_merge"]["space"] == "projector"
+    assert config["dtype"] == "float32"

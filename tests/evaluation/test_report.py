@@ -83,6 +83,8 @@ def test_wide_rows_one_row_per_method_and_setting(runs_dir):
         ("ltbm", "keep 0.5, w 3"),
         ("ltbm", "keep 0.25, w 3"),
     ]
+    assert list(rows[0])[:7] == ["model", "method", "setting", "keep_ratio", "window", "size_aware", "options"]
+    assert rows[2]["size_aware"] is True and rows[3]["window"] == 3
     ltbm = rows[3]
     assert ltbm["clotho/CIDEr-D"] == 0.38 and ltbm["mmau/accuracy"] == 45.0
     assert ltbm["clotho/CIDEr-D rel"] == pytest.approx(-0.05)
@@ -97,6 +99,23 @@ def test_markdown_summary_and_unavailable_reasons(runs_dir):
     assert "| none | - | 0.4000 | 50.00 |" in text
     assert "- SPICE unavailable: CoreNLP missing" in text
     assert "### org/model: mmau" in text
+
+
+def test_tiny_values_are_not_shown_as_zero_beside_a_percentage(tmp_path):
+    write_run(tmp_path, "m", "clotho", "none", "none", {"BLEU-4": 2.0e-17})
+    write_run(tmp_path, "m", "clotho", "pool_keep0.5", "pool", {"BLEU-4": 2.2e-17}, 0.5)
+    assert "| pool | keep 0.5 | 2.2e-17 (+10.0%) |" in markdown(collect_runs(tmp_path))
+
+
+def test_mmau_groups_are_ordered_tasks_then_difficulties(tmp_path):
+    groups = {f"accuracy/{g}": 1.0 for g in ("easy", "hard", "medium", "music", "sound", "speech")}
+    write_run(tmp_path, "m", "mmau", "none", "none", {"accuracy": 1.0, **groups})
+    header = next(line for line in markdown(collect_runs(tmp_path)).splitlines() if "accuracy/sound" in line)
+    names = [c.strip() for c in header.split("|")[3:-1]]
+    assert names[:7] == [
+        "accuracy",
+        *[f"accuracy/{g}" for g in ("sound", "music", "speech", "easy", "medium", "hard")],
+    ]
 
 
 def test_write_report_files_and_plot(runs_dir, tmp_path):

@@ -64,6 +64,9 @@ def test_expand_sweep_settings_and_options():
     assert specs[1].setting().options == {"num_segments": 5}
     assert specs[0].setting().options == {}
     assert expand_sweep(["ltbm"], [0.5], size_aware="on")[0].setting().size_aware_attention
+    keyed = expand_sweep(["ltbm", "pool"], [0.5], space="projector", key_source="encoder_keys")
+    assert [s.name for s in keyed] == ["ltbm_keep0.5_w3_projector_encoder_keys", "pool_keep0.5_projector"]
+    assert keyed[1].setting().key_source == "features"  # pooling compares nothing
     assert RunSpec("none").setting() is None
 
 
@@ -77,6 +80,7 @@ def test_expand_sweep_settings_and_options():
         ((["ltbm"], [0.5], [0]), "Windows must be positive"),
         ((["ltbm"], [0.5], None, "maybe"), "size_aware"),
         ((["ltbm"], [0.5], None, "off", {"num_segments": 3}), "not options of any"),
+        ((["global"], [0.5], [4]), "'ltbm' is not among the methods"),
     ],
 )
 def test_expand_sweep_errors(args, match):
@@ -111,6 +115,7 @@ def test_run_folder_contents(tiny, mmau_dir, tmp_path):
     config = json.loads((path / "config.json").read_text())
     assert config["audio_token_merge"]["method"] == "ltbm" and config["audio_token_merge"]["keep_ratio"] == 0.5
     assert config["generation"] == {"do_sample": False, "num_beams": 1, "max_new_tokens": 4}
+    assert config["dtype"] == "float32" and isinstance(config["model_generation_config"], dict)
     assert config["source"] == str(mmau_dir) and "{question}" in config["prompt"] and config["num_items"] == 5
     predictions = read_jsonl(path / "predictions.jsonl")
     assert [p["id"] for p in predictions] == [f"q-{i:03d}" for i in range(5)]
@@ -175,8 +180,9 @@ def test_resume_after_an_interruption(tiny, mmau_dir, tmp_path, monkeypatch):
         return real(pipe, task, batch, *args, **kwargs)
 
     monkeypatch.setattr(runner, "_run_batch", counting)
-    run_mmau(tiny, mmau_dir, tmp_path / "resumed", spec)
+    (result,) = run_mmau(tiny, mmau_dir, tmp_path / "resumed", spec)
     assert done == ["q-002", "q-003", "q-004"]  # only what was missing
+    assert result.resumed_items == 2
     assert read_jsonl(path / "predictions.jsonl") == clean
     assert not list(path.glob("*.rank*.jsonl"))
     assert len(read_jsonl(path / "batches.jsonl")) == 3

@@ -40,6 +40,7 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def add_parser(subparsers: Any) -> None:
+    from ..config import KEY_SOURCES, MERGE_SPACES
     from ..evaluation.runner import SIZE_AWARE_CHOICES
     from ..evaluation.tasks import TASKS
 
@@ -70,7 +71,23 @@ def add_parser(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="a method option for the methods that take it, e.g. num_segments=10 (repeatable)",
     )
-    parser.add_argument("--prompt", default=None, help="prompt (default: the task's; mmau fills {question} {choices})")
+    parser.add_argument(
+        "--space",
+        default="encoder",
+        choices=MERGE_SPACES,
+        help="where every method reduces: encoder or projector output",
+    )
+    parser.add_argument(
+        "--key-source", default="features", choices=KEY_SOURCES, help="what LTBM / Global Merge compare"
+    )
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="[TASK=]TEXT",
+        help="prompt for every task, or TASK=TEXT for one (repeatable; default: the task's; mmau fills {question} "
+        "and {choices})",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="items per generate() call (left-padded)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
@@ -80,17 +97,20 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _sources(args: argparse.Namespace, tasks: list[str]) -> dict[str, str]:
-    sources: dict[str, str] = {}
-    for entry in args.data:
+def _per_task(entries: list[str], tasks: list[str], option: str) -> dict[str, str]:
+    """`--data` / `--prompt` values by task: `TASK=VALUE` entries (for tasks not run they are ignored, so that one
+    list serves several commands), or one plain value for every task."""
+    values: dict[str, str] = {}
+    for entry in entries:
         name, sep, value = entry.partition("=")
-        if sep and name in tasks:
-            sources[name] = value
-        elif len(tasks) == 1 and not (sep and name in _known_tasks()):
-            sources[tasks[0]] = entry
+        if sep and name in _known_tasks():
+            if name in tasks:
+                values[name] = value
+        elif option == "--prompt" or len(tasks) == 1:
+            values.update({task: entry for task in tasks})
         else:
-            raise CLIError(f"--data {entry!r}: with several tasks, write TASK=PATH with TASK among {tasks}.")
-    return sources
+            raise CLIError(f"{option} {entry!r}: with several tasks, write TASK=VALUE with TASK among {tasks}.")
+    return values
 
 
 def _known_tasks() -> list[str]:
@@ -99,7 +119,7 @@ def _known_tasks() -> list[str]:
     return list(TASKS)
 
 
-def _evaluate_task(model: Any, processor: Any, task: Any, specs: list, device: Any, dtype: Any, args: Any) -> list:
+def _evaluate_task(model: Any, processor: Any, task: Any, specs: list, device: Any, args: Any) -> list:
     from ..evaluation.runner import evaluate
 
     return evaluate(
@@ -114,7 +134,7 @@ def _evaluate_task(model: Any, processor: Any, task: Any, specs: list, device: A
         limit=args.limit,
         overwrite=args.overwrite,
         show_progress=not args.no_progress,
-        extra_config={"device": str(device), "dtype": str(dtype).replace("torch.", "")},
+        extra_config={"device": str(device)},
     )
 
 
@@ -143,9 +163,12 @@ def run(args: argparse.Namespace) -> int:
             _ints(args.windows, "--windows") if args.windows else None,
             args.size_aware,
             _options(args.option),
+            space=args.space,
+            key_source=args.key_source,
         )
-        sources = _sources(args, tasks)
-        task_objects = [get_task(name, sources.get(name), args.prompt) for name in tasks]
+        sources = _per_task(args.data, tasks, "--data")
+        prompts = _per_task(args.prompt, tasks, "--prompt")
+        task_objects = [get_task(name, sources.get(name), prompts.get(name)) for name in tasks]
         for task in task_objects:  # scorer and data are checked before the weights load
             task.check_requirements()
             task.load()
@@ -154,9 +177,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from err
     # one process per GPU under accelerate launch / torchrun; CPU-only (or --device cpu) processes talk over gloo
+    from datetime import timedelta
+
     import torch
 
-    state = PartialState(cpu=args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()))
+    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    # the other processes wait while the main one scores (SPICE on a full set takes minutes): a generous timeout
+    state = PartialState(cpu=cpu, timeout=timedelta(hours=2))
     device = state.device if args.device == "auto" and state.num_processes > 1 else resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     processor = load_processor(args.model, None)
@@ -164,12 +191,16 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for task in task_objects:
         try:
-            results += _evaluate_task(model, processor, task, specs, device, dtype, args)
+            results += _evaluate_task(model, processor, task, specs, device, args)
         except AudioInputError as err:
             raise input_error(err) from err
     if state.is_main_process:
         skipped = sum(r.skipped for r in results)
-        print(f"{len(results)} run(s) in {args.out} ({skipped} finished earlier and skipped).")
+        resumed = sum(r.resumed_items > 0 for r in results)
+        print(
+            f"{len(results)} run(s) in {args.out} ({skipped} finished earlier and skipped, {resumed} resumed from "
+            "an interrupted attempt)."
+        )
         runs = [r for r in collect_runs(args.out) if any(r.path == res.path for res in results)]
         print(markdown(runs))
         print(f"Full report: hf-ltbm report {args.out}")

@@ -1,8 +1,8 @@
 """The evaluation harness behind `hf-ltbm eval` and `hf-ltbm report`: tasks (Clotho, AudioCaps, MMAU), their metrics,
 resumable data-parallel sweeps of methods x settings, and the results table and plots.
 
-Needs the `eval` extra (`pip install "hf-ltbm[eval]"`: datasets, pycocoevalcap, pandas, matplotlib) and Java for the
-captioning metrics.
+Needs the `eval` extra (`pip install "hf-ltbm[eval]"`: datasets, pycocoevalcap, matplotlib) and Java for the captioning
+metrics.
 """
 
 from .captioning import CAPTION_METRICS, MetricUnavailableError, caption_metrics, spice_unavailable_reason

@@ -130,8 +130,11 @@ def _relative(value: float, base: Optional[float]) -> Optional[float]:
     return (value - base) / abs(base)
 
 
+_GROUP_ORDER = ["sound", "music", "speech", "easy", "medium", "hard"]
+
+
 def _metric_order(task: str, names: Sequence[str]) -> list[str]:
-    preferred = list(CAPTION_METRICS) + ["accuracy"]
+    preferred = list(CAPTION_METRICS) + ["accuracy"] + [f"accuracy/{group}" for group in _GROUP_ORDER]
     ordered = [m for m in preferred if m in names]
     ordered += sorted(m for m in names if m not in ordered and m not in _EFFICIENCY)
     return ordered + [m for m in _EFFICIENCY if m in names]
@@ -176,7 +179,15 @@ def wide_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     for run in runs:
         row = table.setdefault(
             _key(run),
-            {"model": run.model, "method": run.method, "setting": run.setting, "keep_ratio": run.keep_ratio or 1.0},
+            {
+                "model": run.model,
+                "method": run.method,
+                "setting": run.setting,
+                "keep_ratio": run.keep_ratio or 1.0,
+                "window": run.window,
+                "size_aware": run.size_aware,
+                "options": json.dumps(run.options, sort_keys=True) if run.options else "",
+            },
         )
         base = baselines.get((run.model, run.task))
         for metric in _metric_order(run.task, list(run.metrics)):
@@ -190,7 +201,7 @@ def wide_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 row[column] = value
                 if column not in columns:
                     columns.append(column)
-    return [{**{c: None for c in columns}, **row} for row in table.values()]
+    return [{**row, **{c: row.get(c) for c in columns}} for row in table.values()]
 
 
 def _fmt(value: Any, metric: str) -> str:
@@ -204,6 +215,8 @@ def _fmt(value: Any, metric: str) -> str:
         return f"{value:.0f} MB"
     if metric.startswith("accuracy"):
         return f"{value:.2f}"
+    if value != 0 and abs(value) < 1e-4:  # e.g. BLEU-4 with no 4-gram match: pycocoevalcap's smoothing floor
+        return f"{value:.1e}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 

@@ -49,7 +49,7 @@ __all__ = ["RunResult", "RunSpec", "evaluate", "expand_sweep", "model_slug", "re
 
 SIZE_AWARE_CHOICES = ("off", "on", "both")
 # config.json fields that define a run: a finished or partial run whose values differ is not silently reused
-_IDENTITY = ("model", "task", "source", "prompt", "audio_token_merge", "generation", "limit")
+_IDENTITY = ("model", "task", "source", "prompt", "audio_token_merge", "generation", "limit", "dtype")
 
 
 # ------------------------------------------------------------------------------------------------------- sweeps
@@ -62,6 +62,8 @@ class RunSpec:
     window: Optional[int] = None
     size_aware: bool = False
     options: tuple[tuple[str, Any], ...] = ()
+    space: str = "encoder"
+    key_source: str = "features"
 
     def setting(self) -> Optional[AudioTokenMergeConfig]:
         """The merge setting of this point (`None` for no compression); invalid values raise `ValueError`."""
@@ -72,6 +74,8 @@ class RunSpec:
             keep_ratio=self.keep_ratio,
             options=dict(self.options),
             size_aware_attention=self.size_aware,
+            space=self.space,
+            key_source=self.key_source,
         )
         if self.window is not None:
             fields["window"] = self.window
@@ -88,6 +92,10 @@ class RunSpec:
         if self.window is not None:
             parts.append(f"w{self.window}")
         parts += [f"{key}{value}" for key, value in self.options]
+        if self.space != "encoder":
+            parts.append(self.space)
+        if self.key_source != "features":
+            parts.append(self.key_source)
         if self.size_aware:
             parts.append("sizeaware")
         return re.sub(r"[^\w.-]+", "-", "_".join(parts))
@@ -99,10 +107,14 @@ def expand_sweep(
     windows: Optional[Sequence[int]] = None,
     size_aware: str = "off",
     options: Optional[dict[str, Any]] = None,
+    *,
+    space: str = "encoder",
+    key_source: str = "features",
 ) -> list[RunSpec]:
     """The grid of runs: `none` once; every other method at every keep ratio; LTBM also at every window; with
     `size_aware="both"` (or `"on"`) the size-aware variant of each averaging method (pruning keeps sizes 1, so it has
-    none). `options` go to the methods that take them (e.g. `num_segments` for `segment_topk`)."""
+    none). `options` go to the methods that take them (e.g. `num_segments` for `segment_topk`); `space` applies to
+    every method, `key_source` to the methods that compare keys (LTBM, Global Merge)."""
     known = ["none", *available_methods()]
     unknown = [m for m in methods if m not in known]
     if unknown:
@@ -116,6 +128,8 @@ def expand_sweep(
     bad = [r for r in keep_ratios if not 0 < r <= 1]
     if bad:
         raise ValueError(f"Keep ratios must be in (0, 1], got {bad}.")
+    if windows and "ltbm" not in methods:
+        raise ValueError(f"Windows {list(windows)} were given but 'ltbm' is not among the methods {list(methods)}.")
     windows = list(windows) if windows else [DEFAULT_WINDOW]
     bad_windows = [w for w in windows if not isinstance(w, int) or w < 1]
     if bad_windows:
@@ -132,10 +146,11 @@ def expand_sweep(
         mine = tuple(sorted((k, v) for k, v in options.items() if k in accepted))
         used.update(k for k, _ in mine)
         variants = {"off": [False], "on": [True], "both": [False, True]}[size_aware] if cls.averages else [False]
+        keys = key_source if method in ("ltbm", "global") else "features"
         for ratio in keep_ratios:
             for window in windows if method == "ltbm" else [None]:
                 for aware in variants:
-                    specs.append(RunSpec(method, ratio, window, aware, mine))
+                    specs.append(RunSpec(method, ratio, window, aware, mine, space, keys))
     unused = sorted(set(options) - used)
     if unused:
         raise ValueError(f"Option(s) {unused} are not options of any of the methods {list(methods)}.")
@@ -198,16 +213,24 @@ def _write_json(path: Path, value: Any) -> None:
 # ------------------------------------------------------------------------------------------------------- runs
 @dataclass
 class RunResult:
-    """What `evaluate` did for one run: its folder, its metrics file's content, and whether it was skipped."""
+    """What `evaluate` did for one run: its folder, its metrics file's content, whether it was skipped (finished
+    earlier), and how many items an interrupted earlier attempt had already done."""
 
     spec: RunSpec
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    resumed_items: int = 0
+
+
+def _generation_defaults(model: Any) -> dict[str, Any]:
+    """The checkpoint's own generation settings that differ from transformers' defaults (they still apply)."""
+    config = getattr(model, "generation_config", None)
+    return {} if config is None else json.loads(json.dumps(config.to_diff_dict(), default=str))
 
 
 def _resolved_config(
-    model_name: str, task: EvalTask, spec: RunSpec, generation: dict, limit: Optional[int], extra: dict
+    model: Any, model_name: str, task: EvalTask, spec: RunSpec, generation: dict, limit: Optional[int], extra: dict
 ) -> dict[str, Any]:
     import transformers
 
@@ -224,6 +247,8 @@ def _resolved_config(
         "audio_token_merge": None if setting is None else setting.to_dict(),
         "generation": generation,
         "limit": limit,
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "model_generation_config": _generation_defaults(model),
         **extra,
         "versions": {
             "hf_ltbm": __version__,
@@ -372,7 +397,8 @@ def evaluate(
     device = next(model.parameters()).device
     state = PartialState(cpu=device.type == "cpu")  # cpu=True: gloo across CPU processes
     task.check_requirements()
-    items = task.load()
+    with state.main_process_first():  # downloads and archive unpacking happen once
+        items = task.load()
     check_unique_ids(items, task.name)
     if limit is not None:
         items = items[:limit]
@@ -384,7 +410,7 @@ def evaluate(
     results = []
     for spec in specs:
         path = Path(out_dir) / model_slug(model_name) / task.name / spec.name
-        config = _resolved_config(model_name, task, spec, generation, limit, {"num_items": len(items), **extra})
+        config = _resolved_config(model, model_name, task, spec, generation, limit, {"num_items": len(items), **extra})
         if state.is_main_process:
             if overwrite and path.exists():
                 for child in path.iterdir():
@@ -447,7 +473,7 @@ def _run(
     if state.is_main_process:
         _write_json(path / "config.json", config)
         if done:
-            logger.info(f"{path}: resuming, {len(done)} of {len(items)} items done earlier.")
+            logger.warning(f"{path}: resuming an interrupted run, {len(done)} of {len(items)} items done earlier.")
     partial = path / f"predictions.rank{state.process_index}.jsonl"
     partial_batches = path / f"batches.rank{state.process_index}.jsonl"
     _end_with_newline(partial)
@@ -502,4 +528,4 @@ def _run(
         _write_json(path / "metrics.json", metrics)  # written last: its presence marks the run finished
         logger.info(f"{path}: {task.primary_metric} = {scored['metrics'].get(task.primary_metric)}")
     state.wait_for_everyone()
-    return RunResult(spec, path, metrics)
+    return RunResult(spec, path, metrics, resumed_items=len(done))
