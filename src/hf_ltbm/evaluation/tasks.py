@@ -75,6 +75,8 @@ class EvalTask:
 
 @dataclass
 class CaptioningTask(EvalTask):
+    """Audio captioning scored with the COCO caption metrics on the whole gathered set (CIDEr-D first)."""
+
     default_prompt: ClassVar[str] = "Generate a caption for this audio in one sentence."
     primary_metric: ClassVar[str] = "CIDEr-D"
 
@@ -92,6 +94,8 @@ class CaptioningTask(EvalTask):
 
 @dataclass
 class ClothoTask(CaptioningTask):
+    """Clotho v2.1 evaluation split: 1045 clips of 15-30 s, 5 captions each."""
+
     name: ClassVar[str] = "clotho"
     default_source: ClassVar[str] = "mteb/Clotho"
 
@@ -101,6 +105,8 @@ class ClothoTask(CaptioningTask):
 
 @dataclass
 class AudioCapsTask(CaptioningTask):
+    """AudioCaps test split: 975 ten-second YouTube clips, about 5 captions each."""
+
     name: ClassVar[str] = "audiocaps"
     default_source: ClassVar[str] = "OpenSound/AudioCaps"
 
@@ -110,6 +116,8 @@ class AudioCapsTask(CaptioningTask):
 
 @dataclass
 class MultipleChoiceTask(EvalTask):
+    """MMAU test-mini: 1000 multiple-choice questions on sound, music and speech, scored by string match."""
+
     name: ClassVar[str] = "mmau"
     default_source: ClassVar[str] = "Sakshi113/MMAU"
     default_prompt: ClassVar[str] = "{question}\nChoices:\n{choices}\nAnswer with the text of the correct choice."
