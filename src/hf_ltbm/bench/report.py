@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import platform
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..tables import markdown_table, write_csv
 from .merge_ops import scaling_exponents
 
 __all__ = ["environment", "merge_ops_markdown", "end_to_end_markdown", "plot_results", "write_csv", "targets"]
@@ -35,21 +35,6 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _table(header: list[str], body: list[list[str]]) -> str:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(header))) + "|",
-    ]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-
-
 def merge_ops_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Per batch size: time per clip (ms) and peak memory per clip (MB) for each method and N, the scaling exponent,
     and LTBM's speed against Global Merge and the dense reference."""
@@ -66,7 +51,7 @@ def merge_ops_markdown(rows: Sequence[dict[str, Any]]) -> str:
             times = [f"{cell[m, n]['time_ms_per_clip']:.2f}" if (m, n) in cell else "skipped" for n in sizes]
             mems = [f"{cell[m, n]['peak_mb_per_clip']:.1f}" if (m, n) in cell else "skipped" for n in sizes]
             body.append([m, *times, *mems, f"{slopes.get((m, batch), float('nan')):.2f}"])
-        out.append(f"Batch {batch} (per clip; D = {sub[0]['D']}):\n\n" + _table(header, body))
+        out.append(f"Batch {batch} (per clip; D = {sub[0]['D']}):\n\n" + markdown_table(header, body))
     return "\n\n".join(out)
 
 
@@ -108,7 +93,7 @@ def end_to_end_markdown(rows: Sequence[dict[str, Any]]) -> str:
         ]
         for r in rows
     ]
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def targets(merge_rows: Sequence[dict[str, Any]], e2e_rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -7,17 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import resolve_device, resolve_dtype
+from .common import float_list, int_list, resolve_device, resolve_dtype
 
 HELP = "measure what merging costs and saves (merge ops; end-to-end prefill, decode, memory)"
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -29,14 +21,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     ops = parser.add_argument_group("merge ops")
-    ops.add_argument("--sizes", type=_ints, default=[250, 750, 3000, 15000], help="comma-separated N")
-    ops.add_argument("--batches", type=_ints, default=[1, 8])
+    ops.add_argument("--sizes", type=int_list, default=[250, 750, 3000, 15000], help="comma-separated N")
+    ops.add_argument("--batches", type=int_list, default=[1, 8])
     ops.add_argument("--dim", type=int, default=1280)
-    ops.add_argument("--windows", type=_ints, default=[1, 4, 16])
+    ops.add_argument("--windows", type=int_list, default=[1, 4, 16])
     ops.add_argument("--keep-ratio", type=float, default=0.25)
     e2e = parser.add_argument_group("end to end")
     e2e.add_argument("--scale", default="cpu", help="model shapes: cpu (default), 7b (Qwen2-Audio-7B), tiny")
-    e2e.add_argument("--keep-ratios", type=_floats, default=[1.0, 0.75, 0.5, 0.25, 0.1])
+    e2e.add_argument("--keep-ratios", type=float_list, default=[1.0, 0.75, 0.5, 0.25, 0.1])
     e2e.add_argument("--method", default="ltbm")
     e2e.add_argument("--size-aware", action="store_true", help="also time each merged ratio with size-aware attention")
     e2e.add_argument("--new-tokens", type=int, default=16)

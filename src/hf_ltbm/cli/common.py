@@ -117,6 +117,16 @@ def merge_setting(args: argparse.Namespace, method: Optional[str] = None) -> Opt
         raise CLIError(f"bad merge setting: {err}") from err
 
 
+def int_list(text: str) -> list[int]:
+    """`"1,4,16"` -> `[1, 4, 16]` (an argparse `type`: bad numbers raise `ValueError`)."""
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def float_list(text: str) -> list[float]:
+    """`"0.75,0.5"` -> `[0.75, 0.5]` (an argparse `type`: bad numbers raise `ValueError`)."""
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
 def method_list(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:

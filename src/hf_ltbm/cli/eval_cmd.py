@@ -15,7 +15,9 @@ from ..audio import AudioInputError
 from .common import (
     CLIError,
     add_model_arguments,
+    float_list,
     input_error,
+    int_list,
     load_model,
     load_processor,
     resolve_device,
@@ -25,18 +27,11 @@ from .common import (
 HELP = "evaluate methods x compression settings on Clotho, AudioCaps or MMAU (resumable, data-parallel)"
 
 
-def _floats(text: str, option: str) -> list[float]:
+def _numbers(text: str, option: str, kind: str) -> list:
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        return int_list(text) if kind == "integers" else float_list(text)
     except ValueError as err:
-        raise CLIError(f"{option} expects comma-separated numbers, got {text!r}.") from err
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise CLIError(f"{option} expects comma-separated integers, got {text!r}.") from err
+        raise CLIError(f"{option} expects comma-separated {kind}, got {text!r}.") from err
 
 
 def add_parser(subparsers: Any) -> None:
@@ -159,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         specs = expand_sweep(
             method_list(args.methods),
-            _floats(args.keep_ratios, "--keep-ratios"),
-            _ints(args.windows, "--windows") if args.windows else None,
+            _numbers(args.keep_ratios, "--keep-ratios", "numbers"),
+            _numbers(args.windows, "--windows", "integers") if args.windows else None,
             args.size_aware,
             _options(args.option),
             space=args.space,
