@@ -74,11 +74,6 @@ class DatasetFormatError(DataSourceError):
     """A local folder or hub data set that is not in the expected format; the message says what was expected."""
 
 
-def _looks_local(source: PathLike) -> bool:
-    text = str(source)
-    return Path(text).exists() or text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
-
-
 def _hub_error(what: str, repo_id: str, err: Exception) -> DataSourceError:
     return DataSourceError(
         f"Could not load {what} from the hub id {repo_id!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
@@ -320,25 +315,37 @@ def _mmau_hub(repo_id: str, audio_repo_id: str) -> list[EvalItem]:
 
 
 # ------------------------------------------------------------------------------------------------------ loaders
-def _is_local(source: PathLike) -> bool:
-    """A local folder in the original format (a folder of parquet files goes through `datasets` like a hub id)."""
-    if _looks_local(source) and not Path(source).expanduser().exists():
-        raise DataSourceError(f"Data folder {str(source)!r} does not exist.")
+def _local_path(source: PathLike, what: str) -> Optional[Path]:
+    """The existing local file or folder `source` names, `None` for a hub id (`org/name`); a path that does not exist
+    raises `DataSourceError` instead of being tried as a hub id."""
     path = Path(source).expanduser()
-    return path.is_dir() and not any(path.glob("*.parquet")) and not (path / "data").is_dir()
+    if path.exists():
+        return path
+    text = str(source)
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
+        raise DataSourceError(f"{what} data {text!r} does not exist.")
+    return None
+
+
+def _release_folder(path: Optional[Path]) -> bool:
+    """Whether `path` is a folder in the original release format (a folder of parquet files, as exported to the hub,
+    is read through `datasets` like a hub id)."""
+    return path is not None and path.is_dir() and not any(path.glob("*.parquet")) and not (path / "data").is_dir()
 
 
 def load_clotho(source: PathLike = "mteb/Clotho", split: str = "test") -> list[EvalItem]:
     """Clotho v2.1 evaluation (1045 clips, 5 captions each) from a hub id or a local folder (module docstring)."""
-    if _is_local(source):
-        return _clotho_local(Path(source).expanduser())
+    path = _local_path(source, "Clotho")
+    if _release_folder(path):
+        return _clotho_local(path)
     return _clotho_hub(str(source), split)
 
 
 def load_audiocaps(source: PathLike = "OpenSound/AudioCaps", split: str = "test") -> list[EvalItem]:
     """AudioCaps test (975 clips with about 5 captions each; one row per caption upstream, grouped here by clip)."""
-    if _is_local(source):
-        return _audiocaps_local(Path(source).expanduser(), split)
+    path = _local_path(source, "AudioCaps")
+    if _release_folder(path):
+        return _audiocaps_local(path, split)
     return _audiocaps_hub(str(source), split)
 
 
@@ -346,14 +353,12 @@ def load_mmau(
     source: PathLike = "Sakshi113/MMAU", audio_source: str = "gamma-lab-umd/MMAU-test-mini"
 ) -> list[EvalItem]:
     """MMAU test-mini (1000 questions) from the original JSON + audio folder, or from the hub (module docstring)."""
-    path = Path(source).expanduser()
-    if _looks_local(source) and not path.exists():
-        raise DataSourceError(f"MMAU data {str(source)!r} does not exist.")
+    path = _local_path(source, "MMAU")
+    if path is None:
+        return _mmau_hub(str(source), audio_source)
     if path.is_file():
         return _mmau_items(path, path.parent)
-    if path.is_dir():
-        return _mmau_items(_mmau_json(path), path)
-    return _mmau_hub(str(source), audio_source)
+    return _mmau_items(_mmau_json(path), path)
 
 
 def check_unique_ids(items: list[EvalItem], name: str) -> None:

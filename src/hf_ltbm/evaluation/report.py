@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any, Optional
 
 from transformers.utils import logging
 
+from ..tables import markdown_table, write_csv
 from .captioning import CAPTION_METRICS
 from .tasks import TASKS
 
@@ -133,6 +133,18 @@ def _relative(value: float, base: Optional[float]) -> Optional[float]:
 _GROUP_ORDER = ["sound", "music", "speech", "easy", "medium", "hard"]
 
 
+def _change(run: Run, metric: str, baselines: dict[tuple[str, str], Run]) -> Optional[float]:
+    """Relative change of `run`'s `metric` against the uncompressed run of the same model and task (None without
+    one)."""
+    base = baselines.get((run.model, run.task))
+    return _relative(run.metrics.get(metric), None if base is None else base.metrics.get(metric))
+
+
+def _primary(task: str, metrics: dict[str, float]) -> str:
+    """The metric a task is summarised by (the first one for a task this version does not know)."""
+    return TASKS[task].primary_metric if task in TASKS else next(iter(metrics))
+
+
 def _metric_order(task: str, names: Sequence[str]) -> list[str]:
     preferred = list(CAPTION_METRICS) + ["accuracy"] + [f"accuracy/{group}" for group in _GROUP_ORDER]
     ordered = [m for m in preferred if m in names]
@@ -145,10 +157,7 @@ def tidy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     baselines = _baselines(runs)
     rows = []
     for run in runs:
-        base = baselines.get((run.model, run.task))
         for metric in _metric_order(run.task, list(run.metrics)):
-            value = run.metrics[metric]
-            rel = _relative(value, None if base is None else base.metrics.get(metric))
             rows.append(
                 {
                     "model": run.model,
@@ -160,8 +169,8 @@ def tidy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                     "size_aware": run.size_aware,
                     "options": json.dumps(run.options, sort_keys=True) if run.options else "",
                     "metric": metric,
-                    "value": value,
-                    "relative_change_vs_none": rel,
+                    "value": run.metrics[metric],
+                    "relative_change_vs_none": _change(run, metric, baselines),
                 }
             )
     return rows
@@ -189,14 +198,10 @@ def wide_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "options": json.dumps(run.options, sort_keys=True) if run.options else "",
             },
         )
-        base = baselines.get((run.model, run.task))
         for metric in _metric_order(run.task, list(run.metrics)):
             for column, value in (
                 (f"{run.task}/{metric}", run.metrics[metric]),
-                (
-                    f"{run.task}/{metric} rel",
-                    _relative(run.metrics[metric], None if base is None else base.metrics.get(metric)),
-                ),
+                (f"{run.task}/{metric} rel", _change(run, metric, baselines)),
             ):
                 row[column] = value
                 if column not in columns:
@@ -224,14 +229,6 @@ def _fmt_rel(rel: Optional[float]) -> str:
     return "" if rel is None else f" ({100 * rel:+.1f}%)"
 
 
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([" --- ", " --- "] + [" ---: "] * (len(header) - 2)) + "|",
-    ]
-    return lines + ["| " + " | ".join(row) + " |" for row in body]
-
-
 def markdown(runs: Sequence[Run]) -> str:
     """The Markdown report (see the module docstring)."""
     baselines = _baselines(runs)
@@ -245,49 +242,34 @@ def markdown(runs: Sequence[Run]) -> str:
         mine = [r for r in runs if r.model == model]
         tasks = list(dict.fromkeys(r.task for r in mine))
         out += [f"## {model}", ""]
-        header = ["method", "setting"] + [
-            f"{t} {TASKS[t].primary_metric if t in TASKS else ''}".strip() for t in tasks
-        ]
+        primary = {t: _primary(t, next(r.metrics for r in mine if r.task == t)) for t in tasks}
+        header = ["method", "setting"] + [f"{t} {primary[t]}" for t in tasks]
         rows: dict[tuple, list[str]] = {}
         for run in mine:
             row = rows.setdefault(_key(run), [run.method, run.setting] + ["-"] * len(tasks))
-            metric = TASKS[run.task].primary_metric if run.task in TASKS else next(iter(run.metrics))
-            base = baselines.get((run.model, run.task))
-            value = run.metrics.get(metric)
-            rel = (
-                _relative(value, None if base is None else base.metrics.get(metric)) if run.method != "none" else None
-            )
-            row[2 + tasks.index(run.task)] = _fmt(value, metric) + _fmt_rel(rel)
-        out += _table(header, list(rows.values())) + [""]
+            metric = primary[run.task]
+            rel = _change(run, metric, baselines) if run.method != "none" else None
+            row[2 + tasks.index(run.task)] = _fmt(run.metrics.get(metric), metric) + _fmt_rel(rel)
+        out += [markdown_table(header, list(rows.values()), text_columns=2), ""]
         for task in tasks:
             task_runs = [r for r in mine if r.task == task]
             metrics = _metric_order(task, list(dict.fromkeys(m for r in task_runs for m in r.metrics)))
             out += [f"### {model}: {task}", ""]
             body = []
-            base = baselines.get((model, task))
             for run in task_runs:
                 cells = [run.method, run.setting]
                 for metric in metrics:
-                    value = run.metrics.get(metric)
-                    rel = None
-                    if run.method != "none" and metric not in _EFFICIENCY:
-                        rel = _relative(value, None if base is None else base.metrics.get(metric))
-                    cells.append(_fmt(value, metric) + _fmt_rel(rel))
+                    compared = run.method != "none" and metric not in _EFFICIENCY
+                    rel = _change(run, metric, baselines) if compared else None
+                    cells.append(_fmt(run.metrics.get(metric), metric) + _fmt_rel(rel))
                 body.append(cells)
-            out += _table(["method", "setting", *metrics], body) + [""]
+            out += [markdown_table(["method", "setting", *metrics], body, text_columns=2), ""]
             reasons = {k: v for r in task_runs for k, v in r.unavailable.items()}
             for metric, reason in reasons.items():
                 out.append(f"- {metric} unavailable: {reason}")
             if reasons:
                 out.append("")
     return "\n".join(out)
-
-
-def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_runs(runs: Sequence[Run], out_dir: Path) -> list[Path]:
@@ -303,7 +285,7 @@ def plot_runs(runs: Sequence[Run], out_dir: Path) -> list[Path]:
         tasks = list(dict.fromkeys(r.task for r in mine))
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            metric = TASKS[task].primary_metric if task in TASKS else next(iter(mine[0].metrics))
+            metric = _primary(task, next(r.metrics for r in mine if r.task == task))
             task_runs = [r for r in mine if r.task == task and metric in r.metrics]
             for run in task_runs:
                 if run.method == "none":
@@ -354,8 +336,8 @@ def write_report(root: Path, out_dir: Optional[Path] = None, *, plots: bool = Tr
         "wide_csv": out_dir / "results_wide.csv",
     }
     written["markdown"].write_text(markdown(runs), encoding="utf-8")
-    _write_csv(tidy_rows(runs), written["csv"])
-    _write_csv(wide_rows(runs), written["wide_csv"])
+    write_csv(tidy_rows(runs), written["csv"])
+    write_csv(wide_rows(runs), written["wide_csv"])
     if plots:
         for i, path in enumerate(plot_runs(runs, out_dir)):
             written[f"plot{i}"] = path

@@ -287,14 +287,11 @@ def _batches(items: list[EvalItem], size: int) -> Iterable[list[EvalItem]]:
 
 
 def _run_batch(
-    pipe: AudioTextToTextPipeline,
-    task: EvalTask,
-    batch: list[EvalItem],
-    generation: dict[str, Any],
-    max_seconds: Optional[float],
-    device: torch.device,
+    pipe: AudioTextToTextPipeline, task: EvalTask, batch: list[EvalItem], generation: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rate = pipe.processor.feature_extractor.sampling_rate
+    max_seconds = max_audio_seconds(pipe.processor)  # clips beyond the backbone's limit are cut, and counted
+    device = next(pipe.model.parameters()).device
     inputs, truncated = [], 0
     for item in batch:
         wave, cut = read_item_audio(item, rate, max_seconds)
@@ -381,7 +378,7 @@ def evaluate(
         limit: evaluate only the first `limit` items (smoke tests); recorded in the config.
         overwrite: delete existing run folders of these specs first instead of skipping or resuming them.
         show_progress: a tqdm bar per run on the main process.
-        extra_config: more entries for `config.json` (e.g. device, dtype).
+        extra_config: more entries for `config.json` (e.g. the device as requested).
 
     Returns:
         One `RunResult` per spec, in order (on every process; `metrics` is filled on the main process).
@@ -402,10 +399,8 @@ def evaluate(
     check_unique_ids(items, task.name)
     if limit is not None:
         items = items[:limit]
-    order = {item.id: i for i, item in enumerate(items)}
     generation = {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens}
     pipe = AudioTextToTextPipeline(model=model, processor=processor)
-    max_seconds = max_audio_seconds(processor)
     extra = {"batch_size": batch_size, "num_processes": state.num_processes, **(extra_config or {})}
     results = []
     for spec in specs:
@@ -423,46 +418,26 @@ def evaluate(
             metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
             results.append(RunResult(spec, path, metrics, skipped=True))
             continue
-        results.append(
-            _run(
-                model,
-                processor,
-                pipe,
-                task,
-                spec,
-                items,
-                order,
-                path,
-                config,
-                generation,
-                state,
-                max_seconds,
-                batch_size,
-                device,
-                show_progress,
-            )
-        )
+        results.append(_run(pipe, task, spec, items, path, config, generation, state, batch_size, show_progress))
     return results
 
 
 def _run(
-    model: Any,
-    processor: Any,
     pipe: AudioTextToTextPipeline,
     task: EvalTask,
     spec: RunSpec,
     items: list[EvalItem],
-    order: dict[str, int],
     path: Path,
     config: dict[str, Any],
     generation: dict[str, Any],
     state: Any,
-    max_seconds: Optional[float],
     batch_size: int,
-    device: torch.device,
     show_progress: bool,
 ) -> RunResult:
+    """One run: resume from the partial files, generate this process's share, gather, score and write (main)."""
     from accelerate.utils import gather_object
+
+    order = {item.id: i for i, item in enumerate(items)}
 
     # every process reads what earlier (interrupted) attempts finished before anyone appends
     old_records = [r for f in sorted(path.glob("predictions*.jsonl")) for r in read_jsonl(f)]
@@ -486,9 +461,9 @@ def _run(
         desc=f"{task.name} {spec.name}",
         disable=not (show_progress and state.is_main_process),
     )
-    with audio_token_merge(model, spec.setting(), processor), bar:
+    with audio_token_merge(pipe.model, spec.setting(), pipe.processor), bar:
         for batch in _batches(shard, batch_size):
-            records, stats = _run_batch(pipe, task, batch, generation, max_seconds, device)
+            records, stats = _run_batch(pipe, task, batch, generation)
             stats["rank"] = state.process_index
             _append_jsonl(partial, records)
             _append_jsonl(partial_batches, [stats])
