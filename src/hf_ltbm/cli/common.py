@@ -80,7 +80,8 @@ def add_merge_arguments(parser: argparse.ArgumentParser, *, methods: bool = Fals
     )
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
+def option_dict(pairs: list[str]) -> dict[str, Any]:
+    """`--option KEY=VALUE` pairs as a dict (VALUE read as JSON when it parses); a pair without `=` raises."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -104,7 +105,7 @@ def merge_setting(args: argparse.Namespace, method: Optional[str] = None) -> Opt
         num_tokens=args.num_tokens,
         space=args.space,
         key_source=args.key_source,
-        options=_options(args.option),
+        options=option_dict(args.option),
         size_aware_attention=args.size_aware,
     )
     if method == "ltbm" and args.window is not None:

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import collect_runs, markdown
     from ..evaluation.runner import expand_sweep
     from ..evaluation.tasks import get_task
-    from .common import _options, method_list
+    from .common import method_list, option_dict
 
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in _known_tasks()]
@@ -151,13 +151,21 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{option} must be >= 1, got {value}.")
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1, got {args.limit}.")
+    # one process per GPU under accelerate launch / torchrun; CPU-only (or --device cpu) processes talk over gloo.
+    # The other processes wait while the main one scores (SPICE on a full set takes minutes): a generous timeout.
+    from datetime import timedelta
+
+    import torch
+
+    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    state = PartialState(cpu=cpu, timeout=timedelta(hours=2))
     try:
         specs = expand_sweep(
             method_list(args.methods),
             _numbers(args.keep_ratios, "--keep-ratios", "numbers"),
             _numbers(args.windows, "--windows", "integers") if args.windows else None,
             args.size_aware,
-            _options(args.option),
+            option_dict(args.option),
             space=args.space,
             key_source=args.key_source,
         )
@@ -166,19 +174,10 @@ def run(args: argparse.Namespace) -> int:
         task_objects = [get_task(name, sources.get(name), prompts.get(name)) for name in tasks]
         for task in task_objects:  # scorer and data are checked before the weights load
             task.check_requirements()
-            task.load()
-    except MetricUnavailableError as err:
+            with state.main_process_first():  # downloads and archive unpacking happen once
+                task.load()
+    except (MetricUnavailableError, ValueError) as err:
         raise CLIError(str(err)) from err
-    except ValueError as err:
-        raise CLIError(str(err)) from err
-    # one process per GPU under accelerate launch / torchrun; CPU-only (or --device cpu) processes talk over gloo
-    from datetime import timedelta
-
-    import torch
-
-    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
-    # the other processes wait while the main one scores (SPICE on a full set takes minutes): a generous timeout
-    state = PartialState(cpu=cpu, timeout=timedelta(hours=2))
     device = state.device if args.device == "auto" and state.num_processes > 1 else resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     processor = load_processor(args.model, None)
