@@ -94,7 +94,12 @@ def _annotation_text(annotation: Any) -> Optional[str]:
 
 
 def format_signature(name: str, obj: Any, *, is_class: bool = False, prefix: str = "") -> str:
-    """`name(params) -> ret` with string annotations shown verbatim and one parameter per line when long."""
+    """`name(params) -> ret` with string annotations shown verbatim and one parameter per line when long. A method
+    that mirrors an upstream signature (`hf_ltbm.compat.mirrors`) names it instead of listing the parameters of the
+    installed release."""
+    mirrored = getattr(obj, "__mirrors__", None)
+    if mirrored is not None:
+        return f"{prefix}{name}(*args, **kwargs)  # the signature of transformers' {mirrored.__qualname__}"
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
@@ -330,7 +335,9 @@ def render_class(path: str, cls: type, documented: dict[str, str]) -> list[str]:
         else:
             bases.append(f"`{base.__name__}` ({base.__module__.split('.')[0]})")
     own_init = any(is_ours(k) and "__init__" in vars(k) for k in cls.__mro__[: _first_foreign(cls)])
-    if own_init or dataclasses.is_dataclass(cls):
+    if dataclasses.is_dataclass(cls) and any(dataclasses.is_dataclass(k) and not is_ours(k) for k in cls.__mro__):
+        lines += ["```python", _extending_dataclass_signature(cls), "```", ""]
+    elif own_init or dataclasses.is_dataclass(cls):
         lines += ["```python", format_signature(cls.__name__, cls, is_class=True, prefix="class "), "```", ""]
     else:
         lines += ["```python", f"class {cls.__name__}", "```", ""]
@@ -353,6 +360,23 @@ def render_class(path: str, cls: type, documented: dict[str, str]) -> list[str]:
         listed = ", ".join(f"`{n}`" for n in names)
         lines += [f"Inherited from [`{short}`](#{documented[ancestor]}): {listed}.", ""]
     return lines
+
+
+def _extending_dataclass_signature(cls: type) -> str:
+    """`class Name(**UpstreamOutput fields, own_field=None, ...)` for a dataclass that extends a transformers one: the
+    upstream fields (which move between releases, e.g. `past_key_values` -> `cache`) are named by their class."""
+    upstream = next(k for k in cls.__mro__ if dataclasses.is_dataclass(k) and not is_ours(k))
+    inherited = {f.name for f in dataclasses.fields(upstream)}
+    own = [f for f in dataclasses.fields(cls) if f.name not in inherited]
+    pieces = [f"**fields of {upstream.__name__} ({upstream.__module__.split('.')[0]})"]
+    pieces += [
+        f"{f.name}: {f.type} = {_default_text(f.default)}" if isinstance(f.type, str) else f"{f.name}={f.default!r}"
+        for f in own
+    ]
+    text = f"class {cls.__name__}({', '.join(pieces)})"
+    if len(text) <= SIGNATURE_WIDTH:
+        return text
+    return f"class {cls.__name__}(\n" + "".join(f"    {p},\n" for p in pieces) + ")"
 
 
 def _first_foreign(cls: type) -> int:

@@ -6,6 +6,7 @@ model and processor classes make Qwen2-Audio and Audio Flamingo 3 run their lang
 with transformers' Auto classes and the "audio-text-to-text" pipeline.
 """
 
+from . import compat  # noqa: F401  (first: a transformers release without the hooks used raises a clear ImportError)
 from .audio import AudioInputError, load_audio
 from .config import AudioTokenMergeConfig
 from .context import audio_token_merge

@@ -18,7 +18,6 @@ transformers (5.23) has no task of this name; `hf_ltbm` registers it on import o
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
 from .audio import load_audio
+from .compat import prepare_pipeline_generate_kwargs
 from .context import audio_token_merge as _merge_setting
 from .processing import units_per_clip
 
@@ -285,7 +285,7 @@ class AudioTextToTextPipeline(Pipeline):
                 before, after = counts(feature_mask)
             else:  # an upstream class: nothing is merged
                 before = after = self.model.model.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1))[1]
-        kwargs = self._prepare_generate_kwargs(copy.copy(generate_kwargs or {}))
+        kwargs = prepare_pipeline_generate_kwargs(self, generate_kwargs or {})
         sequences = self.model.generate(**inputs, **kwargs)
         if not isinstance(sequences, torch.Tensor):
             sequences = sequences.sequences

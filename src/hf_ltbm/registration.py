@@ -24,8 +24,8 @@ from transformers import (
     Qwen2AudioConfig,
     Qwen2AudioProcessor,
 )
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
+from .compat import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from .models import (
     AudioFlamingo3LTBMForConditionalGeneration,
     AudioFlamingo3LTBMModel,

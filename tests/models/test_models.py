@@ -161,12 +161,18 @@ def test_auto_classes_and_save_load_round_trip(backbone, tmp_path):
         model, info = auto.from_pretrained(tmp_path / "stock", audio_token_merge="ltbm", output_loading_info=True)
         assert type(model) is expected
         # exactly what the upstream class reports (the base model has no `lm_head` to load)
-        _, upstream_info = expected._upstream_class.from_pretrained(tmp_path / "stock", output_loading_info=True)
+        upstream, upstream_info = expected._upstream_class.from_pretrained(
+            tmp_path / "stock", output_loading_info=True
+        )
         assert info == upstream_info
-        assert not info["missing_keys"]
+        if expected is backbone.merging or not upstream_info["missing_keys"]:
+            # Loading the base `*Model` from a `*ForConditionalGeneration` folder misses the language model's keys
+            # in upstream itself on some releases (5.19 to 5.22); the generation model never may.
+            assert not info["missing_keys"]
         assert model.audio_token_merge == hf_ltbm.AudioTokenMergeConfig(method="ltbm")
-        upstream_state = expected._upstream_class.from_pretrained(tmp_path / "stock").state_dict()
-        assert all(torch.equal(v, upstream_state[k]) for k, v in model.state_dict().items())
+        upstream_state = upstream.state_dict()
+        loaded = {k: v for k, v in model.state_dict().items() if k not in set(info["missing_keys"])}
+        assert loaded and all(torch.equal(v, upstream_state[k]) for k, v in loaded.items())
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "stock", audio_token_merge={"keep_ratio": 0.25})
     reference = up.state_dict()
     for key, value in model.state_dict().items():

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..compat import output_cache
 from ..config import AudioTokenMergeConfig
 from ..context import audio_token_merge
 from ..timing import PrefillTimer
@@ -189,7 +190,7 @@ def run_end_to_end(
                     use_cache=True,
                     **bias,
                 )
-                kv[i] = _kv_bytes(out.past_key_values)
+                kv[i] = _kv_bytes(output_cache(out))
                 del out
                 with PrefillTimer(model) as timer:
                     total, _ = _timed(

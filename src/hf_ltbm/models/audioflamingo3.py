@@ -6,16 +6,16 @@ AF3 cuts audio into 30 s windows (up to 20 per clip); the merge runs per window,
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
-from transformers.cache_utils import Cache
 from transformers.models.audioflamingo3.modeling_audioflamingo3 import (
     AudioFlamingo3ForConditionalGeneration,
     AudioFlamingo3Model,
     AudioFlamingo3PreTrainedModel,
 )
 
+from ..compat import mirrors
 from .mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
 
 __all__ = ["AudioFlamingo3LTBMForConditionalGeneration", "AudioFlamingo3LTBMModel"]
@@ -48,37 +48,12 @@ class AudioFlamingo3LTBMModel(AudioTokenMergeModelMixin, AudioFlamingo3Model):
             return AudioFlamingo3Model.get_audio_features(self, input_features, input_features_mask, **kwargs)
         return AudioTokenMergeModelMixin.get_audio_features(self, input_features, input_features_mask, **kwargs)
 
-    def forward(
-        self,
-        input_ids: Optional[torch.LongTensor] = None,
-        input_features: Optional[torch.Tensor] = None,
-        input_features_mask: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.LongTensor] = None,
-        past_key_values: Optional[Cache] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        use_cache: Optional[bool] = None,
-        labels: Optional[torch.LongTensor] = None,
-        **kwargs: Any,
-    ):
-        """Upstream `AudioFlamingo3Model.forward` when merging is off (where `labels` is not accepted); otherwise the
-        merged audio tokens replace the placeholders and a prompt with the unmerged count is compacted."""
-        inputs = dict(
-            input_ids=input_ids,
-            input_features=input_features,
-            input_features_mask=input_features_mask,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        if self.audio_token_merge is None:
-            if labels is not None:
-                raise TypeError("AudioFlamingo3Model.forward() got an unexpected keyword argument 'labels'")
-            return super().forward(**inputs)
-        return self._merging_forward(labels=labels, **inputs)
+    @mirrors(AudioFlamingo3Model.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream `AudioFlamingo3Model.forward` (same signature) when merging is off; otherwise the merged audio
+        tokens replace the placeholders and a prompt with the unmerged count is compacted (`labels`, which upstream's
+        base model does not take, are compacted with it)."""
+        return self._dispatch_forward(super().forward, args, kwargs)
 
     def _placeholder_name(self) -> str:
         return "<sound>"
@@ -98,34 +73,8 @@ class AudioFlamingo3LTBMForConditionalGeneration(
     _pretrained_base = AudioFlamingo3PreTrainedModel
     _audio_mask_name = "input_features_mask"
 
-    def forward(
-        self,
-        input_ids: Optional[torch.LongTensor] = None,
-        input_features: Optional[torch.Tensor] = None,
-        input_features_mask: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.LongTensor] = None,
-        past_key_values: Optional[Cache] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        labels: Optional[torch.LongTensor] = None,
-        use_cache: Optional[bool] = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: Any,
-    ):
-        """Upstream forward when merging is off; with merging, the loss is computed on the compacted labels."""
-        inputs = dict(
-            input_ids=input_ids,
-            input_features=input_features,
-            input_features_mask=input_features_mask,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
-        if self.audio_token_merge is None:
-            return super().forward(**inputs)
-        return self._merging_lm_forward(**inputs)
+    @mirrors(AudioFlamingo3ForConditionalGeneration.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
+        labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
+        return self._dispatch_forward(super().forward, args, kwargs)

@@ -12,6 +12,7 @@ Backbone files only declare a few class attributes and implement `_run_encoder` 
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -19,10 +20,11 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput
-from transformers.modeling_utils import slice_logits_to_keep
+from transformers import GenerationMixin
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 
+from .. import compat
+from ..compat import cache_arguments, cache_field, output_cache, slice_logits_to_keep
 from ..config import AudioTokenMergeConfig, MergeSetting
 from ..merging import MergeResult
 from .compaction import (
@@ -67,7 +69,9 @@ class AudioTokenMergeOutput(BaseModelOutputWithPooling):
 
 @dataclass
 class AudioTokenMergeModelOutput(BaseModelOutputWithPast):
-    """Base-model output with the (possibly compacted) sequence bookkeeping the language model ran on.
+    """Base-model output with the (possibly compacted) sequence bookkeeping the language model ran on: the fields of
+    `transformers.modeling_outputs.BaseModelOutputWithPast` (`last_hidden_state [B, L', D_text]`, the KV cache holding
+    `L'` positions, `hidden_states`, `attentions`) plus:
 
     Args:
         attention_mask (`torch.LongTensor` of shape `[B, L']`): 2D mask of the sequence given to the language model.
@@ -89,15 +93,12 @@ class AudioTokenMergeModelOutput(BaseModelOutputWithPast):
 
 
 @dataclass
-class AudioTokenMergeCausalLMOutput(ModelOutput):
-    """Causal-LM output of a merging model; `attention_mask`/`position_ids` describe the sequence the cache holds.
+class AudioTokenMergeCausalLMOutput(CausalLMOutputWithPast):
+    """Causal-LM output of a merging model: the fields of `transformers.modeling_outputs.CausalLMOutputWithPast`
+    (`loss` on the compacted labels, `logits [B, L', vocab_size]` or the last `logits_to_keep`, the KV cache holding
+    `L'` positions after prefill, `hidden_states`, `attentions`) plus the sequence the cache holds:
 
     Args:
-        loss (`torch.FloatTensor` of shape `[]`, *optional*): language-modelling loss on the (compacted) labels.
-        logits (`torch.FloatTensor` of shape `[B, L', vocab_size]`): scores of the sequence the language model ran on
-            (`L'` positions, or the last `logits_to_keep`).
-        past_key_values (`Cache`, *optional*): the KV cache, holding `L'` positions after prefill.
-        hidden_states, attentions (`tuple[torch.FloatTensor]`, *optional*): as in transformers' causal-LM outputs.
         attention_mask (`torch.LongTensor` of shape `[B, L']`, *optional*): 2D mask of that sequence (compacted when
             the prompt held the unmerged placeholder count).
         position_ids (`torch.LongTensor` of shape `[B, L']`, *optional*): its position ids, when given or rebuilt.
@@ -107,11 +108,6 @@ class AudioTokenMergeCausalLMOutput(ModelOutput):
             every key the cache holds after this step (0 for text and generated tokens).
     """
 
-    loss: Optional[torch.FloatTensor] = None
-    logits: Optional[torch.FloatTensor] = None
-    past_key_values: Optional[Cache] = None
-    hidden_states: Optional[tuple[torch.FloatTensor, ...]] = None
-    attentions: Optional[tuple[torch.FloatTensor, ...]] = None
     attention_mask: Optional[torch.Tensor] = None
     position_ids: Optional[torch.LongTensor] = None
     audio_hidden_states: Optional[torch.FloatTensor] = None
@@ -134,9 +130,32 @@ def _init_setting(config: Any, audio_token_merge: MergeSetting) -> None:
 
 
 class _SettingAccess:
-    """`audio_token_merge` read from, and written to, the model config (shared by the base model and its head)."""
+    """`audio_token_merge` read from, and written to, the model config (shared by the base model and its head), and
+    the forward that runs upstream's code with merging off and the merging path otherwise."""
 
     config: Any
+    _upstream_class: type
+    _audio_mask_name: str
+    #: The upstream forward parameters the merging path implements, besides the backbone's `_audio_mask_name`. A
+    #: parameter that a later transformers adds to the upstream forward, given a value, makes the merging path raise
+    #: (see `compat.bind_forward`); `tests/models/test_signatures.py` fails as soon as a release adds one.
+    _merging_parameters: frozenset[str] = frozenset(
+        {"input_ids", "input_features", "attention_mask", "position_ids", "inputs_embeds", "labels", "use_cache"}
+        | set(compat.CACHE_NAMES)
+    )
+
+    @classmethod
+    def merging_parameters(cls) -> frozenset[str]:
+        """The upstream forward parameters the merging path of this class implements."""
+        return cls._merging_parameters | {cls._audio_mask_name}
+
+    def _dispatch_forward(self, upstream_forward: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        """`upstream_forward(*args, **kwargs)` (the upstream class's forward, bound) when merging is off, bit-identical
+        to upstream; otherwise the merging path on the same arguments, bound to the upstream signature."""
+        if self.audio_token_merge is None:
+            return upstream_forward(*args, **kwargs)
+        forward = self._upstream_class.forward
+        return self._merging_forward(**compat.bind_forward(forward, self.merging_parameters(), (self, *args), kwargs))
 
     @property
     def audio_token_merge(self) -> Optional[AudioTokenMergeConfig]:
@@ -312,14 +331,15 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         input_features: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
         position_ids: Optional[torch.LongTensor] = None,
-        past_key_values: Optional[Cache] = None,
+        kv_cache: Optional[Any] = None,
         inputs_embeds: Optional[torch.Tensor] = None,
         labels: Optional[torch.LongTensor] = None,
         use_cache: Optional[bool] = None,
         **kwargs: Any,
     ) -> AudioTokenMergeModelOutput:
         """The forward of a merging model; the per-unit feature mask arrives under the backbone's own name
-        (`_audio_mask_name`), like every other argument of the upstream forward."""
+        (`_audio_mask_name`), and the KV cache as `kv_cache`, whichever name the caller used
+        (`compat.bind_forward`)."""
         feature_mask = kwargs.pop(self._audio_mask_name, None)
         setting = self.audio_token_merge
         size_aware = setting is not None and setting.size_aware_attention
@@ -343,7 +363,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             if size_aware:
                 key_log_sizes = self._prompt_log_sizes(audio, plan.fill.to(inputs_embeds.device))
             if plan.compacts:
-                if past_key_values is not None and past_key_values.get_seq_length() > 0:
+                if any(cache.get_seq_length() > 0 for cache in cache_arguments({"cache": kv_cache, **kwargs})):
                     raise ValueError(
                         "In-model compaction (a prompt with the unmerged number of audio placeholders) cannot "
                         "extend a non-empty KV cache: the cache no longer lines up with `input_ids`. Use the merging "
@@ -366,17 +386,18 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             key_log_sizes = inputs_embeds.new_zeros(inputs_embeds.shape[:2], dtype=torch.float32)
         if size_aware:
             kwargs["key_log_sizes"] = key_log_sizes
-        outputs = self.language_model(
+        outputs = compat.call_with_cache(
+            self.language_model,
+            kv_cache,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
         )
         return AudioTokenMergeModelOutput(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **cache_field(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             attention_mask=attention_mask
@@ -413,14 +434,14 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
     `__init__` builds the upstream modules (`model`, `lm_head`) with the merging base model in place of the upstream
     one. `generate()` works with prompts from the merging processor (`M_u` placeholders per unit) and from a stock
     processor (`N_u` per unit, compacted at prefill). For the latter, assisted decoding (`assistant_model`,
-    `prompt_lookup_num_tokens`), chunked prefill (`prefill_chunk_size`) and a filled `past_key_values` raise a
-    `ValueError`, because the sequence shrinks inside the model and no longer lines up with `input_ids`.
+    `prompt_lookup_num_tokens`), chunked prefill (`prefill_chunk_size`) and a filled KV cache (`cache` /
+    `past_key_values`) raise a `ValueError`, because the sequence shrinks inside the model and no longer lines up
+    with `input_ids`.
     """
 
-    _upstream_class: type
     _model_class: type
     _pretrained_base: type
-    _audio_mask_name: str
+    _merging_parameters = _SettingAccess._merging_parameters | {"logits_to_keep"}
 
     def __init__(self, config, audio_token_merge: MergeSetting = _UNSET) -> None:
         # Same modules as the upstream __init__, with the merging base model in place of the upstream one.
@@ -444,12 +465,14 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         """`(N_u, M_u)`: audio tokens per unit before and after merging (see the base model's method)."""
         return self.model.audio_token_counts(feature_mask)
 
-    def _merging_lm_forward(
+    def _merging_forward(
         self,
         labels: Optional[torch.LongTensor] = None,
         logits_to_keep: int | torch.Tensor = 0,
         **model_kwargs: Any,
     ) -> AudioTokenMergeCausalLMOutput:
+        """The base model's merging forward, then the LM head on the kept positions and the loss on the compacted
+        labels."""
         outputs = self.model._merging_forward(labels=labels, **model_kwargs)
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)
@@ -461,7 +484,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         return AudioTokenMergeCausalLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **cache_field(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             attention_mask=outputs.attention_mask,
@@ -493,8 +516,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
                 or (getattr(generation_config, "prompt_lookup_num_tokens", None) is not None)
             ):
                 problems.append("assisted decoding")
-            cache = kwargs.get("past_key_values")
-            if cache is not None and cache.get_seq_length() > 0:
+            if any(cache.get_seq_length() > 0 for cache in cache_arguments(kwargs)):
                 problems.append("reusing a filled KV cache")
             if kwargs.get("prefill_chunk_size") or getattr(generation_config, "prefill_chunk_size", None):
                 problems.append("chunked prefill")
@@ -524,16 +546,18 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
         )
 
-    def prepare_inputs_for_generation(self, input_ids, *args, attention_mask=None, is_first_iteration=False, **kwargs):
-        """Upstream `prepare_inputs_for_generation`, except that a prefill which compacts the prompt gets the 2D
-        `attention_mask [B, L]` instead of a 4D mask sized for the uncompacted prompt (static and compiled caches)."""
-        model_inputs = super().prepare_inputs_for_generation(
-            input_ids, *args, attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs
-        )
+    @compat.mirrors(GenerationMixin.prepare_inputs_for_generation)
+    def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Upstream `prepare_inputs_for_generation` (same signature), except that a prefill which compacts the prompt
+        gets the 2D `attention_mask [B, L]` instead of a 4D mask sized for the uncompacted prompt (static and compiled
+        caches)."""
+        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        call = inspect.signature(GenerationMixin.prepare_inputs_for_generation).bind(self, *args, **kwargs).arguments
+        extra = call.get("kwargs", {})
         # A compiled-cache prefill gets a 4D mask sized for the uncompacted prompt: hand the 2D mask to the language
         # model instead, which builds its own mask after compaction.
-        if is_first_iteration and self._will_compact(input_ids, kwargs.get(self._audio_mask_name)):
-            model_inputs["attention_mask"] = attention_mask
+        if call.get("is_first_iteration") and self._will_compact(call["input_ids"], extra.get(self._audio_mask_name)):
+            model_inputs["attention_mask"] = call.get("attention_mask")
         return model_inputs
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):

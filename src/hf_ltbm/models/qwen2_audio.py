@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
-from transformers.cache_utils import Cache
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.qwen2_audio.modeling_qwen2_audio import (
     Qwen2AudioForConditionalGeneration,
     Qwen2AudioModel,
     Qwen2AudioPreTrainedModel,
 )
 
+from ..compat import create_bidirectional_mask, mirrors
 from .mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
 
 __all__ = ["Qwen2AudioLTBMForConditionalGeneration", "Qwen2AudioLTBMModel"]
@@ -56,37 +55,12 @@ class Qwen2AudioLTBMModel(AudioTokenMergeModelMixin, Qwen2AudioModel):
         """
         return super().get_audio_features(input_features, feature_attention_mask, **kwargs)
 
-    def forward(
-        self,
-        input_ids: Optional[torch.LongTensor] = None,
-        input_features: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        feature_attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.LongTensor] = None,
-        past_key_values: Optional[Cache] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        labels: Optional[torch.LongTensor] = None,
-        use_cache: Optional[bool] = None,
-        **kwargs: Any,
-    ):
-        """Upstream `Qwen2AudioModel.forward` when merging is off; otherwise the merged audio tokens replace the
-        placeholders and, for a prompt expanded to the unmerged count, the sequence is compacted (see
+    @mirrors(Qwen2AudioModel.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream `Qwen2AudioModel.forward` (same signature) when merging is off; otherwise the merged audio tokens
+        replace the placeholders and, for a prompt expanded to the unmerged count, the sequence is compacted (see
         `AudioTokenMergeModelOutput` for the returned mask, positions and labels)."""
-        inputs = dict(
-            input_ids=input_ids,
-            input_features=input_features,
-            attention_mask=attention_mask,
-            feature_attention_mask=feature_attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        if self.audio_token_merge is None:
-            return super().forward(**inputs)
-        return self._merging_forward(**inputs)
+        return self._dispatch_forward(super().forward, args, kwargs)
 
     def _placeholder_name(self) -> str:
         return "<|AUDIO|>"
@@ -104,32 +78,8 @@ class Qwen2AudioLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, Qwe
     _pretrained_base = Qwen2AudioPreTrainedModel
     _audio_mask_name = "feature_attention_mask"
 
-    def forward(
-        self,
-        input_ids: Optional[torch.LongTensor] = None,
-        input_features: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        feature_attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.LongTensor] = None,
-        past_key_values: Optional[Cache] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        labels: Optional[torch.LongTensor] = None,
-        use_cache: Optional[bool] = None,
-        **kwargs: Any,
-    ):
-        """Upstream forward when merging is off; with merging, the loss is computed on the compacted labels."""
-        inputs = dict(
-            input_ids=input_ids,
-            input_features=input_features,
-            attention_mask=attention_mask,
-            feature_attention_mask=feature_attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        if self.audio_token_merge is None:
-            return super().forward(**inputs)
-        return self._merging_lm_forward(**inputs)
+    @mirrors(Qwen2AudioForConditionalGeneration.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
+        labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
+        return self._dispatch_forward(super().forward, args, kwargs)

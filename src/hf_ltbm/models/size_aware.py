@@ -17,8 +17,13 @@ from typing import Any, Optional
 
 import torch
 from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from ..compat import (
+    ALL_ATTENTION_FUNCTIONS,
+    ALL_MASK_ATTENTION_FUNCTIONS,
+    AttentionMaskInterface,
+    base_attention_functions,
+)
 
 __all__ = ["PREFIX", "size_aware_name", "base_name", "register_size_aware_attention", "with_size_bias"]
 
@@ -84,10 +89,7 @@ def base_name(implementation: Optional[str]) -> str:
 
 def register_size_aware_attention() -> None:
     """Registers "size_aware_eager" and "size_aware_sdpa" (idempotent)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
-
-    for base, fn in (("eager", eager_attention_forward), ("sdpa", sdpa_attention_forward)):
+    for base, fn in base_attention_functions().items():
         name = PREFIX + base
         if name not in ALL_ATTENTION_FUNCTIONS:
             AttentionInterface.register(name, with_size_bias(fn))

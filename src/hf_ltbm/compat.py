@@ -1,0 +1,314 @@
+"""Every binding of hf-ltbm to transformers internals, in one place, decided by feature detection.
+
+transformers ships a release about every week, and internals move between them (5.24 renamed the KV cache from
+`past_key_values` to `cache` in forwards, outputs and `generate()`; `slice_logits_to_keep` appeared in 5.21 and
+`Pipeline._prepare_generate_kwargs` in 5.20). Nothing here compares version strings: each binding asks the installed
+release what it has. The rest of hf-ltbm imports transformers internals only from this module.
+
+- **Requirements.** `check_requirements()` runs on `import hf_ltbm` and raises an `ImportError` naming the installed
+  release and the supported range when a hook hf-ltbm needs is missing, instead of degrading silently.
+- **Forward signatures.** `mirrors(upstream_forward)` gives a merging class's `forward(self, *args, **kwargs)` the
+  public signature of the upstream forward it extends (what `generate()` inspects for kwarg validation,
+  `logits_to_keep` and `mm_encoder_outputs` support); `bind_forward` turns a call into named arguments with the KV
+  cache under one internal name, whichever name the caller used.
+- **The KV cache.** `cache_field(value)` builds output keywords, `output_cache(outputs)` reads it back,
+  `call_with_cache(module, cache, **kwargs)` passes it to a submodule under the name that submodule takes, and
+  `cache_arguments(kwargs)` finds every cache a `generate()` call was given, all without deprecation warnings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+import warnings
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from typing import Any, TypeVar
+
+import torch
+import transformers
+from packaging.requirements import Requirement
+from transformers import modeling_utils as _modeling_utils
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+__all__ = [
+    "CACHE_NAMES",
+    "OUTPUT_CACHE_FIELD",
+    "REQUIRED_HOOKS",
+    "SUPPORTED_TRANSFORMERS",
+    "base_attention_functions",
+    "accepted_cache_names",
+    "bind_forward",
+    "cache_arguments",
+    "cache_field",
+    "cache_parameter",
+    "call_with_cache",
+    "check_requirements",
+    "forward_parameters",
+    "missing_hooks",
+    "mirrors",
+    "output_cache",
+    "prepare_pipeline_generate_kwargs",
+    "slice_logits_to_keep",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The names transformers has used for the KV cache keyword, newest first.
+CACHE_NAMES = ("cache", "past_key_values")
+_DEVELOPMENT_RANGE = ">=5.19,<6"  # pyproject.toml's, for a source tree that is not installed
+
+
+def _declared_range() -> str:
+    """The transformers requirement of the installed hf-ltbm distribution, lower bound first (e.g. `">=5.19,<6"`)."""
+    try:
+        requirements = metadata.requires("hf-ltbm") or []
+    except metadata.PackageNotFoundError:
+        return _DEVELOPMENT_RANGE
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.name == "transformers" and requirement.specifier:
+            specifiers = sorted(requirement.specifier, key=lambda spec: (spec.operator.startswith("<"), spec.version))
+            return ",".join(str(spec) for spec in specifiers)
+    return _DEVELOPMENT_RANGE
+
+
+#: The range of transformers releases hf-ltbm supports: the requirement in its package metadata.
+SUPPORTED_TRANSFORMERS = _declared_range()
+
+
+# ----------------------------------------------------------------------------------------------------- requirements
+#: What hf-ltbm binds to, as `(module, attribute path)`: the base models, the processors' audio hooks (where the merged
+#: placeholder count is emitted), checkpoint conversion mappings, the attention and mask registries.
+REQUIRED_HOOKS = (
+    ("transformers", "Qwen2AudioModel"),
+    ("transformers", "AudioFlamingo3Model"),
+    ("transformers", "Qwen2AudioProcessor._process_audio"),
+    ("transformers", "Qwen2AudioProcessor.replace_audio_token"),
+    ("transformers", "AudioFlamingo3Processor._process_audio"),
+    ("transformers", "AudioFlamingo3Processor.replace_audio_token"),
+    ("transformers", "AutoModelForMultimodalLM"),
+    ("transformers", "AttentionInterface"),
+    ("transformers.conversion_mapping", "get_checkpoint_conversion_mapping"),
+    ("transformers.conversion_mapping", "register_checkpoint_conversion_mapping"),
+    ("transformers.masking_utils", "AttentionMaskInterface"),
+    ("transformers.masking_utils", "ALL_MASK_ATTENTION_FUNCTIONS"),
+    ("transformers.masking_utils", "create_bidirectional_mask"),
+    ("transformers.models.qwen2.modeling_qwen2", "Qwen2Model.forward"),
+)
+
+
+def _resolve(module: str, path: str) -> Any:
+    """`module.path` (a dotted attribute path), or `None` when the installed release lacks it. An attribute of a class
+    counts only where that class defines it itself: an inherited default (e.g. `ProcessorMixin.replace_audio_token`)
+    is not the hook of the backbone's processor."""
+    try:
+        value: Any = importlib.import_module(module)
+    except ImportError:
+        return None
+    for name in path.split("."):
+        value = vars(value).get(name) if isinstance(value, type) else getattr(value, name, None)
+        if value is None:
+            return None
+    return value
+
+
+def missing_hooks() -> list[str]:
+    """The hooks of `REQUIRED_HOOKS` (and a KV-cache keyword in the language model's forward) that the installed
+    transformers lacks, as dotted names."""
+    missing = [f"{module}.{path}" for module, path in REQUIRED_HOOKS if _resolve(module, path) is None]
+    forward = _resolve("transformers.models.qwen2.modeling_qwen2", "Qwen2Model.forward")
+    if forward is not None and not set(CACHE_NAMES) & set(inspect.signature(forward).parameters):
+        missing.append(f"a KV-cache keyword ({' or '.join(CACHE_NAMES)}) in Qwen2Model.forward")
+    return missing
+
+
+def check_requirements() -> None:
+    """Raises an `ImportError` naming the installed transformers release, what it lacks and the supported range when
+    a hook hf-ltbm needs is missing (run on `import hf_ltbm`, before anything binds to them)."""
+    missing = missing_hooks()
+    if missing:
+        supported = SUPPORTED_TRANSFORMERS
+        raise ImportError(
+            f"hf-ltbm supports transformers{supported}, but the installed transformers {transformers.__version__} "
+            f"lacks {', '.join(missing)}. Install a supported release: pip install 'transformers{supported}'"
+        )
+
+
+check_requirements()
+
+# Imported only after the check, so that a release without them gets the clear error above.
+from transformers.conversion_mapping import (  # noqa: E402
+    get_checkpoint_conversion_mapping,
+    register_checkpoint_conversion_mapping,
+)
+from transformers.masking_utils import (  # noqa: E402
+    ALL_MASK_ATTENTION_FUNCTIONS,
+    AttentionMaskInterface,
+    create_bidirectional_mask,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # noqa: E402
+
+__all__ += [
+    "ALL_ATTENTION_FUNCTIONS",
+    "ALL_MASK_ATTENTION_FUNCTIONS",
+    "AttentionMaskInterface",
+    "create_bidirectional_mask",
+    "get_checkpoint_conversion_mapping",
+    "register_checkpoint_conversion_mapping",
+]
+
+
+# ---------------------------------------------------------------------------------------------------- the KV cache
+#: The field under which model outputs hold the KV cache in the installed release.
+OUTPUT_CACHE_FIELD = next(
+    name for name in CACHE_NAMES if name in {f.name for f in dataclasses.fields(BaseModelOutputWithPast)}
+)
+
+
+def cache_field(value: Any) -> dict[str, Any]:
+    """Output-class keywords that set the KV cache: `Output(..., **cache_field(cache))`."""
+    return {OUTPUT_CACHE_FIELD: value}
+
+
+def output_cache(outputs: Any) -> Any:
+    """The KV cache a model output holds (`None` if none), read under the release's field name (no deprecation
+    notice, unlike `.past_key_values` on releases that renamed it)."""
+    if isinstance(outputs, Mapping):
+        return outputs.get(OUTPUT_CACHE_FIELD)
+    return getattr(outputs, OUTPUT_CACHE_FIELD, None)
+
+
+@functools.cache
+def forward_parameters(function: Callable) -> tuple[str, ...]:
+    """The parameter names of `function`'s public signature (decorators that wrap it are seen through)."""
+    return tuple(inspect.signature(function).parameters)
+
+
+def cache_parameter(function: Callable) -> str:
+    """The keyword under which `function` (a model forward) takes the KV cache: `"cache"` or `"past_key_values"`."""
+    parameters = forward_parameters(function)
+    for name in CACHE_NAMES:
+        if name in parameters:
+            return name
+    raise TypeError(f"{getattr(function, '__qualname__', function)} takes no KV cache ({' / '.join(CACHE_NAMES)}).")
+
+
+def call_with_cache(module: torch.nn.Module, cache: Any, **kwargs: Any) -> Any:
+    """Calls `module` with `cache` under the keyword its forward takes (and no other cache keyword)."""
+    name = cache_parameter(type(module).forward)
+    return module(**{name: cache}, **kwargs)
+
+
+def accepted_cache_names(function: Callable) -> tuple[str, ...]:
+    """The keywords under which a call to `function` may pass the KV cache, the one its signature names first: on a
+    release that renamed it to `cache`, the older names are accepted as deprecated aliases (as upstream's
+    `@deprecate_kwarg` does)."""
+    accepted = cache_parameter(function)
+    return CACHE_NAMES if accepted == CACHE_NAMES[0] else (accepted,)
+
+
+def cache_arguments(kwargs: Mapping[str, Any]) -> list[Any]:
+    """Every KV cache (not `None`) found in a call's keyword arguments, under any of the names transformers uses."""
+    return [kwargs[name] for name in CACHE_NAMES if kwargs.get(name) is not None]
+
+
+# -------------------------------------------------------------------------------------------- forward signatures
+def mirrors(upstream: Callable) -> Callable[[F], F]:
+    """Decorator for a `forward(self, *args, **kwargs)` that extends `upstream`: the method gets `upstream`'s public
+    signature, so `inspect.signature` (and `generate()`'s checks that use it) see exactly upstream's parameters, and
+    whatever a later release adds is advertised without a hand-copied parameter list."""
+
+    signature = inspect.signature(upstream)
+
+    def decorate(method: F) -> F:
+        method.__signature__ = signature
+        method.__mirrors__ = upstream  # what docs/gen_api.py names instead of a release-dependent parameter list
+        return method
+
+    return decorate
+
+
+def bind_forward(upstream: Callable, handled: frozenset[str], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a call `(self, *args, **kwargs)` to a forward that mirrors `upstream`, as one dict of keywords
+    for the merging path, with the KV cache under `"kv_cache"` whichever name the caller used.
+
+    Args:
+        upstream: the upstream forward whose signature the call follows (`self` first).
+        handled: the upstream parameter names the merging path implements; another one given a value raises.
+        args, kwargs: the call's arguments (`args[0]` is `self`).
+
+    Raises:
+        TypeError: arguments that do not fit the signature, both cache names at once, or a value for an upstream
+            parameter the merging path does not implement (a newer transformers than this hf-ltbm knows).
+    """
+    signature = inspect.signature(upstream)
+    bound = signature.bind(*args, **kwargs)
+    arguments = dict(bound.arguments)
+    arguments.pop(next(iter(signature.parameters)))  # self
+    extra: dict[str, Any] = {}
+    for name, parameter in signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            extra = dict(arguments.pop(name, {}))
+    accepted, *aliases = accepted_cache_names(upstream)
+    cache = arguments.pop(accepted, None)
+    for alias in aliases:
+        value = extra.pop(alias, None)
+        if value is not None and cache is not None:
+            raise TypeError(f"Got the KV cache twice, as `{accepted}` and `{alias}`; pass only `{accepted}`.")
+        if value is not None:
+            warnings.warn(
+                f"`{alias}` is deprecated in transformers {transformers.__version__}; use `{accepted}`.",
+                FutureWarning,
+                stacklevel=4,
+            )
+            cache = value
+    unhandled = sorted(
+        name
+        for name, value in arguments.items()
+        if name not in handled and value is not signature.parameters[name].default
+    )
+    if unhandled:
+        raise TypeError(
+            f"{upstream.__qualname__} of transformers {transformers.__version__} takes {unhandled}, which the "
+            "merging path of this hf-ltbm version does not implement; turn merging off for such calls or upgrade "
+            "hf-ltbm."
+        )
+    return {**arguments, "kv_cache": cache, **extra}
+
+
+# ---------------------------------------------------------------------------------------------------------- outputs
+def _slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """`hidden_states [B, L, D]` restricted to the positions whose logits are wanted: the last `logits_to_keep`
+    (0: all) or the given indices (what releases before `modeling_utils.slice_logits_to_keep` did inline)."""
+    indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+    return hidden_states[:, indices, :]
+
+
+slice_logits_to_keep: Callable[[torch.Tensor, int | torch.Tensor], torch.Tensor] = getattr(
+    _modeling_utils, "slice_logits_to_keep", _slice_logits_to_keep
+)
+
+
+def base_attention_functions() -> dict[str, Callable]:
+    """transformers' own "eager" and "sdpa" attention functions of the Qwen2 language model (what size-aware
+    attention wraps), imported on first use."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
+
+    return {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
+
+
+# -------------------------------------------------------------------------------------------------------- pipelines
+def prepare_pipeline_generate_kwargs(pipeline: Any, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The `generate()` kwargs a pipeline call passes: the pipeline's own preparation where the release has one
+    (`Pipeline._prepare_generate_kwargs`), else the pipeline's prepared `generation_config` unless the call gives its
+    own (how earlier releases' pipelines call `generate()`). `generate_kwargs` is not modified."""
+    prepare = getattr(pipeline, "_prepare_generate_kwargs", None)
+    if prepare is not None:
+        return prepare(dict(generate_kwargs))
+    kwargs = dict(generate_kwargs)
+    kwargs.setdefault("generation_config", pipeline.generation_config)
+    return kwargs

@@ -1,0 +1,144 @@
+"""hf_ltbm.compat: the one place that binds to transformers internals, by feature detection."""
+
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import tomllib
+import torch
+import transformers
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from hf_ltbm import compat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_supported_range_is_the_package_requirement():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirement = next(r for r in pyproject["project"]["dependencies"] if r.startswith("transformers"))
+    assert Requirement(requirement).specifier == SpecifierSet(compat.SUPPORTED_TRANSFORMERS)
+    assert Requirement(requirement).specifier == SpecifierSet(compat._DEVELOPMENT_RANGE)
+    assert compat.SUPPORTED_TRANSFORMERS.startswith(">=")
+
+
+def test_the_installed_release_has_every_hook():
+    assert compat.missing_hooks() == []
+    compat.check_requirements()
+
+
+def test_a_release_without_a_hook_gets_a_clear_import_error(monkeypatch):
+    monkeypatch.delattr(transformers.Qwen2AudioProcessor, "replace_audio_token")
+    with pytest.raises(ImportError) as error:
+        compat.check_requirements()
+    message = str(error.value)
+    assert f"installed transformers {transformers.__version__}" in message
+    assert f"transformers{compat.SUPPORTED_TRANSFORMERS}" in message
+    assert "transformers.Qwen2AudioProcessor.replace_audio_token" in message
+
+
+def test_import_hf_ltbm_fails_clearly_before_binding_to_a_missing_hook():
+    code = "import transformers\ndel transformers.AudioFlamingo3Processor.replace_audio_token\nimport hf_ltbm\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: hf-ltbm supports transformers"), result.stderr
+    assert "lacks transformers.AudioFlamingo3Processor.replace_audio_token" in last
+    assert transformers.__version__ in last
+
+
+def test_cache_field_and_output_cache_round_trip_without_deprecation_notices(caplog):
+    marker = object()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        output = CausalLMOutputWithPast(logits=torch.zeros(1), **compat.cache_field(marker))
+        assert compat.output_cache(output) is marker
+        assert compat.output_cache(dict(output)) is marker
+        assert compat.output_cache(CausalLMOutputWithPast(logits=torch.zeros(1))) is None
+    assert compat.OUTPUT_CACHE_FIELD in {"cache", "past_key_values"}
+
+
+def test_cache_names_follow_the_signature():
+    def new(self, cache=None, **kwargs): ...
+
+    def old(self, past_key_values=None, **kwargs): ...
+
+    def none(self, **kwargs): ...
+
+    assert compat.cache_parameter(new) == "cache" and compat.accepted_cache_names(new) == compat.CACHE_NAMES
+    assert compat.cache_parameter(old) == "past_key_values"
+    assert compat.accepted_cache_names(old) == ("past_key_values",)
+    with pytest.raises(TypeError, match="takes no KV cache"):
+        compat.cache_parameter(none)
+    assert compat.cache_arguments({"cache": None, "past_key_values": 1, "x": 2}) == [1]
+
+
+def _upstream(self, input_ids=None, cache=None, use_cache=None, new_feature=None, **kwargs): ...
+
+
+def test_bind_forward_names_every_argument_and_renames_the_deprecated_cache_name():
+    handled = frozenset({"input_ids", "use_cache", "cache"})
+    self = object()
+    bound = compat.bind_forward(_upstream, handled, (self, "ids"), {"use_cache": True, "extra": 3})
+    assert bound == {"input_ids": "ids", "use_cache": True, "kv_cache": None, "extra": 3}
+    assert compat.bind_forward(_upstream, handled, (self,), {"cache": "c"})["kv_cache"] == "c"
+    with pytest.warns(FutureWarning, match="`past_key_values` is deprecated.*use `cache`"):
+        bound = compat.bind_forward(_upstream, handled, (self,), {"past_key_values": "c"})
+    assert bound["kv_cache"] == "c" and "past_key_values" not in bound
+    with pytest.raises(TypeError, match="KV cache twice"):
+        compat.bind_forward(_upstream, handled, (self,), {"cache": "a", "past_key_values": "b"})
+    with pytest.raises(TypeError):
+        compat.bind_forward(_upstream, handled, (self, 1, 2, 3, 4, 5), {})
+
+
+def test_bind_forward_refuses_a_value_for_an_upstream_parameter_it_does_not_implement():
+    handled = frozenset({"input_ids", "use_cache", "cache"})
+    compat.bind_forward(_upstream, handled, (object(),), {"new_feature": None})  # the default: nothing to do
+    with pytest.raises(TypeError, match=re.escape("takes ['new_feature'], which the merging path")):
+        compat.bind_forward(_upstream, handled, (object(),), {"new_feature": 1})
+
+
+def test_mirrors_gives_the_upstream_signature():
+    @compat.mirrors(_upstream)
+    def forward(self, *args, **kwargs):
+        return args, kwargs
+
+    import inspect
+
+    assert inspect.signature(forward) == inspect.signature(_upstream)
+    assert forward(None, 1, cache=2) == ((1,), {"cache": 2})
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3, torch.tensor([0, 2])])
+def test_slice_logits_to_keep_and_its_fallback_agree(keep):
+    hidden = torch.arange(24.0).reshape(1, 4, 6)
+    expected = hidden[:, -keep:] if isinstance(keep, int) else hidden[:, keep]
+    assert torch.equal(compat._slice_logits_to_keep(hidden, keep), expected)
+    assert torch.equal(compat.slice_logits_to_keep(hidden, keep), expected)
+
+
+class _OldPipeline:
+    generation_config = "prepared"
+
+
+class _NewPipeline:
+    def _prepare_generate_kwargs(self, kwargs):
+        kwargs["added"] = True
+        return kwargs
+
+
+def test_pipeline_generate_kwargs_on_either_kind_of_release():
+    given = {"max_new_tokens": 3}
+    assert compat.prepare_pipeline_generate_kwargs(_OldPipeline(), given) == {
+        "max_new_tokens": 3,
+        "generation_config": "prepared",
+    }
+    mine = {"generation_config": "mine"}
+    assert compat.prepare_pipeline_generate_kwargs(_OldPipeline(), mine) == mine
+    assert compat.prepare_pipeline_generate_kwargs(_NewPipeline(), given) == {"max_new_tokens": 3, "added": True}
+    assert given == {"max_new_tokens": 3}  # never modified
