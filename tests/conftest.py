@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
@@ -27,3 +30,34 @@ def write_clip(path, seconds: float = 1.0, rate: int = 16000, channels: int = 1,
     data = np.stack([wave * (c + 1) / channels for c in range(channels)], axis=1)
     sf.write(str(path), data, rate)
     return data
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_logged_transformers_deprecations(request):
+    """transformers announces some deprecations on its logger instead of warning (e.g. reading `.past_key_values`
+    of an output on 5.24), once per process: the once-cache is cleared so that every test is checked, and a test
+    whose calls log such a notice fails (unless marked `allows_deprecation`)."""
+    from transformers.utils import logging as hf_logging
+
+    clear = getattr(hf_logging.warning_once, "cache_clear", None)
+    if clear is not None:
+        clear()
+    handler = _Records()
+    library_logger = hf_logging.get_logger("transformers")
+    library_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        library_logger.removeHandler(handler)
+    notices = [r.getMessage() for r in handler.records if "deprecat" in r.getMessage().lower()]
+    if notices and request.node.get_closest_marker("allows_deprecation") is None:
+        pytest.fail(f"transformers logged deprecation notices: {sorted(set(notices))}")

@@ -40,7 +40,17 @@ def test_setup_is_two_commands_and_the_second_is_what_ci_runs():
     lines = setup.strip().splitlines()
     assert lang == "bash" and len(lines) == 2
     assert lines[0].startswith("pip install torch==2.13.0 -e ") and lines[0].endswith("&& hf-ltbm demo")
-    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == lines[1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert lines[1] in ci  # leg 1: the README's test command, as it is
+    # leg 2: the oldest transformers pyproject allows, in its own venv, with the same test command
+    assert any('"transformers==${oldest}"' in line for line in ci)
+    assert any(line.startswith("HF_HUB_OFFLINE=1 python -m pytest -q") for line in ci[ci.index(lines[1]) + 1 :])
+
+
+def test_the_supported_transformers_range_is_stated_as_declared():
+    from hf_ltbm.compat import SUPPORTED_TRANSFORMERS
+
+    assert f"Supported transformers releases: `{SUPPORTED_TRANSFORMERS}`" in README
 
 
 def test_the_main_job_runs_offline(workdir):

@@ -1,10 +1,13 @@
 """Both backbones: merging off is upstream, the two input paths agree, the KV cache really shrinks."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM
+from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM, DynamicCache
 
 import hf_ltbm
+from hf_ltbm.compat import accepted_cache_names, cache_parameter, output_cache
 
 from .conftest import TEXTS, UNITS
 from .tiny import AUDIO_TOKEN_ID, tokens_for_frames
@@ -86,9 +89,9 @@ def test_kv_cache_holds_text_plus_merged_tokens(backbone):
     n_tokens = int((b["input_ids"] == AUDIO_TOKEN_ID).sum())
     text = b["input_ids"].shape[1] - n_tokens
     with torch.no_grad():
-        full = ours(**b, use_cache=True).past_key_values.get_seq_length()
+        full = output_cache(ours(**b, use_cache=True)).get_seq_length()
         ours.set_audio_token_merge({"method": "ltbm", "keep_ratio": 0.25})
-        merged = ours(**b, use_cache=True).past_key_values.get_seq_length()
+        merged = output_cache(ours(**b, use_cache=True)).get_seq_length()
     ns = [tokens_for_frames(f) for f in (200, 130)]
     m = sum(hf_ltbm.output_length(n, keep_ratio=0.25) for n in ns)
     assert full == text + n_tokens == text + sum(ns)
@@ -127,9 +130,33 @@ def test_compaction_refuses_what_it_cannot_support(backbone):
         ours.generate(**b, prompt_lookup_num_tokens=2, **GREEDY)
     with pytest.raises(ValueError, match="Chunked prefill cannot be combined with in-model compaction"):
         ours.generate(**b, prefill_chunk_size=8, **GREEDY)
-    first = ours.generate(**b, max_new_tokens=2, return_dict_in_generate=True)
-    with pytest.raises(ValueError, match="Reusing a filled KV cache"):
-        ours.generate(**b, past_key_values=first.past_key_values, **GREEDY)
+    first = output_cache(ours.generate(**b, max_new_tokens=2, return_dict_in_generate=True))
+    for name in accepted_cache_names(type(ours).forward):  # every name upstream accepts (aliases warn, as upstream)
+        deprecated = name != cache_parameter(type(ours).forward)
+        with pytest.raises(ValueError, match="Reusing a filled KV cache"):  # refused before generate() renames it
+            ours.generate(**b, **{name: first}, **GREEDY)
+        with pytest.warns(FutureWarning) if deprecated else nullcontext():
+            with pytest.raises(ValueError, match="cannot extend a non-empty KV cache"):
+                ours(**b, **{name: first})  # the forward's own guard, for a direct call
+
+
+@pytest.mark.parametrize("merging", [False, True])
+def test_a_user_cache_is_accepted_under_every_name_upstream_accepts(backbone, merging):
+    """generate() validates kwargs against `inspect.signature(forward)`: a user-supplied (empty) cache works under
+    each name the release accepts, with merging on and off, and gives the result of generating without one."""
+    up, ours = backbone.models()
+    setting = SETTING if merging else None
+    ours.set_audio_token_merge(setting)
+    inputs = backbone.inputs(UNITS, TEXTS, setting)
+    reference = _generate(up if not merging else ours, inputs)
+    for name in accepted_cache_names(type(ours).forward):
+        deprecated = name != cache_parameter(type(ours).forward)
+        with pytest.warns(FutureWarning) if deprecated else nullcontext():
+            out = _generate(ours, inputs, **{name: DynamicCache(config=ours.config.text_config)})
+        assert torch.equal(out, reference), name
+        with torch.no_grad(), pytest.warns(FutureWarning) if deprecated else nullcontext():
+            forward = ours(**inputs, **{name: DynamicCache(config=ours.config.text_config)}, use_cache=True)
+        assert output_cache(forward).get_seq_length() == inputs["input_ids"].shape[1]
 
 
 def test_labels_loss_agrees_between_paths_and_reaches_projector(backbone):
