@@ -39,9 +39,7 @@ def test_canary_every_upstream_forward_parameter_is_implemented_by_the_merging_p
 def test_generation_reads_the_same_capabilities_as_upstream(backbone):
     up, ours = backbone.models()
     assert inspect.signature(ours.forward) == inspect.signature(up.forward)
-    assert inspect.signature(ours.prepare_inputs_for_generation) == inspect.signature(
-        up.prepare_inputs_for_generation
-    )
+    assert inspect.signature(ours.prepare_inputs_for_generation) == inspect.signature(up.prepare_inputs_for_generation)
     assert inspect.signature(backbone.merging.prepare_inputs_for_generation) == inspect.signature(
         GenerationMixin.prepare_inputs_for_generation
     )
