@@ -114,3 +114,40 @@ def test_urls_are_downloaded(tmp_path):
             load_audio(f"{url}/missing.flac", 16000)
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "dtype, file_name, subtype",
+    [
+        (np.int16, "a.wav", "PCM_16"),
+        (np.int32, "a.wav", "PCM_32"),
+        (np.int8, "a.aiff", "PCM_S8"),
+        (np.uint8, "a.wav", "PCM_U8"),
+    ],
+)
+@pytest.mark.parametrize("wrap", ["array", "tensor", "dict"])
+def test_integer_pcm_arrays_give_the_samples_of_their_file(tmp_path, dtype, file_name, subtype, wrap):
+    """Integer PCM (what scipy.io.wavfile and soundfile's dtype="int16" return) is scaled to [-1, 1] exactly as
+    the same samples read from a file are; before, int16 samples reached the model 32768 times too loud."""
+    import soundfile as sf
+    import torch
+
+    from hf_ltbm import load_audio
+
+    info = np.iinfo(dtype)
+    pcm = np.random.default_rng(0).integers(info.min, info.max, size=4000, endpoint=True).astype(dtype)
+    half = 2.0 ** (8 * pcm.itemsize - 1)
+    exact = (pcm.astype(np.float64) - (half if dtype == np.uint8 else 0)) / half  # representable in each subtype
+    sf.write(str(tmp_path / file_name), exact, 16000, subtype=subtype)
+    from_file = load_audio(tmp_path / file_name, 16000)
+    source = {"array": pcm, "tensor": torch.from_numpy(pcm), "dict": {"array": pcm, "sampling_rate": 16000}}[wrap]
+    from_array = load_audio(source, 16000)
+    assert from_array.dtype == np.float32 and np.abs(from_array).max() <= 1.0
+    np.testing.assert_array_equal(from_array, from_file)
+
+
+def test_non_numeric_audio_is_refused_by_dtype():
+    from hf_ltbm import AudioInputError, load_audio
+
+    with pytest.raises(AudioInputError, match="dtype bool"):
+        load_audio(np.zeros(100, dtype=bool), 16000)

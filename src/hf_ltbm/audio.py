@@ -116,18 +116,11 @@ def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = No
                 f"`datasets` Audio(decode=False) form), got keys {sorted(source)}."
             )
         name = name or "dict"
-        wave = _to_mono(np.asarray(_as_numpy(source[key]), dtype=np.float32), name, channels_last=False)
+        wave = _to_mono(_to_float(source[key], name), name, channels_last=False)
         rate = int(source["sampling_rate"])
     else:
         name = name or "array"
-        try:
-            wave = np.asarray(_as_numpy(source), dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise AudioInputError(
-                f"Cannot use {type(source).__name__} as audio: pass a file path, a waveform array or "
-                "{'array': ..., 'sampling_rate': ...}."
-            ) from err
-        wave = _to_mono(wave, name, channels_last=False)
+        wave = _to_mono(_to_float(source, name), name, channels_last=False)
         rate = sampling_rate
     if wave.size == 0:
         raise AudioInputError(f"Audio {name} is empty (0 samples).")
@@ -137,9 +130,38 @@ def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = No
 
 
 def _as_numpy(value: Any) -> Any:
+    """A torch tensor as a numpy array of the same dtype kind (integer PCM stays integer; bf16/fp16 become float32)."""
     if hasattr(value, "detach"):  # torch tensor
-        return value.detach().float().cpu().numpy()
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.element_size() < 4:
+            value = value.float()
+        return value.numpy()
     return value
+
+
+def _to_float(value: Any, name: str) -> np.ndarray:
+    """Samples as float32 in [-1, 1]: integer PCM is scaled the way soundfile reads files (signed `intN` by
+    `2**(N-1)`, unsigned `uintN` centred on `2**(N-1)` first), so an array gives the features its file would."""
+    try:
+        array = np.asarray(_as_numpy(value))
+        if array.dtype == object:
+            raise TypeError(array.dtype)
+    except (TypeError, ValueError) as err:
+        raise AudioInputError(
+            f"Cannot use {type(value).__name__} as audio: pass a file path, a waveform array or "
+            "{'array': ..., 'sampling_rate': ...}."
+        ) from err
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)):
+        raise AudioInputError(
+            f"Audio {name} has dtype {array.dtype}; pass real samples: float (in [-1, 1]) or integer PCM (int8, "
+            "int16, int32, uint8)."
+        )
+    if np.issubdtype(array.dtype, np.signedinteger):
+        return (array.astype(np.float64) / float(2 ** (8 * array.dtype.itemsize - 1))).astype(np.float32)
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        half = float(2 ** (8 * array.dtype.itemsize - 1))
+        return ((array.astype(np.float64) - half) / half).astype(np.float32)
+    return array.astype(np.float32, copy=False)
 
 
 def find_audio_files(paths: Sequence[Union[str, os.PathLike]], extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list:

@@ -13,7 +13,7 @@ pipe(messages)                                                      # a chat wit
 pipe("clip.wav", text="...", audio_token_merge="global")          # another setting for this call only
 ```
 
-transformers (5.23) has no task of this name; `hf_ltbm` registers it on import only while that stays true.
+transformers (5.19 to 5.24) has no task of this name; `hf_ltbm` registers it on import only while that stays true.
 """
 
 from __future__ import annotations
