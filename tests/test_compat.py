@@ -12,6 +12,7 @@ import torch
 import transformers
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from transformers import GenerationConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hf_ltbm import compat
@@ -123,7 +124,7 @@ def test_slice_logits_to_keep_and_its_fallback_agree(keep):
 
 
 class _OldPipeline:
-    generation_config = "prepared"
+    generation_config = GenerationConfig(max_new_tokens=256, num_beams=1)
 
 
 class _NewPipeline:
@@ -133,12 +134,14 @@ class _NewPipeline:
 
 
 def test_pipeline_generate_kwargs_on_either_kind_of_release():
-    given = {"max_new_tokens": 3}
-    assert compat.prepare_pipeline_generate_kwargs(_OldPipeline(), given) == {
-        "max_new_tokens": 3,
-        "generation_config": "prepared",
-    }
-    mine = {"generation_config": "mine"}
-    assert compat.prepare_pipeline_generate_kwargs(_OldPipeline(), mine) == mine
-    assert compat.prepare_pipeline_generate_kwargs(_NewPipeline(), given) == {"max_new_tokens": 3, "added": True}
-    assert given == {"max_new_tokens": 3}  # never modified
+    given = {"max_new_tokens": 3, "streamer": "s"}
+    old = compat.prepare_pipeline_generate_kwargs(_OldPipeline(), given)
+    assert set(old) == {"streamer", "generation_config"} and old["streamer"] == "s"
+    assert old["generation_config"].max_new_tokens == 3 and old["generation_config"].num_beams == 1
+    assert _OldPipeline.generation_config.max_new_tokens == 256  # a copy was updated
+    mine = GenerationConfig(max_new_tokens=5, do_sample=False)
+    with_config = compat.prepare_pipeline_generate_kwargs(_OldPipeline(), {"generation_config": mine, "num_beams": 2})
+    assert with_config["generation_config"].max_new_tokens == 5 and with_config["generation_config"].num_beams == 2
+    assert mine.num_beams != 2  # the caller's config is not modified
+    assert compat.prepare_pipeline_generate_kwargs(_NewPipeline(), given) == {**given, "added": True}
+    assert given == {"max_new_tokens": 3, "streamer": "s"}  # never modified

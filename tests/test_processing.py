@@ -70,7 +70,9 @@ def test_processor_outputs_run_both_paths_identically(backbone):
 def test_too_long_audio_is_an_error_not_a_truncation():
     with pytest.raises(ValueError, match=r"Audio 0 is 2\.5 s long, but Qwen2-Audio accepts at most 2 s"):
         qwen2_audio_processor(Qwen2AudioLTBMProcessor)(text=[QWEN_PROMPT], audio=[tone(2.5)])
-    with pytest.raises(ValueError, match=r"Audio 1 is 7\.0 s long, but Audio Flamingo 3 \(max_audio_len=6\)"):
+    with pytest.raises(
+        ValueError, match=r"Audio 1 is 7\.0 s long, but Audio Flamingo 3 \(max_audio_len=6: 3 whole 2 s windows\)"
+    ):
         audioflamingo3_processor(AudioFlamingo3LTBMProcessor)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
 
 
@@ -87,3 +89,31 @@ def test_auto_processor_returns_merging_processor(tmp_path):
     assert saved["audio_token_merge"]["method"] == "ltbm"
     again = AutoProcessor.from_pretrained(tmp_path / "merging")
     assert type(again) is Qwen2AudioLTBMProcessor and again.merge_config == proc.merge_config
+
+
+def test_a_max_audio_len_between_windows_counts_windows_as_upstream_does():
+    """max_audio_len=5 with 2 s windows: upstream keeps 2 whole windows (4 s). A 4 s and a 1 s clip in one batch get
+    each row its own placeholders (before, the merging processor counted 3 windows for a clip upstream cut to 2, so
+    row 0 took both clips' placeholders and row 1 none); a clip longer than 4 s is refused, not cut."""
+    setting = {"method": "ltbm", "keep_ratio": 0.5}
+    merging = audioflamingo3_processor(AudioFlamingo3LTBMProcessor, audio_token_merge=setting, max_audio_len=5)
+    stock = audioflamingo3_processor(max_audio_len=5)
+    audio = [tone(4.0), tone(1.0, 300)]
+    batch = merging(text=[AF3_PROMPT] * 2, audio=audio)
+    per_window = [tokens_for_frames(int(f)) for f in batch["input_features_mask"].sum(-1)]
+    m = [hf_ltbm.output_length(n, keep_ratio=0.5) for n in per_window]
+    assert hf_ltbm.processing.units_per_clip(merging, [len(a) for a in audio]) == [2, 1] == [len(m) - 1, 1]
+    assert _placeholders(batch) == [m[0] + m[1], m[2]]
+    _, model = AF3.models()
+    model.set_audio_token_merge(setting)
+    generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert generated.shape == (2, batch["input_ids"].shape[1] + 3)
+    # the stock processor truncates a longer clip to those 2 windows; units_per_clip agrees with its rows
+    long_clip = tone(4.6)
+    assert stock(text=[AF3_PROMPT], audio=[long_clip])["input_features"].shape[0] == 2
+    assert hf_ltbm.processing.units_per_clip(stock, [len(long_clip)]) == [2]
+    assert hf_ltbm.processing.max_audio_seconds(stock) == 4.0
+    with pytest.raises(ValueError, match=r"Audio 0 is 4\.6 s long, but Audio Flamingo 3 \(max_audio_len=5: 2 whole"):
+        merging(text=[AF3_PROMPT], audio=[long_clip])
+    with pytest.raises(ValueError, match=r"max_audio_len=1 keeps no 2 s window"):
+        audioflamingo3_processor(AudioFlamingo3LTBMProcessor, max_audio_len=1)(text=[AF3_PROMPT], audio=[tone(1.0)])

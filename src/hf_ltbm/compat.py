@@ -18,6 +18,7 @@ release what it has. The rest of hf-ltbm imports transformers internals only fro
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import importlib
@@ -304,11 +305,13 @@ def base_attention_functions() -> dict[str, Callable]:
 # -------------------------------------------------------------------------------------------------------- pipelines
 def prepare_pipeline_generate_kwargs(pipeline: Any, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The `generate()` kwargs a pipeline call passes: the pipeline's own preparation where the release has one
-    (`Pipeline._prepare_generate_kwargs`), else the pipeline's prepared `generation_config` unless the call gives its
-    own (how earlier releases' pipelines call `generate()`). `generate_kwargs` is not modified."""
+    (`Pipeline._prepare_generate_kwargs`); else a copy of the call's `generation_config` (or of the pipeline's prepared
+    one) updated with the call's generation parameters, and the other kwargs as given, since `generate()` deprecates
+    a `generation_config` passed together with generation parameters. `generate_kwargs` is not modified."""
     prepare = getattr(pipeline, "_prepare_generate_kwargs", None)
     if prepare is not None:
         return prepare(dict(generate_kwargs))
     kwargs = dict(generate_kwargs)
-    kwargs.setdefault("generation_config", pipeline.generation_config)
-    return kwargs
+    config = copy.deepcopy(kwargs.pop("generation_config", None) or pipeline.generation_config)
+    others = config.update(**kwargs)  # sets the generation parameters, returns the rest
+    return {**others, "generation_config": config}

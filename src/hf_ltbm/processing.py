@@ -23,19 +23,32 @@ def _tokens_per_unit(frames: torch.Tensor) -> list[int]:
     return (((frames.long() - 1) // 2 + 1 - 2) // 2 + 1).tolist()
 
 
+def _af3_windows(processor: Any) -> tuple[int, int]:
+    """`(samples per window, windows kept per clip)` of an Audio Flamingo 3 processor: upstream cuts clips into
+    `chunk_length` (30 s) windows and keeps the first `floor(max_audio_len / chunk_length)` of them, so a
+    `max_audio_len` that is not a multiple of 30 s keeps less than `max_audio_len` seconds."""
+    extractor = processor.feature_extractor
+    return int(extractor.sampling_rate * extractor.chunk_length), int(
+        processor.max_audio_len // extractor.chunk_length
+    )
+
+
 def units_per_clip(processor: Any, num_samples: list[int]) -> list[int]:
     """How many audio-encoder units (rows of `input_features`) each clip of `num_samples[i]` samples becomes: one per
-    clip for Qwen2-Audio, one per started 30 s window for Audio Flamingo 3 (stock or merging processors)."""
+    clip for Qwen2-Audio; for Audio Flamingo 3 one per started 30 s window, at most the windows upstream keeps (stock
+    or merging processors)."""
     if isinstance(processor, AudioFlamingo3Processor):
-        window = int(processor.feature_extractor.sampling_rate * processor.feature_extractor.chunk_length)
-        return [max(1, -(-int(n) // window)) for n in num_samples]
+        window, kept = _af3_windows(processor)
+        return [min(kept, max(1, -(-int(n) // window))) for n in num_samples]
     return [1 for _ in num_samples]
 
 
 def max_audio_seconds(processor: Any) -> float:
-    """The longest clip the backbone accepts: one 30 s window for Qwen2-Audio, `max_audio_len` for Audio Flamingo 3."""
+    """The longest clip the backbone takes whole: one 30 s window for Qwen2-Audio; for Audio Flamingo 3 the whole
+    windows that fit in `max_audio_len` (600 s by default)."""
     if isinstance(processor, AudioFlamingo3Processor):
-        return float(processor.max_audio_len)
+        window, kept = _af3_windows(processor)
+        return kept * window / processor.feature_extractor.sampling_rate
     extractor = processor.feature_extractor
     return extractor.n_samples / extractor.sampling_rate
 
@@ -164,11 +177,17 @@ class AudioFlamingo3LTBMProcessor(_MergeSettingProcessorMixin, AudioFlamingo3Pro
 
     def _process_audio(self, audio, **kwargs):
         rate = int(kwargs["sampling_rate"])
+        window, kept = _af3_windows(self)
+        if kept < 1:
+            raise ValueError(
+                f"max_audio_len={self.max_audio_len!r} keeps no {window / rate:g} s window: Audio Flamingo 3 takes "
+                "audio in whole windows, so `max_audio_len` must be at least one window long."
+            )
         self._check_duration(
             list(audio),
-            int(self.max_audio_len * rate),
+            kept * window,
             rate,
-            f"Audio Flamingo 3 (max_audio_len={self.max_audio_len})",
+            f"Audio Flamingo 3 (max_audio_len={self.max_audio_len}: {kept} whole {window / rate:g} s windows)",
             "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
         )
         kwargs["padding"] = "max_length"
