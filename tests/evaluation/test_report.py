@@ -125,8 +125,8 @@ def test_write_report_files_and_plot(runs_dir, tmp_path):
     with open(written["csv"]) as handle:
         rows = list(csv.DictReader(handle))
     assert set(rows[0]) == {
-        "model", "task", "run", "method", "keep_ratio", "window", "size_aware", "options", "metric", "value",
-        "relative_change_vs_none",
+        "model", "task", "run", "method", "keep_ratio", "window", "size_aware", "options", "space", "key_source",
+        "metric", "value", "relative_change_vs_none",
     }  # fmt: skip
     assert len(rows) == sum(len(r.metrics) for r in collect_runs(runs_dir))
     plot = written["plot0"]
@@ -139,3 +139,36 @@ def test_errors(tmp_path):
         collect_runs(tmp_path / "nope")
     with pytest.raises(ValueError, match="No finished runs"):
         collect_runs(tmp_path)
+
+
+def test_space_and_key_source_variants_are_separate_rows_and_series(tmp_path):
+    """Runs that differ only in --space or --key-source sit side by side in one --out: each is its own row and plot
+    series (before, the report folded them into one and the last run won)."""
+    m = "org/model"
+    write_run(tmp_path, m, "clotho", "none", "none", {"CIDEr-D": 0.40})
+    plain = write_run(tmp_path, m, "clotho", "ltbm_keep0.5_w3", "ltbm", {"CIDEr-D": 0.38}, 0.5, 3)
+    projector = write_run(tmp_path, m, "clotho", "ltbm_keep0.5_w3_projector", "ltbm", {"CIDEr-D": 0.30}, 0.5, 3)
+    keys = write_run(tmp_path, m, "clotho", "ltbm_keep0.5_w3_encoder_keys", "ltbm", {"CIDEr-D": 0.20}, 0.5, 3)
+    for path, extra in ((projector, {"space": "projector"}), (keys, {"key_source": "encoder_keys"})):
+        data = json.loads((path / "metrics.json").read_text())
+        (path / "metrics.json").write_text(json.dumps({**data, **extra}))
+    # a run written before metrics.json recorded the variant: read from its config.json
+    (plain / "config.json").write_text(
+        json.dumps({"audio_token_merge": {"space": "encoder", "key_source": "features"}})
+    )
+    runs = collect_runs(tmp_path)
+    assert len({run.identity for run in runs}) == 4
+    assert sorted(run.series for run in runs if run.method == "ltbm") == [
+        "ltbm (w=3)",
+        "ltbm (w=3) keys=encoder_keys",
+        "ltbm (w=3) space=projector",
+    ]
+    wide = [row for row in wide_rows(runs) if row["method"] == "ltbm"]
+    assert sorted(row["clotho/CIDEr-D"] for row in wide) == [0.20, 0.30, 0.38]
+    assert {row["setting"] for row in wide} == {
+        "keep 0.5, w 3",
+        "keep 0.5, w 3, space=projector",
+        "keep 0.5, w 3, keys=encoder_keys",
+    }
+    text = markdown(runs)
+    assert "space=projector" in text and "keys=encoder_keys" in text and "0.3000" in text and "0.2000" in text

@@ -51,6 +51,28 @@ class Run:
     metrics: dict[str, float]
     unavailable: dict[str, str] = field(default_factory=dict)
     path: Optional[Path] = None
+    space: str = "encoder"
+    key_source: str = "features"
+
+    @property
+    def variant(self) -> list[str]:
+        """The non-default `space` / `key_source` of the run (sweep variants that sit side by side in one `--out`)."""
+        parts = [] if self.space == "encoder" else [f"space={self.space}"]
+        return parts + ([] if self.key_source == "features" else [f"keys={self.key_source}"])
+
+    @property
+    def identity(self) -> tuple:
+        """Every setting field that makes a run's folder distinct: two runs with the same identity are one row."""
+        return (
+            self.model,
+            self.method,
+            self.keep_ratio,
+            self.window,
+            self.size_aware,
+            json.dumps(self.options, sort_keys=True),
+            self.space,
+            self.key_source,
+        )
 
     @property
     def setting(self) -> str:
@@ -61,6 +83,7 @@ class Run:
         if self.window is not None:
             parts.append(f"w {self.window}")
         parts += [f"{k}={v}" for k, v in sorted(self.options.items())]
+        parts += self.variant
         if self.size_aware:
             parts.append("size-aware")
         return ", ".join(parts)
@@ -70,6 +93,7 @@ class Run:
         """The plot line this run belongs to (method, LTBM window, size-aware)."""
         label = self.method if self.window is None else f"{self.method} (w={self.window})"
         label += "".join(f" {k}={v}" for k, v in sorted(self.options.items()))
+        label += "".join(f" {part}" for part in self.variant)
         return label + (" + size-aware" if self.size_aware else "")
 
 
@@ -100,11 +124,23 @@ def collect_runs(root: Path) -> list[Run]:
                 metrics=metrics,
                 unavailable=data.get("unavailable") or {},
                 path=path.parent,
+                **_variant_fields(data, path.parent),
             )
         )
     if not runs:
         raise ValueError(f"No finished runs (folders with metrics.json) under {str(root)!r}.")
     return sorted(runs, key=_sort_key)
+
+
+def _variant_fields(metrics: dict[str, Any], folder: Path) -> dict[str, str]:
+    """`space` and `key_source` of a run: from `metrics.json`, or (runs written before it recorded them) from the merge
+    setting in the run's `config.json`."""
+    fields = {name: metrics[name] for name in ("space", "key_source") if metrics.get(name) is not None}
+    config_path = folder / "config.json"
+    if len(fields) < 2 and config_path.exists():
+        setting = json.loads(config_path.read_text(encoding="utf-8")).get("audio_token_merge") or {}
+        fields = {**{n: setting[n] for n in ("space", "key_source") if setting.get(n) is not None}, **fields}
+    return fields
 
 
 def _sort_key(run: Run) -> tuple:
@@ -114,6 +150,8 @@ def _sort_key(run: Run) -> tuple:
         run.method,
         run.window or 0,
         json.dumps(run.options, sort_keys=True),
+        run.space,
+        run.key_source,
         run.size_aware,
         -(run.keep_ratio or 1.0),
         run.task,
@@ -168,6 +206,8 @@ def tidy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                     "window": run.window,
                     "size_aware": run.size_aware,
                     "options": json.dumps(run.options, sort_keys=True) if run.options else "",
+                    "space": run.space,
+                    "key_source": run.key_source,
                     "metric": metric,
                     "value": run.metrics[metric],
                     "relative_change_vs_none": _change(run, metric, baselines),
@@ -177,7 +217,7 @@ def tidy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 
 def _key(run: Run) -> tuple:
-    return (run.model, run.method, run.keep_ratio, run.window, run.size_aware, json.dumps(run.options, sort_keys=True))
+    return run.identity
 
 
 def wide_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
@@ -196,6 +236,8 @@ def wide_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "window": run.window,
                 "size_aware": run.size_aware,
                 "options": json.dumps(run.options, sort_keys=True) if run.options else "",
+                "space": run.space,
+                "key_source": run.key_source,
             },
         )
         for metric in _metric_order(run.task, list(run.metrics)):

@@ -493,6 +493,8 @@ def _run(
             "window": spec.window,
             "size_aware": spec.size_aware,
             "options": dict(spec.options),
+            "space": spec.space,
+            "key_source": spec.key_source,
             **scored,
             "efficiency": _efficiency(records, batches),
         }
