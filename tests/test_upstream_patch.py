@@ -1,4 +1,4 @@
-"""The upstream proposal in docs/upstream: the transformers patch applies to a clean transformers 5.23.0 source tree,
+"""The upstream proposal in docs/upstream: the transformers patch applies to a clean transformers 5.24.0 source tree,
 its new tests pass there offline, it changes nothing while `audio_token_merge` is unset, and its merge agrees with
 hf-ltbm's."""
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = ROOT / "docs" / "upstream"
 SCRIPT = UPSTREAM / "apply_and_test.py"
 PATCH = UPSTREAM / "audio_token_merge.patch"
-NO_SOURCE = 2  # apply_and_test.py's exit status when no transformers 5.23.0 source can be had
+NO_SOURCE = 2  # apply_and_test.py's exit status when no transformers 5.24.0 source can be had
 
 
 def test_patch_touches_only_qwen2_audio_and_audioflamingo3():
@@ -48,8 +48,8 @@ def test_patch_applies_and_its_tests_pass(tmp_path):
     output = "\n".join((result.stdout + result.stderr).splitlines()[-120:])
     if result.returncode == NO_SOURCE:
         pytest.skip(
-            "no transformers 5.23.0 source: the sdist could not be downloaded (pip download) nor found in the cache, "
-            f"and the installed transformers is not 5.23.0:\n{output}"
+            "no transformers 5.24.0 source: the sdist could not be downloaded (pip download) nor found in the cache, "
+            f"and the installed transformers is not 5.24.0:\n{output}"
         )
     assert result.returncode == 0, output
 

@@ -1,18 +1,18 @@
 #!/usr/bin/env python
-"""Applies `audio_token_merge.patch` to a clean transformers 5.23.0 source tree and runs its tests offline.
+"""Applies `audio_token_merge.patch` to a clean transformers 5.24.0 source tree and runs its tests offline.
 
 The patched transformers is only ever put on `PYTHONPATH` of child processes, in a temporary folder: nothing is
 installed, and the current environment's transformers is never touched.
 
 Where the source comes from (the first that works):
 
-1. `--source PATH`: a transformers v5.23.0 source tree (e.g. a git checkout of the `v5.23.0` tag) or an sdist
+1. `--source PATH`: a transformers v5.24.0 source tree (e.g. a git checkout of the `v5.24.0` tag) or an sdist
    tarball;
-2. `transformers-5.23.0.tar.gz` in the cache folder (`--cache-dir`, default `$HF_LTBM_UPSTREAM_CACHE` or
+2. `transformers-5.24.0.tar.gz` in the cache folder (`--cache-dir`, default `$HF_LTBM_UPSTREAM_CACHE` or
    `~/.cache/hf-ltbm/upstream`), checked against its sha256;
-3. `pip download transformers==5.23.0 --no-binary :all: --no-deps` into the cache folder (the only network access;
+3. `pip download transformers==5.24.0 --no-binary :all: --no-deps` into the cache folder (the only network access;
    `--no-download` skips it);
-4. the source of the installed `transformers` package, if it is version 5.23.0 (a copy; the library only, no tests).
+4. the source of the installed `transformers` package, if it is version 5.24.0 (a copy; the library only, no tests).
 
 What the sdist holds: `src/transformers/` and the top-level test harness (`tests/test_modeling_common.py`,
 `tests/test_configuration_common.py`, ...), but not `tests/generation/` nor `tests/exporters/` (which
@@ -27,7 +27,7 @@ the patched source (`parameterized`, which the real `test_modeling_common.py` ne
 folder if the environment lacks it), run `check_unchanged.py` (pristine vs patched outputs with merging off, bitwise)
 and `crosscheck_hf_ltbm.py` (patched merge vs hf-ltbm's, when hf-ltbm is importable).
 
-Exit status: 0 every step passed, 1 a step failed, 2 no usable transformers 5.23.0 source was found.
+Exit status: 0 every step passed, 1 a step failed, 2 no usable transformers 5.24.0 source was found.
 
     python docs/upstream/apply_and_test.py [--source PATH] [--report report.json] [--keep]
 """
@@ -49,9 +49,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PATCH = HERE / "audio_token_merge.patch"
-VERSION = "5.23.0"
+VERSION = "5.24.0"
 SDIST_NAME = f"transformers-{VERSION}.tar.gz"
-SDIST_SHA256 = "19d647a4d5d903a7c644ca5cde2d86efc3dde7d8c687ae7988806ff2205efa71"
+SDIST_SHA256 = "906cb8c3cb2123575e263962586a4d21a979ce97feeb95fe6aaf66fe6ae88bf3"
 NEW_TESTS = [
     "tests/models/qwen2_audio/test_modeling_qwen2_audio_token_merge.py",
     "tests/models/qwen2_audio/test_processing_qwen2_audio_token_merge.py",
@@ -210,7 +210,7 @@ def cached_or_downloaded_sdist(cache: Path, download: bool) -> Path | None:
 
 
 def installed_package() -> Path | None:
-    """The folder of the installed transformers package, if it is version 5.23.0."""
+    """The folder of the installed transformers package, if it is version 5.24.0."""
     probe = (
         "import importlib.metadata as m, importlib.util as u\n"
         "spec = u.find_spec('transformers')\n"
@@ -227,7 +227,7 @@ def installed_package() -> Path | None:
 
 
 def obtain_source(args: argparse.Namespace, tree: Path) -> tuple[str, str]:
-    """Fills `tree` with a clean transformers 5.23.0 source; returns (kind, where from)."""
+    """Fills `tree` with a clean transformers 5.24.0 source; returns (kind, where from)."""
     if args.source:
         source = Path(args.source).expanduser().resolve()
         if source.is_file():
@@ -363,7 +363,7 @@ def run_script(name: str, args: list[str], env: dict[str, str], cwd: Path) -> tu
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", help="a transformers 5.23.0 source tree or sdist tarball (skips the download)")
+    parser.add_argument("--source", help="a transformers 5.24.0 source tree or sdist tarball (skips the download)")
     parser.add_argument(
         "--cache-dir",
         default=os.environ.get("HF_LTBM_UPSTREAM_CACHE") or str(Path.home() / ".cache" / "hf-ltbm" / "upstream"),
