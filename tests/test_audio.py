@@ -1,4 +1,5 @@
 import http.server
+import re
 import threading
 
 import numpy as np
@@ -151,3 +152,25 @@ def test_non_numeric_audio_is_refused_by_dtype():
 
     with pytest.raises(AudioInputError, match="dtype bool"):
         load_audio(np.zeros(100, dtype=bool), 16000)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("wrap", ["array", "tensor", "dict"])
+def test_stereo_arrays_in_either_layout_give_the_samples_of_their_file(tmp_path, layout, wrap):
+    """soundfile and scipy return `[samples, channels]`; that layout was averaged over the samples axis before."""
+    import torch
+
+    path = tmp_path / "stereo.wav"
+    data = write_clip(path, channels=2)  # [samples, channels]
+    from_file = load_audio(path, 16000)
+    array = data if layout == "channels_last" else data.T.copy()
+    source = {"array": array, "tensor": torch.from_numpy(array), "dict": {"array": array, "sampling_rate": 16000}}[
+        wrap
+    ]
+    np.testing.assert_allclose(load_audio(source, 16000), from_file, atol=1e-4)  # the file holds 16-bit samples
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (16, 16), (100, 12)])
+def test_an_ambiguous_two_dimensional_array_is_refused_by_shape(shape):
+    with pytest.raises(AudioInputError, match=re.escape(f"shape {shape}: cannot tell channels from samples")):
+        load_audio(np.zeros(shape, dtype=np.float32), 16000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -34,12 +34,30 @@ def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     return soxr.resample(wave, rate, target, quality="HQ").astype(np.float32, copy=False)
 
 
-def _to_mono(wave: np.ndarray, name: str, channels_last: bool) -> np.ndarray:
+#: The most channels an array's short axis may have for it to be read as the channel axis.
+MAX_CHANNELS = 8
+
+
+def _to_mono(wave: np.ndarray, name: str, channels_last: Optional[bool]) -> np.ndarray:
+    """`[samples]` from `[samples]`, `[channels, samples]` or `[samples, channels]` (the layout soundfile and scipy
+    return); `channels_last=None` tells the layouts apart by the short axis (at most `MAX_CHANNELS` channels)."""
     if wave.ndim == 2:
+        if channels_last is None:
+            rows, columns = wave.shape
+            if rows <= MAX_CHANNELS < columns:
+                channels_last = False
+            elif columns <= MAX_CHANNELS < rows:
+                channels_last = True
+            else:
+                raise AudioInputError(
+                    f"Audio {name} has shape {tuple(wave.shape)}: cannot tell channels from samples. Pass "
+                    f"[samples], [channels, samples] or [samples, channels] with at most {MAX_CHANNELS} channels."
+                )
         wave = wave.mean(axis=1 if channels_last else 0)
     if wave.ndim != 1:
         raise AudioInputError(
-            f"Audio {name} has shape {tuple(wave.shape)}; expected [samples] or [channels, samples]."
+            f"Audio {name} has shape {tuple(wave.shape)}; expected [samples], [channels, samples] or "
+            "[samples, channels]."
         )
     return wave
 
@@ -82,8 +100,9 @@ def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = No
     """Returns `source` as a mono float32 waveform `[samples]` at `sampling_rate`.
 
     Args:
-        source: a path or http(s) URL of an audio file; a numpy array or torch tensor (`[samples]` or
-            `[channels, samples]`) already at `sampling_rate`; a dict `{"array" (or "raw"): waveform,
+        source: a path or http(s) URL of an audio file; a numpy array or torch tensor (`[samples]`,
+            `[channels, samples]` or `[samples, channels]`, float in [-1, 1] or integer PCM) already at
+            `sampling_rate`; a dict `{"array" (or "raw"): waveform,
             "sampling_rate": rate}` (the decoded `datasets` Audio format), resampled when its rate differs; or a
             dict `{"bytes": encoded file, "path": name}` / `{"path": file}` (the `Audio(decode=False)` format).
         sampling_rate: the target rate (the feature extractor's, 16 kHz for Qwen2-Audio and AF3).
@@ -116,11 +135,11 @@ def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = No
                 f"`datasets` Audio(decode=False) form), got keys {sorted(source)}."
             )
         name = name or "dict"
-        wave = _to_mono(_to_float(source[key], name), name, channels_last=False)
+        wave = _to_mono(_to_float(source[key], name), name, channels_last=None)
         rate = int(source["sampling_rate"])
     else:
         name = name or "array"
-        wave = _to_mono(_to_float(source, name), name, channels_last=False)
+        wave = _to_mono(_to_float(source, name), name, channels_last=None)
         rate = sampling_rate
     if wave.size == 0:
         raise AudioInputError(f"Audio {name} is empty (0 samples).")
