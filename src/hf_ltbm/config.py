@@ -156,7 +156,10 @@ class AudioTokenMergeConfig:
         return bool(self.build_method().uses_keys)
 
     def output_length(self, n: int) -> int:
-        """Number of tokens a clip (or 30 s window) of `n` audio tokens is reduced to."""
+        """Number of tokens a clip (or 30 s window) of `n` audio tokens is reduced to; a unit with no token (an Audio
+        Flamingo 3 clip's last window of 320 samples or fewer) stays empty."""
+        if n == 0:
+            return 0
         return output_length(n, keep_ratio=self.keep_ratio, num_tokens=self.num_tokens)
 
     def merge(

@@ -109,6 +109,9 @@ def merge_maps(model: Any, processor: Any, audio: np.ndarray, settings: Sequence
             out = model.get_audio_features(features, mask)
         result = out.merge_result
         counts = out.num_input_tokens.tolist()
-        assignments = [result.assignment[u, :n].cpu() for u, n in enumerate(counts)]
+        rows = iter(range(result.assignment.shape[0]))  # one row per unit with tokens
+        assignments = [
+            result.assignment[next(rows), :n].cpu() if n else result.assignment.new_zeros(0) for n in counts
+        ]
         maps.append(MergeMap(parsed, assignments, seconds_per_token, float(extractor.chunk_length)))
     return maps

@@ -2,6 +2,7 @@
 
 from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM, DynamicCache
@@ -274,3 +275,40 @@ def test_encoder_keys_and_attention_scores_paths_run(backbone):
         a, b = backbone.inputs(UNITS, TEXTS, setting), backbone.inputs(UNITS, TEXTS)
         with torch.no_grad():
             assert torch.equal(ours(**a).logits, ours(**b).logits)
+
+
+@pytest.mark.parametrize("method", ["ltbm", "pool", "prune_attention"])
+def test_a_last_window_without_encoder_tokens_is_left_empty(method):
+    """AF3 cuts a clip into windows; a last window of 320 samples or fewer has no encoder token. Merging off handles
+    it (0 placeholders); with merging on it reached the merge and crashed."""
+    from tests.models.conftest import AF3
+    from tests.models.tiny import audioflamingo3_processor, tone
+
+    processor = audioflamingo3_processor(hf_ltbm.AudioFlamingo3LTBMProcessor, audio_token_merge=method)
+    window = processor.feature_extractor.chunk_length * 16000
+    for extra in (1, 160, 320):  # samples past a whole window
+        clip = np.concatenate([tone(2.0)[:window], tone(0.1)[:extra]])
+        batch = processor(text=["<sound> describe"], audio=[clip])
+        n_per_window = tokens_for_frames_list(batch["input_features_mask"].sum(-1))
+        assert n_per_window[-1] == 0
+        _, model = AF3.models()
+        model.set_audio_token_merge(method)
+        num_input, num_output = model.audio_token_counts(batch["input_features_mask"])
+        assert num_output.tolist()[-1] == 0
+        assert int((batch["input_ids"] == AUDIO_TOKEN_ID).sum()) == int(num_output.sum())
+        with torch.no_grad():
+            features = model.get_audio_features(batch["input_features"], batch["input_features_mask"])
+        assert features.audio_token_counts.tolist() == num_output.tolist()
+        assert model.generate(**batch, max_new_tokens=2, do_sample=False).shape[1] == batch["input_ids"].shape[1] + 2
+    # in a batch, the empty window stays with its clip's row (beam search moves each row's windows as a block)
+    rows = [clip, tone(1.0, 660)]
+    beams = {"max_new_tokens": 3, "do_sample": False, "num_beams": 2, "num_return_sequences": 2}
+    together = processor(text=["<sound> describe"] * 2, audio=rows, padding=True, padding_side="left")
+    out = model.generate(**together, **beams)[:, together["input_ids"].shape[1] :]
+    for i, audio in enumerate(rows):
+        alone = processor(text=["<sound> describe"], audio=[audio])
+        assert torch.equal(out[2 * i : 2 * i + 2], model.generate(**alone, **beams)[:, alone["input_ids"].shape[1] :])
+
+
+def tokens_for_frames_list(frames):
+    return [max(0, tokens_for_frames(int(f))) for f in frames]

@@ -75,7 +75,10 @@ def plan_placeholders(
     unit = torch.searchsorted(counts.cumsum(0), order, right=True).clamp(max=max(len(counts) - 1, 0))
     row_of_flat = torch.arange(flat.numel(), device=device) // placeholder.shape[1]
     first_flat = flat.nonzero().flatten()
-    unit_row = row_of_flat[first_flat[starts]] if total else torch.zeros_like(counts)
+    # The row of a unit: that of its first placeholder; a unit without any (an AF3 window with no encoder token)
+    # belongs to the row of the placeholder before it, the previous window of the same clip.
+    position = torch.where(counts > 0, starts, (starts - 1).clamp(min=0))
+    unit_row = row_of_flat[first_flat[position]] if total else torch.zeros_like(counts)
     if keep_first is None:
         return PlaceholderPlan(fill=placeholder, keep=None, unit_row=unit_row)
     kept = (order - starts[unit]) < keep_first.to(device)[unit]

@@ -58,8 +58,8 @@ class AudioTokenMergeOutput(BaseModelOutputWithPooling):
             units, concatenated in unit order: what replaces the placeholders.
         audio_token_counts (`torch.LongTensor` of shape `[U]`): tokens per unit after merging (`M_u`).
         num_input_tokens (`torch.LongTensor` of shape `[U]`): tokens per unit before merging (`N_u`).
-        merge_result (`MergeResult`, *optional*): the merge itself (in the configured space); `None` when merging is
-            off.
+        merge_result (`MergeResult`, *optional*): the merge itself (in the configured space), one row per unit that
+            has tokens (units with `N_u = 0` are left out); `None` when merging is off.
     """
 
     audio_token_counts: Optional[torch.LongTensor] = None
@@ -299,17 +299,28 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             frames = (feature_mask.sum(-1).long() - 1) // 2 + 1
             scores = received_attention(cap["q_proj"], cap["k_proj"], attn.num_heads, attn.scaling, frames)
             scores = scores[:, : hidden.shape[1]]
+        # A unit without encoder tokens (an AF3 clip's last window of <= 320 samples) has nothing to merge and no
+        # placeholder: the merge runs on the other units, and the unit keeps 0 tokens, as upstream gives it.
+        filled = lengths > 0
+        if not bool(filled.all()):
+            hidden_in, lengths = hidden[filled], lengths[filled]
+            keys = None if keys is None else keys[filled]
+            scores = None if scores is None else scores[filled]
+        else:
+            hidden_in = hidden
         if setting.space == "encoder":
-            merged = setting.merge(hidden, lengths, keys=keys, scores=scores)
+            merged = setting.merge(hidden_in, lengths, keys=keys, scores=scores)
             tokens = self.multi_modal_projector(merged.tokens)
         else:
-            merged = setting.merge(self.multi_modal_projector(hidden), lengths, keys=keys, scores=scores)
+            merged = setting.merge(self.multi_modal_projector(hidden_in), lengths, keys=keys, scores=scores)
             tokens = merged.tokens
         valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < merged.lengths.to(tokens.device)[:, None]
+        counts = torch.zeros_like(num_input)
+        counts[filled.to(counts.device)] = merged.lengths.to(counts.device)
         return AudioTokenMergeOutput(
             last_hidden_state=hidden,
             pooler_output=tokens[valid],
-            audio_token_counts=merged.lengths,
+            audio_token_counts=counts,
             num_input_tokens=num_input,
             merge_result=merged,
         )
