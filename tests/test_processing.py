@@ -117,3 +117,10 @@ def test_a_max_audio_len_between_windows_counts_windows_as_upstream_does():
         merging(text=[AF3_PROMPT], audio=[long_clip])
     with pytest.raises(ValueError, match=r"max_audio_len=1 keeps no 2 s window"):
         audioflamingo3_processor(AudioFlamingo3LTBMProcessor, max_audio_len=1)(text=[AF3_PROMPT], audio=[tone(1.0)])
+
+
+def test_num_tokens_is_a_budget_per_audio_unit_as_documented():
+    """Audio Flamingo 3 applies `num_tokens` per window (the docs said per clip): three windows, three budgets."""
+    merging = audioflamingo3_processor(AudioFlamingo3LTBMProcessor, audio_token_merge={"num_tokens": 5})
+    assert _placeholders(merging(text=[AF3_PROMPT], audio=[tone(6.0)])) == [3 * 5]
+    assert "per 30 s window for Audio Flamingo 3" in " ".join(hf_ltbm.AudioTokenMergeConfig.__doc__.split())

@@ -37,7 +37,8 @@ class AudioTokenMergeConfig:
         method (`str`, defaults to `"ltbm"`): a registered method (see :func:`~hf_ltbm.available_methods`).
         keep_ratio (`float`, *optional*): fraction of audio tokens kept, in (0, 1]. Defaults to
             `DEFAULT_KEEP_RATIO` (0.5) when `num_tokens` is not set either.
-        num_tokens (`int`, *optional*): token budget per clip (>= 1) instead of a ratio.
+        num_tokens (`int`, *optional*): token budget (>= 1) instead of a ratio, per audio unit: per clip for
+            Qwen2-Audio, per 30 s window for Audio Flamingo 3 (a 90 s clip gets up to `3 * num_tokens`).
         window (`int`, *optional*): LTBM's window in slots of the current sequence; `None` resolves to
             `DEFAULT_WINDOW` for `"ltbm"` and must stay `None` for every other method.
         seed (`int`, *optional*): seeds a fresh `torch.Generator` at every merge for the random methods, so the
