@@ -183,9 +183,14 @@ def output_cache(outputs: Any) -> Any:
 
 
 @functools.cache
+def signature(function: Callable) -> inspect.Signature:
+    """`inspect.signature(function)`, computed once per function (forwards bind to it on every decoding step)."""
+    return inspect.signature(function)
+
+
 def forward_parameters(function: Callable) -> tuple[str, ...]:
     """The parameter names of `function`'s public signature (decorators that wrap it are seen through)."""
-    return tuple(inspect.signature(function).parameters)
+    return tuple(signature(function).parameters)
 
 
 def cache_parameter(function: Callable) -> str:
@@ -222,10 +227,8 @@ def mirrors(upstream: Callable) -> Callable[[F], F]:
     signature, so `inspect.signature` (and `generate()`'s checks that use it) see exactly upstream's parameters, and
     whatever a later release adds is advertised without a hand-copied parameter list."""
 
-    signature = inspect.signature(upstream)
-
     def decorate(method: F) -> F:
-        method.__signature__ = signature
+        method.__signature__ = signature(upstream)
         method.__mirrors__ = upstream  # what docs/gen_api.py names instead of a release-dependent parameter list
         return method
 
@@ -245,12 +248,11 @@ def bind_forward(upstream: Callable, handled: frozenset[str], args: tuple, kwarg
         TypeError: arguments that do not fit the signature, both cache names at once, or a value for an upstream
             parameter the merging path does not implement (a newer transformers than this hf-ltbm knows).
     """
-    signature = inspect.signature(upstream)
-    bound = signature.bind(*args, **kwargs)
-    arguments = dict(bound.arguments)
-    arguments.pop(next(iter(signature.parameters)))  # self
+    parameters = signature(upstream).parameters
+    arguments = dict(signature(upstream).bind(*args, **kwargs).arguments)
+    arguments.pop(next(iter(parameters)))  # self
     extra: dict[str, Any] = {}
-    for name, parameter in signature.parameters.items():
+    for name, parameter in parameters.items():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             extra = dict(arguments.pop(name, {}))
     accepted, *aliases = accepted_cache_names(upstream)
@@ -267,9 +269,7 @@ def bind_forward(upstream: Callable, handled: frozenset[str], args: tuple, kwarg
             )
             cache = value
     unhandled = sorted(
-        name
-        for name, value in arguments.items()
-        if name not in handled and value is not signature.parameters[name].default
+        name for name, value in arguments.items() if name not in handled and value is not parameters[name].default
     )
     if unhandled:
         raise TypeError(

@@ -12,7 +12,6 @@ Backbone files only declare a few class attributes and implement `_run_encoder` 
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -563,7 +562,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         gets the 2D `attention_mask [B, L]` instead of a 4D mask sized for the uncompacted prompt (static and compiled
         caches)."""
         model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
-        call = inspect.signature(GenerationMixin.prepare_inputs_for_generation).bind(self, *args, **kwargs).arguments
+        call = compat.signature(GenerationMixin.prepare_inputs_for_generation).bind(self, *args, **kwargs).arguments
         extra = call.get("kwargs", {})
         # A compiled-cache prefill gets a 4D mask sized for the uncompacted prompt: hand the 2D mask to the language
         # model instead, which builds its own mask after compaction.
