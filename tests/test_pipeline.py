@@ -190,3 +190,37 @@ def test_size_aware_attention_as_a_call_time_setting(pipe):
     assert aware["generated_text"] == expected and aware["audio_tokens_after"] == 19
     lm_config = pipe.model.model.language_model.config
     assert lm_config._attn_implementation == "sdpa"  # restored with the setting
+
+
+def _upstream_processor(processor):
+    """The stock transformers processor with the same feature extractor, tokenizer and template."""
+    from transformers import AudioFlamingo3Processor, Qwen2AudioProcessor
+
+    if isinstance(processor, hf_ltbm.AudioFlamingo3LTBMProcessor):
+        return AudioFlamingo3Processor(
+            processor.feature_extractor,
+            processor.tokenizer,
+            chat_template=processor.chat_template,
+            max_audio_len=processor.max_audio_len,
+        )
+    return Qwen2AudioProcessor(processor.feature_extractor, processor.tokenizer, chat_template=processor.chat_template)
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_a_stock_upstream_processor_works_in_batches_of_mixed_lengths(name):
+    """The pipeline with transformers' own processor: a top-level `padding=True` reached Audio Flamingo 3's feature
+    extractor, which padded the features to the batch's longest clip (shorter than a window) and crashed the encoder. Text-only padding:
+    the stock processor's prompts (compacted in the model) give the merging processor's results, row by row."""
+    model, merging = build_tiny_model(name, audio_token_merge=LTBM)
+    stock = _upstream_processor(merging)
+    assert type(stock).__module__.startswith("transformers.")
+    audio = [clip(31 if "flamingo" in name else 7, 1), clip(1.5, 2), clip(4, 3)]  # AF3: two windows in row 0
+    kw = dict(text="describe the sound", max_new_tokens=3, batch_size=2)  # the second batch holds no full window
+    with_stock = pipeline(TASK, model=model, processor=stock)(audio, **kw)
+    with_merging = pipeline(TASK, model=model, processor=merging)(audio, **kw)
+    assert [r[0] for r in with_stock] == [r[0] for r in with_merging]
+    before = [r[0]["audio_tokens_before"] for r in with_stock]
+    assert before == ([775, 37, 100] if "flamingo" in name else [175, 37, 100])
+    assert [r[0]["audio_tokens_after"] for r in with_stock] == [
+        sum(hf_ltbm.output_length(n, keep_ratio=0.5) for n in ([750, 25] if b == 775 else [b])) for b in before
+    ]
