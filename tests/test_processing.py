@@ -91,6 +91,37 @@ def test_auto_processor_returns_merging_processor(tmp_path):
     assert type(again) is Qwen2AudioLTBMProcessor and again.merge_config == proc.merge_config
 
 
+@pytest.mark.parametrize("backbone", [QWEN, AF3], ids=lambda b: b.name)
+def test_a_saved_merging_processor_names_the_upstream_class(backbone, tmp_path):
+    """Plain transformers' AutoProcessor reads `processor_class` (processor_config.json first, then the tokenizer's
+    config): a saved merging processor named itself there, so plain transformers loaded the folder as a bare
+    tokenizer. It now names the upstream class in both, and with hf_ltbm imported the saved setting still makes
+    AutoProcessor return the merging processor."""
+    make = qwen2_audio_processor if backbone is QWEN else audioflamingo3_processor
+    merging_cls = Qwen2AudioLTBMProcessor if backbone is QWEN else AudioFlamingo3LTBMProcessor
+    upstream = merging_cls._upstream_class.__name__
+    setting = {"method": "pool", "keep_ratio": 0.25}
+    make(merging_cls, audio_token_merge=setting).save_pretrained(tmp_path)
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        assert json.loads((tmp_path / name).read_text())["processor_class"] == upstream, name
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is merging_cls and loaded.audio_token_merge == hf_ltbm.AudioTokenMergeConfig(**setting).to_dict()
+    assert AutoProcessor.from_pretrained(tmp_path, audio_token_merge=None).merge_config is None
+    # a folder saved without a setting loads as the upstream class, as before
+    make(merging_cls).save_pretrained(tmp_path / "off")
+    assert type(AutoProcessor.from_pretrained(tmp_path / "off")).__name__ == upstream
+
+
+def test_folders_saved_under_the_merging_class_name_still_load(tmp_path):
+    """hf-ltbm 0.1 folders name the merging class; with hf_ltbm imported they load as before."""
+    qwen2_audio_processor(Qwen2AudioLTBMProcessor, audio_token_merge="global").save_pretrained(tmp_path)
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        path = tmp_path / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), "processor_class": "Qwen2AudioLTBMProcessor"}))
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is Qwen2AudioLTBMProcessor and loaded.merge_config.method == "global"
+
+
 def test_a_max_audio_len_between_windows_counts_windows_as_upstream_does():
     """max_audio_len=5 with 2 s windows: upstream keeps 2 whole windows (4 s). A 4 s and a 1 s clip in one batch get
     each row its own placeholders (before, the merging processor counted 3 windows for a clip upstream cut to 2, so

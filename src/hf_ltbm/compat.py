@@ -18,13 +18,14 @@ release what it has. The rest of hf-ltbm imports transformers internals only fro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
 import importlib
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -52,6 +53,7 @@ __all__ = [
     "mirrors",
     "output_cache",
     "prepare_pipeline_generate_kwargs",
+    "processor_class_recorded_as",
     "slice_logits_to_keep",
 ]
 
@@ -300,6 +302,26 @@ def base_attention_functions() -> dict[str, Callable]:
     from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
 
     return {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
+
+
+# ------------------------------------------------------------------------------------------------------- processors
+@contextlib.contextmanager
+def processor_class_recorded_as(processor: Any, name: str) -> Iterator[None]:
+    """While `processor.save_pretrained` runs, its tokenizers record `name` as their `processor_class` in
+    `tokenizer_config.json` (`ProcessorMixin.save_pretrained` hands them `type(processor).__name__` through
+    `_set_processor_class`), so that a folder saved by a subclass names the upstream class there too. Tokenizers
+    without that hook are left alone."""
+    patched = []
+    for value in vars(processor).values():
+        record = getattr(value, "_set_processor_class", None)
+        if callable(record) and "_set_processor_class" not in vars(value):
+            value._set_processor_class = functools.partial(lambda _given, record: record(name), record=record)
+            patched.append(value)
+    try:
+        yield
+    finally:
+        for value in patched:
+            del value._set_processor_class
 
 
 # -------------------------------------------------------------------------------------------------------- pipelines

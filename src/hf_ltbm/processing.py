@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from transformers import AudioFlamingo3Processor, Qwen2AudioProcessor
 
+from .compat import processor_class_recorded_as
 from .config import AudioTokenMergeConfig, MergeSetting
 
 __all__ = ["AudioFlamingo3LTBMProcessor", "Qwen2AudioLTBMProcessor", "max_audio_seconds", "units_per_clip"]
@@ -54,9 +55,26 @@ def max_audio_seconds(processor: Any) -> float:
 
 
 class _MergeSettingProcessorMixin:
-    """Holds the merge setting of a processor as a plain dict (saved in `processor_config.json`)."""
+    """Holds the merge setting of a processor as a plain dict (saved in `processor_config.json`).
+
+    A saved folder names the upstream class as its `processor_class` (in `processor_config.json` and
+    `tokenizer_config.json`), so plain transformers loads it as the upstream processor; with `hf_ltbm` imported,
+    `AutoProcessor` sees the saved `audio_token_merge` and returns the merging processor with that setting.
+    """
 
     audio_token_merge: Optional[dict[str, Any]]
+    _upstream_class: type
+
+    def to_dict(self) -> dict[str, Any]:
+        """The upstream serialisation, with the upstream class as `processor_class` and the merge setting."""
+        output = super().to_dict()
+        output["processor_class"] = self._upstream_class.__name__
+        return output
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> Any:
+        """`ProcessorMixin.save_pretrained`, recording the upstream class name for the tokenizer too."""
+        with processor_class_recorded_as(self, self._upstream_class.__name__):
+            return super().save_pretrained(*args, **kwargs)
 
     def _init_setting(self, audio_token_merge: MergeSetting) -> None:
         parsed = AudioTokenMergeConfig.from_value(audio_token_merge)
@@ -100,6 +118,8 @@ class Qwen2AudioLTBMProcessor(_MergeSettingProcessorMixin, Qwen2AudioProcessor):
             as for `Qwen2AudioProcessor`.
         audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
     """
+
+    _upstream_class = Qwen2AudioProcessor
 
     def __init__(
         self,
@@ -154,6 +174,8 @@ class AudioFlamingo3LTBMProcessor(_MergeSettingProcessorMixin, AudioFlamingo3Pro
             as for `AudioFlamingo3Processor`.
         audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
     """
+
+    _upstream_class = AudioFlamingo3Processor
 
     def __init__(
         self,

@@ -6,7 +6,9 @@
 - The checkpoint conversion mapping of each merging class: transformers treats registered subclasses as custom code
   and would otherwise skip the key renaming of native checkpoints (`lm_head` would silently load random weights).
 - `AutoProcessor` -> `*LTBMProcessor`, and `AutoProcessor.from_pretrained(path, audio_token_merge=...)` returns the
-  merging processor even for a folder saved by the upstream processor.
+  merging processor even for a folder saved by the upstream processor. A folder saved by a merging processor names
+  the upstream class (plain transformers loads it as such) and holds `audio_token_merge`: `AutoProcessor` returns the
+  merging processor with that setting.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .models import (
     Qwen2AudioLTBMForConditionalGeneration,
     Qwen2AudioLTBMModel,
 )
+from .config import MergeSetting
 from .pipeline import register_pipeline
 from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
 
@@ -61,13 +64,23 @@ def _register_conversion(cls, model_type: str) -> None:
         register_checkpoint_conversion_mapping(cls.__name__, mapping, overwrite=True)
 
 
+def _saved_setting(processor_class: type, pretrained_model_name_or_path, kwargs: dict) -> MergeSetting:
+    """The `audio_token_merge` a folder's `processor_config.json` holds (`None` when it has none)."""
+    processor_dict, _ = processor_class.get_processor_dict(pretrained_model_name_or_path, **dict(kwargs))
+    return processor_dict.get("audio_token_merge")
+
+
 def _merging_processor_from_pretrained(original):
     @functools.wraps(original)
     def from_pretrained(pretrained_model_name_or_path, *args, audio_token_merge=_SENTINEL, **kwargs):
-        if audio_token_merge is _SENTINEL:
-            return original(pretrained_model_name_or_path, *args, **kwargs)
         processor = original(pretrained_model_name_or_path, *args, **kwargs)
         target = _PROCESSORS.get(type(processor))
+        if audio_token_merge is _SENTINEL:
+            # A folder saved by a merging processor names the upstream class (so that plain transformers loads it);
+            # its merge setting makes it the merging processor again.
+            if target is None or _saved_setting(target, pretrained_model_name_or_path, kwargs) is None:
+                return processor
+            return target.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         if target is not None:  # a folder saved by the upstream processor: load it as the merging one
             return target.from_pretrained(
                 pretrained_model_name_or_path, *args, audio_token_merge=audio_token_merge, **kwargs
