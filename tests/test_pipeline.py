@@ -209,8 +209,9 @@ def _upstream_processor(processor):
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_a_stock_upstream_processor_works_in_batches_of_mixed_lengths(name):
     """The pipeline with transformers' own processor: a top-level `padding=True` reached Audio Flamingo 3's feature
-    extractor, which padded the features to the batch's longest clip (shorter than a window) and crashed the encoder. Text-only padding:
-    the stock processor's prompts (compacted in the model) give the merging processor's results, row by row."""
+    extractor, which padded the features to the batch's longest clip (shorter than a window) and crashed the encoder.
+    Text-only padding: the stock processor's prompts (compacted in the model) give the merging processor's results,
+    row by row."""
     model, merging = build_tiny_model(name, audio_token_merge=LTBM)
     stock = _upstream_processor(merging)
     assert type(stock).__module__.startswith("transformers.")

@@ -256,8 +256,8 @@ class AudioTextToTextPipeline(Pipeline):
             prompts.append(self._prompt(sample, continue_final_message))
             audio.extend(load_audio(source, rate) for source in sample.audio)
             clips_per_sample.append(len(sample.audio))
-        # Padding is for the text only: a top-level `padding` also reaches the feature extractor, and Audio Flamingo 3's
-        # stock processor then pads the features to the batch's longest window, which its encoder cannot take.
+        # Padding is for the text only: a top-level `padding` also reaches the feature extractor, and the stock Audio
+        # Flamingo 3 processor then pads the features to the batch's longest clip, which its encoder cannot take.
         inputs = self.processor(
             text=prompts,
             audio=audio or None,

@@ -28,13 +28,13 @@ from transformers import (
 )
 
 from .compat import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from .config import MergeSetting
 from .models import (
     AudioFlamingo3LTBMForConditionalGeneration,
     AudioFlamingo3LTBMModel,
     Qwen2AudioLTBMForConditionalGeneration,
     Qwen2AudioLTBMModel,
 )
-from .config import MergeSetting
 from .pipeline import register_pipeline
 from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
 
