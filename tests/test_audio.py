@@ -174,3 +174,104 @@ def test_stereo_arrays_in_either_layout_give_the_samples_of_their_file(tmp_path,
 def test_an_ambiguous_two_dimensional_array_is_refused_by_shape(shape):
     with pytest.raises(AudioInputError, match=re.escape(f"shape {shape}: cannot tell channels from samples")):
         load_audio(np.zeros(shape, dtype=np.float32), 16000)
+
+
+# --------------------------------------------------------------------------------------------- property-based tests
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: Every sample type the ecosystem hands over, with a file subtype that stores its values exactly.
+_FILE_FOR_DTYPE = {
+    "int8": ("a.aiff", "PCM_S8"),
+    "uint8": ("a.wav", "PCM_U8"),
+    "int16": ("a.wav", "PCM_16"),
+    "int32": ("a.wav", "PCM_32"),
+    "float32": ("a.wav", "FLOAT"),
+    "float64": ("a.wav", "DOUBLE"),
+}
+
+
+def _samples(dtype: str, shape: tuple, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if dtype.startswith("float"):
+        return rng.uniform(-1, 1, size=shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+
+
+def _as_file_values(pcm: np.ndarray) -> np.ndarray:
+    """The values soundfile reads back for `pcm` (integer PCM scaled to [-1, 1]; floats as they are)."""
+    if pcm.dtype.kind == "f":
+        return pcm.astype(np.float64)
+    half = 2.0 ** (8 * pcm.itemsize - 1)
+    return (pcm.astype(np.float64) - (half if pcm.dtype.kind == "u" else 0)) / half
+
+
+@given(
+    dtype=st.sampled_from(sorted(_FILE_FOR_DTYPE)),
+    channels=st.integers(1, 8),
+    length=st.integers(9, 600),
+    layout=st.sampled_from(["mono", "channels_first", "channels_last"]),
+    wrap=st.sampled_from(["array", "tensor", "list", "dict"]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_dtype_and_layout_gives_the_samples_and_features_of_its_file(
+    tmp_path_factory, dtype, channels, length, layout, wrap, seed
+):
+    """Arrays, tensors, lists and `{"array", "sampling_rate"}` dicts of every PCM and float type, mono or in either
+    channel layout, give exactly the samples (and so the features) that the same samples give from a file; a list of
+    integers (int64, no audio format) is refused by dtype."""
+    channels = 1 if layout == "mono" else channels
+    data = _samples(dtype, (length, channels), seed)  # [samples, channels], as soundfile returns it
+    name, subtype = _FILE_FOR_DTYPE[dtype]
+    path = tmp_path_factory.mktemp("audio") / name
+    sf.write(str(path), _as_file_values(data), 16000, subtype=subtype)
+    from_file = load_audio(path, 16000)
+    array = {"mono": data[:, 0], "channels_last": data, "channels_first": np.ascontiguousarray(data.T)}[layout]
+    source = {
+        "array": array,
+        "tensor": torch.from_numpy(array),
+        "list": array.tolist(),
+        "dict": {"array": array, "sampling_rate": 16000},
+    }[wrap]
+    if wrap == "list" and data.dtype.kind != "f":
+        with pytest.raises(AudioInputError, match="dtype int64.*build a numpy array of the PCM dtype"):
+            load_audio(source, 16000)
+        return
+    from_array = load_audio(source, 16000)
+    assert from_array.dtype == np.float32 and from_array.shape == (length,)
+    np.testing.assert_array_equal(from_array, from_file)
+    if seed % 8 == 0:  # the features follow from the samples; checked on a share of the examples
+        from transformers import WhisperFeatureExtractor
+
+        extract = WhisperFeatureExtractor(feature_size=80)
+        np.testing.assert_array_equal(
+            extract(from_array, sampling_rate=16000)["input_features"],
+            extract(from_file, sampling_rate=16000)["input_features"],
+        )
+
+
+@given(
+    shape=st.one_of(
+        st.tuples(st.integers(1, 8), st.integers(1, 8)),  # both axes could hold channels
+        st.tuples(st.integers(9, 64), st.integers(9, 64)),  # neither axis could
+        st.lists(st.integers(1, 4), min_size=3, max_size=4).map(tuple),  # not a waveform at all
+    ),
+    wrap=st.sampled_from(["array", "tensor", "dict"]),
+)
+def test_a_layout_that_cannot_be_told_apart_is_refused_by_shape(shape, wrap):
+    array = np.zeros(shape, dtype=np.float32)
+    source = {"array": array, "tensor": torch.from_numpy(array), "dict": {"array": array, "sampling_rate": 16000}}[
+        wrap
+    ]
+    with pytest.raises(AudioInputError, match=re.escape(f"shape {shape}")):
+        load_audio(source, 16000)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint64", "bool", "complex64", "complex128", "str"])
+def test_a_dtype_that_is_no_audio_sample_type_is_refused_by_name(dtype):
+    array = np.zeros(100, dtype=dtype)
+    with pytest.raises(AudioInputError, match=re.escape(f"Audio array has dtype {array.dtype}; pass real samples")):
+        load_audio(array, 16000)
+    with pytest.raises(AudioInputError, match="Cannot use ndarray as audio"):
+        load_audio(np.array([None] * 100), 16000)

@@ -170,10 +170,16 @@ def _to_float(value: Any, name: str) -> np.ndarray:
             f"Cannot use {type(value).__name__} as audio: pass a file path, a waveform array or "
             "{'array': ..., 'sampling_rate': ...}."
         ) from err
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)):
+    pcm = np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize <= 4  # no audio format has 64-bit PCM
+    if not (pcm or np.issubdtype(array.dtype, np.floating)):
         raise AudioInputError(
             f"Audio {name} has dtype {array.dtype}; pass real samples: float (in [-1, 1]) or integer PCM (int8, "
-            "int16, int32, uint8)."
+            "int16, int32, uint8)"
+            + (
+                ". A list of Python ints becomes int64: build a numpy array of the PCM dtype instead."
+                if np.issubdtype(array.dtype, np.integer)
+                else "."
+            )
         )
     if np.issubdtype(array.dtype, np.signedinteger):
         return (array.astype(np.float64) / float(2 ** (8 * array.dtype.itemsize - 1))).astype(np.float32)
