@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoProcessor
@@ -156,3 +157,92 @@ def test_num_tokens_is_a_budget_per_audio_unit_as_documented():
     merging = audioflamingo3_processor(AudioFlamingo3LTBMProcessor, audio_token_merge={"num_tokens": 5})
     assert _placeholders(merging(text=[AF3_PROMPT], audio=[tone(6.0)])) == [3 * 5]
     assert "per 30 s window for Audio Flamingo 3" in " ".join(hf_ltbm.AudioTokenMergeConfig.__doc__.split())
+
+
+# --------------------------------------------------------------------------------------------- property-based tests
+import functools  # noqa: E402
+import math  # noqa: E402
+
+from hypothesis import event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from .models.tiny import MAX_SOURCE_POSITIONS  # noqa: E402
+
+RATE = 16000
+WINDOW = MAX_SOURCE_POSITIONS // 50 * RATE  # the tiny processors' 2 s window, in samples
+HOP = 160  # samples per mel frame
+
+
+@functools.cache
+def _tiny_model(name):
+    return (QWEN if name == "qwen2_audio" else AF3).models()[1]
+
+
+def _expected_placeholders(samples: int, setting: hf_ltbm.AudioTokenMergeConfig) -> int:
+    """A clip's placeholders worked out from its length alone: its 30 s (here 2 s) windows, the mel frames of each
+    (one per started hop), the encoder tokens of those frames, and the merged count of each window."""
+    total = 0
+    for start in range(0, samples, WINDOW):
+        frames = math.ceil(min(WINDOW, samples - start) / HOP)
+        total += setting.output_length(tokens_for_frames(frames))
+    return total
+
+
+@st.composite
+def merge_settings(draw):
+    method = draw(st.sampled_from(hf_ltbm.available_methods()))
+    budget = draw(
+        st.one_of(
+            st.builds(dict, keep_ratio=st.floats(0.01, 1.0)),
+            st.builds(dict, num_tokens=st.integers(1, 60)),
+        )
+    )
+    extra = {"seed": 0} if method == "random" else {}
+    return hf_ltbm.AudioTokenMergeConfig(method=method, **budget, **extra)
+
+
+@st.composite
+def clip_lengths(draw, max_windows: int):
+    """Lengths around every window boundary k*W (minus one sample, plus one, plus 320 and 321 samples: a last
+    window without / with one encoder token), a few samples, and anything in between."""
+    k = draw(st.integers(1, max_windows + 1))
+    near = st.sampled_from([-1, 0, 1, 320, 321]).map(lambda d: k * WINDOW + d)
+    return draw(st.one_of(near, st.integers(1, 700), st.integers(1, (max_windows + 1) * WINDOW)))
+
+
+@settings(max_examples=100)
+@given(data=st.data(), name=st.sampled_from(["qwen2_audio", "audioflamingo3"]), setting=merge_settings())
+def test_placeholders_per_row_equal_each_rows_merged_count_at_any_length(data, name, setting):
+    """For batches mixing clip lengths around every window boundary, and (AF3) any `max_audio_len`: each row gets
+    exactly the sum of its windows' merged counts, worked out from the clip's length alone; `generate()` runs on the
+    merging processor's prompts and gives the same tokens as the stock processor's (compacted in the model); a clip
+    longer than the backbone takes is refused by length, never cut or spread over other rows."""
+    if name == "qwen2_audio":
+        make, merging_cls, prompt, kept = qwen2_audio_processor, Qwen2AudioLTBMProcessor, QWEN_PROMPT, 1
+        kwargs = {}
+    else:
+        make, merging_cls, prompt = audioflamingo3_processor, AudioFlamingo3LTBMProcessor, AF3_PROMPT
+        max_audio_len = data.draw(st.one_of(st.integers(2, 8), st.floats(2.0, 8.0)), label="max_audio_len")
+        kwargs = {"max_audio_len": max_audio_len}
+        kept = int(max_audio_len // (WINDOW // RATE))
+    lengths = data.draw(st.lists(clip_lengths(kept), min_size=1, max_size=3), label="lengths")
+    audio = [tone(n / RATE, 300 + 97 * i)[:n] for i, n in enumerate(lengths)]
+    audio = [np.pad(a, (0, n - len(a))) for a, n in zip(audio, lengths)]
+    processor = make(merging_cls, audio_token_merge=setting, **kwargs)
+    too_long = [i for i, n in enumerate(lengths) if n > kept * WINDOW]
+    if too_long:
+        with pytest.raises(ValueError, match=rf"Audio {too_long[0]} is [0-9.]+ s long, but "):
+            processor(text=[prompt] * len(audio), audio=audio, sampling_rate=RATE)
+        event(f"{name}: refused")
+        return
+    event(f"{name}: {len(lengths)} clip(s), generated")
+    call = {"sampling_rate": RATE, "return_tensors": "pt", **({"padding": True} if name == "qwen2_audio" else {})}
+    batch = processor(text=[prompt] * len(audio), audio=audio, **call)
+    assert _placeholders(batch) == [_expected_placeholders(n, setting) for n in lengths]
+    model = _tiny_model(name)
+    model.set_audio_token_merge(setting)
+    generated = model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert generated.shape == (len(audio), batch["input_ids"].shape[1] + 2)
+    stock = make(**kwargs)(text=[prompt] * len(audio), audio=audio, **call)
+    from_stock = model.generate(**stock, max_new_tokens=2, do_sample=False)
+    assert torch.equal(from_stock[:, stock["input_ids"].shape[1] :], generated[:, batch["input_ids"].shape[1] :])
