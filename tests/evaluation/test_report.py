@@ -172,3 +172,68 @@ def test_space_and_key_source_variants_are_separate_rows_and_series(tmp_path):
     }
     text = markdown(runs)
     assert "space=projector" in text and "keys=encoder_keys" in text and "0.3000" in text and "0.2000" in text
+
+
+# --------------------------------------------------------------------------------------------- property-based tests
+import dataclasses  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from hf_ltbm.evaluation.runner import RunSpec  # noqa: E402
+
+#: A strategy for every field of RunSpec; a field added to RunSpec fails test_the_strategy_covers_every_field until
+#: it is drawn here too, so that the property below covers it.
+_SPEC_FIELDS = {
+    "method": st.sampled_from(["ltbm", "global", "pool", "prune_norm", "segment_topk", "random"]),
+    "keep_ratio": st.sampled_from([0.1, 0.25, 0.5, 0.75, 1.0]) | st.floats(0.01, 1.0),
+    "window": st.none() | st.integers(1, 16),
+    "size_aware": st.booleans(),
+    "options": st.sampled_from([(), (("num_segments", 4),), (("num_segments", 10),), (("seed_offset", 1),)]),
+    "space": st.sampled_from(["encoder", "projector"]),
+    "key_source": st.sampled_from(["features", "encoder_keys"]),
+}
+
+
+@st.composite
+def neighbouring_specs(draw):
+    """A spec and variants of it that differ in one field each (and `none`): the pairs a report must tell apart."""
+    base = draw(st.builds(RunSpec, **_SPEC_FIELDS))
+    fields = draw(st.lists(st.sampled_from(sorted(_SPEC_FIELDS)), min_size=1, max_size=8))
+    specs = [base, RunSpec("none")] + [dataclasses.replace(base, **{f: draw(_SPEC_FIELDS[f])}) for f in fields]
+    return list({spec.name: spec for spec in specs}.values())  # one spec per folder
+
+
+def test_the_strategy_covers_every_field():
+    assert set(_SPEC_FIELDS) == {f.name for f in dataclasses.fields(RunSpec)}
+
+
+@given(specs=neighbouring_specs())
+def test_every_field_that_makes_a_run_folder_distinct_is_part_of_its_identity(tmp_path_factory, specs):
+    """Runs in distinct folders (one task, one model; folder names from RunSpec.name, metrics.json from
+    RunSpec.record as the runner writes them) are distinct rows of the report and never share a point of a plot
+    series; each run reads back the fields of its spec."""
+    root = tmp_path_factory.mktemp("runs")
+    for i, spec in enumerate(specs):
+        path = root / "org__model" / "clotho" / spec.name
+        path.mkdir(parents=True)
+        data = {"model": "org/model", "task": "clotho", **spec.record(), "metrics": {"CIDEr-D": i / 10}}
+        (path / "metrics.json").write_text(json.dumps({**data, "unavailable": {}, "efficiency": {}}))
+    runs = collect_runs(root)
+    assert len(runs) == len(specs)
+    assert len({run.identity for run in runs}) == len(specs)
+    assert len(wide_rows(runs)) == len(specs)
+    assert len({(run.series, run.keep_ratio) for run in runs}) == len(specs)  # one point per line and keep ratio
+    by_name = {spec.name: spec for spec in specs}
+    for run in runs:
+        spec = by_name[run.name]
+        assert (run.method, run.keep_ratio, run.window, run.size_aware, run.space, run.key_source) == (
+            spec.method,
+            spec.keep_ratio,
+            spec.window,
+            spec.size_aware,
+            spec.space,
+            spec.key_source,
+        )
+        assert run.options == dict(spec.options)
+        assert run.metrics["CIDEr-D"] == specs.index(spec) / 10

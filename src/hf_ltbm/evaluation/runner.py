@@ -83,6 +83,20 @@ class RunSpec:
             fields["seed"] = 0
         return AudioTokenMergeConfig(**fields)
 
+    def record(self) -> dict[str, Any]:
+        """The fields of this point as `metrics.json` records them (what the report tells runs apart by): the run
+        folder's name and every field of the spec."""
+        return {
+            "run": self.name,
+            "method": self.method,
+            "keep_ratio": self.keep_ratio,
+            "window": self.window,
+            "size_aware": self.size_aware,
+            "options": dict(self.options),
+            "space": self.space,
+            "key_source": self.key_source,
+        }
+
     @property
     def name(self) -> str:
         """The run folder's name, e.g. `none`, `ltbm_keep0.5_w4`, `global_keep0.25_sizeaware`."""
@@ -487,14 +501,7 @@ def _run(
         metrics = {
             "model": config["model"],
             "task": task.name,
-            "run": spec.name,
-            "method": spec.method,
-            "keep_ratio": spec.keep_ratio,
-            "window": spec.window,
-            "size_aware": spec.size_aware,
-            "options": dict(spec.options),
-            "space": spec.space,
-            "key_source": spec.key_source,
+            **spec.record(),
             **scored,
             "efficiency": _efficiency(records, batches),
         }
