@@ -167,6 +167,7 @@ from hypothesis import event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from .models.tiny import MAX_SOURCE_POSITIONS  # noqa: E402
+from .strategies import merge_settings  # noqa: E402
 
 RATE = 16000
 WINDOW = MAX_SOURCE_POSITIONS // 50 * RATE  # the tiny processors' 2 s window, in samples
@@ -186,19 +187,6 @@ def _expected_placeholders(samples: int, setting: hf_ltbm.AudioTokenMergeConfig)
         frames = math.ceil(min(WINDOW, samples - start) / HOP)
         total += setting.output_length(tokens_for_frames(frames))
     return total
-
-
-@st.composite
-def merge_settings(draw):
-    method = draw(st.sampled_from(hf_ltbm.available_methods()))
-    budget = draw(
-        st.one_of(
-            st.builds(dict, keep_ratio=st.floats(0.01, 1.0)),
-            st.builds(dict, num_tokens=st.integers(1, 60)),
-        )
-    )
-    extra = {"seed": 0} if method == "random" else {}
-    return hf_ltbm.AudioTokenMergeConfig(method=method, **budget, **extra)
 
 
 @st.composite
