@@ -77,7 +77,7 @@ def test_file_errors(tmp_path):
         load_audio(empty, 16000)
     with pytest.raises(AudioInputError, match="is a folder"):
         load_audio(tmp_path, 16000)
-    with pytest.raises(ValueError, match="`sampling_rate` must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=r"`sampling_rate` must be a positive integer \(Hz\), got 0\."):
         load_audio(np.ones(3), 0)
 
 
@@ -275,3 +275,47 @@ def test_a_dtype_that_is_no_audio_sample_type_is_refused_by_name(dtype):
         load_audio(array, 16000)
     with pytest.raises(AudioInputError, match="Cannot use ndarray as audio"):
         load_audio(np.array([None] * 100), 16000)
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 16000.5, "16000", True, None])
+@pytest.mark.parametrize("where", ["target", "dict"])
+def test_a_sampling_rate_that_is_not_a_positive_integer_is_refused_by_name(rate, where):
+    wave = np.zeros(100, dtype=np.float32)
+    error = ValueError if isinstance(rate, (int, float)) and not isinstance(rate, bool) else TypeError
+    with pytest.raises(error, match=re.escape(f"`sampling_rate` must be a positive integer (Hz), got {rate!r}")):
+        if where == "target":
+            load_audio(wave, rate)
+        else:
+            load_audio({"array": wave, "sampling_rate": rate}, 16000)
+
+
+def test_integral_rates_of_any_numeric_type_are_accepted():
+    wave = np.zeros(100, dtype=np.float32)
+    assert len(load_audio({"array": wave, "sampling_rate": np.int64(8000)}, 16000.0)) == 200
+
+
+def test_check_audio_counts_samples_without_decoding_and_raises_what_load_audio_raises(tmp_path):
+    from hf_ltbm.audio import check_audio
+
+    write_clip(tmp_path / "a.flac", seconds=1.5, rate=8000)
+    assert check_audio(tmp_path / "a.flac", 16000) == 24000
+    assert check_audio({"array": np.zeros(800), "sampling_rate": 8000}, 16000) == 1600
+    assert check_audio(np.zeros((2, 500)), 16000) == 500
+    assert check_audio("https://example.com/a.wav", 16000) is None  # not fetched
+    (tmp_path / "garbage.wav").write_text("not audio")
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, dtype=np.float32), 16000)
+    for bad in (
+        tmp_path / "missing.wav",
+        tmp_path / "garbage.wav",
+        tmp_path / "empty.wav",
+        tmp_path,
+        np.zeros(0),
+        np.array([np.nan]),
+        np.zeros((3, 3)),
+        {"array": np.zeros(4)},
+        {"array": np.zeros(4), "sampling_rate": -1},
+    ):
+        with pytest.raises(ValueError) as from_load:
+            load_audio(bad, 16000)
+        with pytest.raises(type(from_load.value), match=re.escape(str(from_load.value))):
+            check_audio(bad, 16000)

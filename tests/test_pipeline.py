@@ -1,4 +1,5 @@
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -225,3 +226,50 @@ def test_a_stock_upstream_processor_works_in_batches_of_mixed_lengths(name):
     assert [r[0]["audio_tokens_after"] for r in with_stock] == [
         sum(hf_ltbm.output_length(n, keep_ratio=0.5) for n in ([750, 25] if b == 775 else [b])) for b in before
     ]
+
+
+_BAD_CALLS = {
+    "batch_size 0": (dict(batch_size=0), ValueError, "`batch_size` must be a positive integer, got 0"),
+    "batch_size str": (dict(batch_size="2"), TypeError, "`batch_size` must be a positive integer, got '2'"),
+    "max_new_tokens 0": (dict(max_new_tokens=0), ValueError, "`max_new_tokens` must be a positive integer, got 0"),
+    "max_new_tokens str": (dict(max_new_tokens="3"), TypeError, "`max_new_tokens` must be a positive integer"),
+    "text int": (dict(text=5), TypeError, "`text` must be a prompt (str) or a list of prompts"),
+    "return_full_text": (dict(return_full_text="yes"), TypeError, "`return_full_text` must be True or False"),
+    "generate_kwargs": (dict(generate_kwargs=[1]), TypeError, "`generate_kwargs` must be a dict"),
+    "setting": (dict(audio_token_merge={"keep_ratio": 2}), ValueError, "`keep_ratio` must be in (0, 1]"),
+    "missing file late": (dict(inputs="late-missing"), AudioInputError, "missing.wav' does not exist"),
+    "undecodable file late": (dict(inputs="late-garbage"), AudioInputError, "Could not decode audio"),
+    "too long late": (dict(inputs="late-long"), ValueError, "Audio 2 is 40.0 s long, but"),
+    "empty array late": (dict(inputs="late-empty"), AudioInputError, "is empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_CALLS))
+def test_a_call_that_cannot_be_served_fails_before_any_weights_run(pipe, tmp_path, case):
+    """Arguments and every input of a list are checked before the first batch runs: a bad third input no longer
+    fails the call after the first two were generated."""
+    kwargs, error, message = _BAD_CALLS[case]
+    kwargs = dict(kwargs)
+    inputs = kwargs.pop("inputs", clip(1))
+    if isinstance(inputs, str):
+        garbage = tmp_path / "garbage.wav"
+        garbage.write_text("not audio")
+        late = {
+            "late-missing": str(tmp_path / "missing.wav"),
+            "late-garbage": str(garbage),
+            "late-long": clip(40),
+            "late-empty": np.zeros(0, dtype=np.float32),
+        }[inputs]
+        inputs = [clip(1), clip(2), late]
+        kwargs.setdefault("batch_size", 1)
+        if hasattr(pipe.processor, "max_audio_len"):
+            pipe.processor.max_audio_len = 30  # Audio Flamingo 3: one 30 s window, as Qwen2-Audio takes
+    ran = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: ran.append(m)) for m in pipe.model.modules()]
+    try:
+        with pytest.raises(error, match=re.escape(message)):
+            pipe(inputs, **kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran == []

@@ -6,6 +6,7 @@ Every problem with an input is an `AudioInputError` that names the input and say
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioInputError", "AudioSource", "find_audio_files", "load_audio"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioInputError", "AudioSource", "check_audio", "find_audio_files", "load_audio"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif", ".au")
 """File name endings `find_audio_files` picks up in folders."""
@@ -62,18 +63,22 @@ def _to_mono(wave: np.ndarray, name: str, channels_last: Optional[bool]) -> np.n
     return wave
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, int]:
+def _read_file(path: Path, decode: bool = True) -> tuple[Optional[np.ndarray], int]:
     if not path.exists():
         raise AudioInputError(f"Audio file {str(path)!r} does not exist.")
     if path.is_dir():
         raise AudioInputError(f"Audio path {str(path)!r} is a folder; pass the files in it (the CLI expands folders).")
-    return _decode(str(path), f"file {str(path)!r}")
+    return _decode(str(path), f"file {str(path)!r}", decode)
 
 
-def _decode(data: Any, name: str) -> tuple[np.ndarray, int]:
+def _decode(data: Any, name: str, decode: bool = True) -> tuple[Optional[np.ndarray], int]:
+    """Decodes an encoded file (a path or a file object); `decode=False` only reads its header (samples `None`)."""
     import soundfile as sf
 
     try:
+        if not decode:
+            info = sf.info(data)
+            return int(info.frames), int(info.samplerate)
         wave, rate = sf.read(data, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise AudioInputError(
@@ -96,7 +101,73 @@ def _read_url(url: str, timeout: float = 60.0) -> tuple[np.ndarray, int]:
     return _decode(io.BytesIO(data), repr(url))
 
 
-def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = None) -> np.ndarray:
+def _check_rate(name: str, value: Any) -> int:
+    """`value` as a positive integer sampling rate, or an error naming `name` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, numbers.Real)):
+        raise TypeError(f"`{name}` must be a positive integer (Hz), got {value!r} of type {type(value).__name__}.")
+    if not (value > 0 and float(value).is_integer()):
+        raise ValueError(f"`{name}` must be a positive integer (Hz), got {value!r}.")
+    return int(value)
+
+
+def _read(source: AudioSource, name: Optional[str], decode: bool = True) -> tuple[Any, int, str]:
+    """`(mono float32 samples, their rate (0: the caller's), the input's name)`; with `decode=False`, files are only
+    checked (exist, header readable) and their frame count stands for the samples (URLs: `None`, not fetched)."""
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        if not decode:
+            return None, 0, name or repr(source)
+        return (*_read_url(source), name or repr(source))
+    if isinstance(source, (str, os.PathLike)):
+        return (*_read_file(Path(source), decode), name or repr(str(source)))
+    if isinstance(source, dict) and source.get("bytes") is not None:  # `datasets` Audio(decode=False)
+        import io
+
+        name = name or repr(source.get("path") or "bytes")
+        return (*_decode(io.BytesIO(source["bytes"]), name, decode), name)
+    if isinstance(source, dict) and "array" not in source and "raw" not in source and source.get("path"):
+        return (*_read_file(Path(source["path"]), decode), name or repr(str(source["path"])))
+    if isinstance(source, dict):
+        key = "array" if "array" in source else "raw" if "raw" in source else None
+        if key is None or "sampling_rate" not in source:
+            raise AudioInputError(
+                "An audio dict needs 'array' (or 'raw') and 'sampling_rate' keys, or 'bytes' / 'path' (the "
+                f"`datasets` Audio(decode=False) form), got keys {sorted(source)}."
+            )
+        name = name or "dict"
+        rate = _check_rate("sampling_rate", source["sampling_rate"])
+        return _to_mono(_to_float(source[key], name), name, channels_last=None), rate, name
+    name = name or "array"
+    return _to_mono(_to_float(source, name), name, channels_last=None), 0, name
+
+
+def _check_samples(wave: np.ndarray, name: str) -> None:
+    if wave.size == 0:
+        raise AudioInputError(f"Audio {name} is empty (0 samples).")
+    if not np.isfinite(wave).all():
+        raise AudioInputError(f"Audio {name} contains NaN or infinite samples.")
+
+
+def check_audio(source: AudioSource, sampling_rate: int, *, name: Optional[str] = None) -> Optional[int]:
+    """Raises the `AudioInputError` that :func:`load_audio` would raise for `source`, without decoding files (they
+    must exist and have a readable header) or fetching URLs: what the pipeline checks for every input before any
+    model weights run.
+
+    Returns:
+        The number of samples `source` has at `sampling_rate` (`None` for a URL).
+    """
+    sampling_rate = _check_rate("sampling_rate", sampling_rate)
+    wave, rate, name = _read(source, name, decode=False)
+    if wave is None:
+        return None
+    if isinstance(wave, int):  # an encoded file's frame count
+        if wave == 0:
+            raise AudioInputError(f"Audio {name} is empty (0 samples).")
+        return round(wave * sampling_rate / rate)
+    _check_samples(wave, name)
+    return round(wave.shape[0] * sampling_rate / (rate or sampling_rate))
+
+
+def load_audio(source: AudioSource, sampling_rate: int, *, name: Optional[str] = None) -> np.ndarray:
     """Returns `source` as a mono float32 waveform `[samples]` at `sampling_rate`.
 
     Args:
@@ -109,43 +180,13 @@ def load_audio(source: AudioSource, sampling_rate: int, *, name: str | None = No
         name: how errors refer to the input (defaults to the path, or "array").
 
     Raises:
-        AudioInputError: missing or undecodable file, empty audio, non-finite samples, bad shape.
+        AudioInputError: missing or undecodable file, empty audio, non-finite samples, bad shape or dtype.
+        TypeError, ValueError: a sampling rate that is not a positive integer.
     """
-    if sampling_rate <= 0:
-        raise ValueError(f"`sampling_rate` must be a positive integer, got {sampling_rate!r}.")
-    if isinstance(source, str) and source.startswith(("http://", "https://")):
-        name = name or repr(source)
-        wave, rate = _read_url(source)
-    elif isinstance(source, (str, os.PathLike)):
-        name = name or repr(str(source))
-        wave, rate = _read_file(Path(source))
-    elif isinstance(source, dict) and source.get("bytes") is not None:  # `datasets` Audio(decode=False)
-        import io
-
-        name = name or repr(source.get("path") or "bytes")
-        wave, rate = _decode(io.BytesIO(source["bytes"]), name)
-    elif isinstance(source, dict) and "array" not in source and "raw" not in source and source.get("path"):
-        name = name or repr(str(source["path"]))
-        wave, rate = _read_file(Path(source["path"]))
-    elif isinstance(source, dict):
-        key = "array" if "array" in source else "raw" if "raw" in source else None
-        if key is None or "sampling_rate" not in source:
-            raise AudioInputError(
-                "An audio dict needs 'array' (or 'raw') and 'sampling_rate' keys, or 'bytes' / 'path' (the "
-                f"`datasets` Audio(decode=False) form), got keys {sorted(source)}."
-            )
-        name = name or "dict"
-        wave = _to_mono(_to_float(source[key], name), name, channels_last=None)
-        rate = int(source["sampling_rate"])
-    else:
-        name = name or "array"
-        wave = _to_mono(_to_float(source, name), name, channels_last=None)
-        rate = sampling_rate
-    if wave.size == 0:
-        raise AudioInputError(f"Audio {name} is empty (0 samples).")
-    if not np.isfinite(wave).all():
-        raise AudioInputError(f"Audio {name} contains NaN or infinite samples.")
-    return _resample(wave, rate, sampling_rate)
+    sampling_rate = _check_rate("sampling_rate", sampling_rate)
+    wave, rate, name = _read(source, name)
+    _check_samples(wave, name)
+    return _resample(wave, rate or sampling_rate, sampling_rate)
 
 
 def _as_numpy(value: Any) -> Any:

@@ -18,7 +18,7 @@ transformers (5.19 to 5.24) has no task of this name; `hf_ltbm` registers it on 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -28,7 +28,7 @@ import torch
 from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
-from .audio import load_audio
+from .audio import check_audio, load_audio
 from .compat import prepare_pipeline_generate_kwargs
 from .context import audio_token_merge as _merge_setting
 from .processing import units_per_clip
@@ -85,6 +85,14 @@ def _audio_parts(messages: list) -> list:
                     )
                 sources.append(part[key])
     return sources
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be a positive integer, got {value!r} of type {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
 
 
 def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
@@ -162,8 +170,18 @@ class AudioTextToTextPipeline(Pipeline):
     ):
         if unused:
             raise TypeError(f"Unexpected argument(s) for the {TASK} pipeline: {sorted(unused)}.")
+        if generate_kwargs is not None and not isinstance(generate_kwargs, Mapping):
+            raise TypeError(f"`generate_kwargs` must be a dict of generate() arguments, got {generate_kwargs!r}.")
+        for name, value in (
+            ("return_full_text", return_full_text),
+            ("continue_final_message", continue_final_message),
+            ("skip_special_tokens", skip_special_tokens),
+        ):
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be True or False, got {value!r}.")
         generate = dict(generate_kwargs or {})  # a copy: the caller's dict is never modified
         if max_new_tokens is not None:
+            _check_positive_int("max_new_tokens", max_new_tokens)
             if "max_new_tokens" in generate:
                 raise ValueError("`max_new_tokens` was given twice: directly and in `generate_kwargs`; use one.")
             generate["max_new_tokens"] = max_new_tokens
@@ -186,10 +204,9 @@ class AudioTextToTextPipeline(Pipeline):
     ) -> Union[list[dict[str, Any]], list[list[dict[str, Any]]]]:
         """Runs the pipeline; see the class docstring for inputs, arguments and outputs."""
         samples, single = self._normalise(inputs, text)
-        batch_size = batch_size or self._batch_size or 1
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        batch_size = _check_positive_int("batch_size", batch_size if batch_size is not None else self._batch_size or 1)
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
+        self._check_audio(samples)
         preprocess = {**self._preprocess_params, **preprocess}
         forward = {**self._forward_params, **forward}
         postprocess = {**self._postprocess_params, **postprocess}
@@ -205,6 +222,15 @@ class AudioTextToTextPipeline(Pipeline):
                 results.extend(self.run_single(batch, preprocess, forward, postprocess))
         return results[0] if single else results
 
+    def _check_audio(self, samples: list[_Sample]) -> None:
+        """Every input's audio is checked (readable, and not longer than a merging processor takes) before any batch
+        runs, so that a bad input late in a list fails the call before the model does any work."""
+        rate = self.processor.feature_extractor.sampling_rate
+        lengths = [check_audio(source, rate) for sample in samples for source in sample.audio]
+        check_lengths = getattr(self.processor, "check_audio_lengths", None)
+        if check_lengths is not None:
+            check_lengths([0 if n is None else n for n in lengths], rate)
+
     def _normalise(self, inputs: Any, text: Union[str, Sequence[str], None]) -> tuple[list[_Sample], bool]:
         """Turns the accepted input forms into `_Sample`s; the flag says whether a single sample was given."""
         if _is_chat(inputs):
@@ -218,6 +244,8 @@ class AudioTextToTextPipeline(Pipeline):
         if text is None or isinstance(text, str):
             texts = [text] * len(items)
         else:
+            if not isinstance(text, Sequence) or not all(isinstance(t, str) for t in text):
+                raise TypeError(f"`text` must be a prompt (str) or a list of prompts, one per input, got {text!r}.")
             texts = list(text)
             if len(texts) != len(items):
                 raise ValueError(f"Got {len(items)} inputs but {len(texts)} texts; pass one prompt or one per input.")

@@ -7,6 +7,7 @@ exactly like their upstream classes. Audio longer than the backbone accepts rais
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -94,14 +95,21 @@ class _MergeSettingProcessorMixin:
         setting = self.merge_config
         return n if setting is None else setting.output_length(n)
 
-    @staticmethod
-    def _check_duration(audio: list, limit_samples: int, rate: int, what: str, advice: str) -> None:
-        for index, clip in enumerate(audio):
-            length = int(np.asarray(clip).shape[-1])
-            if length > limit_samples:
+    def _duration_limit(self) -> tuple[str, str]:
+        """`(what accepts at most the limit, advice)` for the too-long-audio error of this backbone."""
+        raise NotImplementedError
+
+    def check_audio_lengths(self, num_samples: Sequence[int], sampling_rate: int) -> None:
+        """Raises a `ValueError` naming the first clip longer than the backbone takes whole (`max_audio_seconds`),
+        its length and the limit: such audio is refused, never truncated. `num_samples[i]` is clip `i`'s length at
+        `sampling_rate`. The pipeline calls this for every input before any batch runs."""
+        limit = max_audio_seconds(self)
+        for index, length in enumerate(num_samples):
+            if length > limit * sampling_rate:
+                what, advice = self._duration_limit()
                 raise ValueError(
-                    f"Audio {index} is {length / rate:.1f} s long, but {what} accepts at most "
-                    f"{limit_samples / rate:g} s. {advice}"
+                    f"Audio {index} is {length / sampling_rate:.1f} s long, but {what} accepts at most {limit:g} s. "
+                    f"{advice}"
                 )
 
 
@@ -143,15 +151,12 @@ class Qwen2AudioLTBMProcessor(_MergeSettingProcessorMixin, Qwen2AudioProcessor):
 
     def _process_audio(self, audio, **kwargs):
         audio = self.feature_extractor.fetch_audio(audio)
-        rate = self.feature_extractor.sampling_rate
-        self._check_duration(
-            audio if isinstance(audio, (list, tuple)) else [audio],
-            self.feature_extractor.n_samples,
-            rate,
-            "Qwen2-Audio",
-            "Cut it into clips of at most that length, each with its own audio placeholder.",
-        )
+        clips = audio if isinstance(audio, (list, tuple)) else [audio]
+        self.check_audio_lengths([np.asarray(clip).shape[-1] for clip in clips], self.feature_extractor.sampling_rate)
         return super()._process_audio(audio, **kwargs)
+
+    def _duration_limit(self) -> tuple[str, str]:
+        return "Qwen2-Audio", "Cut it into clips of at most that length, each with its own audio placeholder."
 
     def replace_audio_token(self, audio_inputs: dict, audio_idx: int, **kwargs) -> str:
         """The placeholder run for clip `audio_idx`: `merged_length(N)` audio tokens, where `N` is its entry of
@@ -177,6 +182,19 @@ class AudioFlamingo3LTBMProcessor(_MergeSettingProcessorMixin, AudioFlamingo3Pro
 
     _upstream_class = AudioFlamingo3Processor
 
+    def _duration_limit(self) -> tuple[str, str]:
+        window, kept = _af3_windows(self)
+        seconds = window / self.feature_extractor.sampling_rate
+        if kept < 1:
+            raise ValueError(
+                f"max_audio_len={self.max_audio_len!r} keeps no {seconds:g} s window: Audio Flamingo 3 takes "
+                "audio in whole windows, so `max_audio_len` must be at least one window long."
+            )
+        return (
+            f"Audio Flamingo 3 (max_audio_len={self.max_audio_len}: {kept} whole {seconds:g} s windows)",
+            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
+        )
+
     def __init__(
         self,
         feature_extractor,
@@ -198,20 +216,7 @@ class AudioFlamingo3LTBMProcessor(_MergeSettingProcessorMixin, AudioFlamingo3Pro
         )
 
     def _process_audio(self, audio, **kwargs):
-        rate = int(kwargs["sampling_rate"])
-        window, kept = _af3_windows(self)
-        if kept < 1:
-            raise ValueError(
-                f"max_audio_len={self.max_audio_len!r} keeps no {window / rate:g} s window: Audio Flamingo 3 takes "
-                "audio in whole windows, so `max_audio_len` must be at least one window long."
-            )
-        self._check_duration(
-            list(audio),
-            kept * window,
-            rate,
-            f"Audio Flamingo 3 (max_audio_len={self.max_audio_len}: {kept} whole {window / rate:g} s windows)",
-            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
-        )
+        self.check_audio_lengths([int(np.asarray(clip).shape[0]) for clip in audio], int(kwargs["sampling_rate"]))
         kwargs["padding"] = "max_length"
         audio_inputs, replacements = super()._process_audio(audio, **kwargs)
         if self.audio_token_merge is None:

@@ -55,6 +55,8 @@ def test_eval_then_report(mmau_dir, tmp_path, capsys):
         (["--task", "mmau", "--prompt", "no placeholders"], "{question}"),
         (["--task", "mmau", "--option", "num_segments=4"], "not options of any"),
         (["--task", "mmau", "--data", "/does/not/exist"], "MMAU data '/does/not/exist' does not exist"),
+        (["--task", "mmau", "--data", "mmau=/a", "--data", "mmau=/b"], "--data was given twice for mmau: 'mmau=/a'"),
+        (["--task", "mmau", "--prompt", "{question} {choices}", "--prompt", "mmau=x"], "--prompt was given twice"),
     ],
 )
 def test_bad_command_lines_exit_2(extra, message, capsys, tmp_path):

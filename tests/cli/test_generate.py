@@ -78,7 +78,8 @@ def test_the_stock_and_the_merged_prompt_give_the_same_text(clips, tmp_path):
         ("bad_method", 2, "bad merge setting: Unknown `method` 'foo'"),
         ("bad_ratio", 2, "bad merge setting: `keep_ratio` must be in (0, 1]"),
         ("bad_window", 2, "`window` must be an int >= 1, got 0"),
-        ("window_for_pool", 0, ""),  # --window only applies to ltbm
+        ("window_for_pool", 2, "--window 5 only applies to method 'ltbm', which is not among ['pool']"),
+        ("seed_for_ltbm", 2, "--seed 3 only applies to method 'random', which is not among ['ltbm']"),
         ("bad_option", 2, "--option expects KEY=VALUE"),
         ("bad_batch", 2, "--batch-size must be >= 1"),
     ],
@@ -113,6 +114,7 @@ def test_bad_inputs_exit_non_zero_with_a_clear_message(tmp_path, capsys, case, c
         "bad_ratio": ["--keep-ratio", "0"],
         "bad_window": ["--window", "0"],
         "window_for_pool": ["--merge", "pool", "--window", "5"],
+        "seed_for_ltbm": ["--merge", "ltbm", "--seed", "3"],
         "bad_option": ["--option", "oops"],
         "bad_batch": ["--batch-size", "0"],
     }.get(case, [])

@@ -312,3 +312,53 @@ def test_a_last_window_without_encoder_tokens_is_left_empty(method):
 
 def tokens_for_frames_list(frames):
     return [max(0, tokens_for_frames(int(f))) for f in frames]
+
+
+def _break(name):
+    """Edits model inputs into ones that cannot be served; each case names the tensor and shapes in its error."""
+
+    def drop_placeholder(b, mask_name):
+        b["input_ids"] = b["input_ids"].clone()
+        b["input_ids"][0, -1] = AUDIO_TOKEN_ID  # one placeholder more than either count
+
+    def extra_unit(b, mask_name):
+        b["input_features"] = torch.cat([b["input_features"], b["input_features"][:1]])
+
+    def mel_bins(b, mask_name):
+        b["input_features"] = b["input_features"][:, :-8]
+
+    def frames(b, mask_name):
+        b["input_features"] = b["input_features"][..., :-10]
+        b[mask_name] = b[mask_name][..., :-10]
+
+    def no_mask(b, mask_name):
+        b.pop(mask_name)
+
+    return {
+        "placeholders": (drop_placeholder, r"hold 125 .* placeholder tokens.*124 tokens before merging.*62 after"),
+        "extra_unit": (extra_unit, r"must have shape \[units, frames\] = \[4, 200\] .*got \(3, 200\)"),
+        "mel_bins": (mel_bins, r"`input_features` must have shape \[units, num_mel_bins, frames\] = \[U, \d+, 200\]"),
+        "frames": (frames, r"`input_features` must have shape .*got \(3, \d+, 190\)"),
+        "no_mask": (no_mask, r"is required with `input_features`"),
+    }[name]
+
+
+@pytest.mark.parametrize("case", ["placeholders", "extra_unit", "mel_bins", "frames", "no_mask"])
+@pytest.mark.parametrize("call", ["forward", "generate"])
+def test_inputs_that_cannot_be_served_are_refused_before_any_weights_run(backbone, case, call):
+    """Each error names the input and what is allowed, and comes before the encoder, the projector or the language
+    model runs (the placeholder count and the feature shapes are checked from the masks alone)."""
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(SETTING)
+    inputs = backbone.inputs(UNITS, TEXTS)
+    edit, message = _break(case)
+    edit(inputs, backbone.mask_name)
+    ran = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: ran.append(type(m).__name__)) for m in ours.modules()]
+    try:
+        with pytest.raises(ValueError, match=message):
+            ours(**inputs) if call == "forward" else ours.generate(**inputs, max_new_tokens=2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran in ([], [type(ours).__name__]), ran  # at most the top-level forward was entered

@@ -97,6 +97,10 @@ def option_dict(pairs: list[str]) -> dict[str, Any]:
 def merge_setting(args: argparse.Namespace, method: Optional[str] = None) -> Optional[AudioTokenMergeConfig]:
     """The `AudioTokenMergeConfig` the arguments describe (`None` for method 'none'); bad values raise `CLIError`."""
     method = args.merge if method is None else method
+    chosen = method_list(args.methods) if hasattr(args, "methods") else [args.merge]
+    for flag, value, owner in (("--window", args.window, "ltbm"), ("--seed", args.seed, "random")):
+        if value is not None and owner not in chosen:
+            raise CLIError(f"{flag} {value} only applies to method '{owner}', which is not among {chosen}.")
     if method == "none":
         return None
     fields: dict[str, Any] = dict(

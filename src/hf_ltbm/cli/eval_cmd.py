@@ -96,15 +96,19 @@ def _per_task(entries: list[str], tasks: list[str], option: str) -> dict[str, st
     """`--data` / `--prompt` values by task: `TASK=VALUE` entries (for tasks not run they are ignored, so that one
     list serves several commands), or one plain value for every task."""
     values: dict[str, str] = {}
+    given: dict[str, str] = {}  # task -> the entry that set it
     for entry in entries:
         name, sep, value = entry.partition("=")
         if sep and name in _known_tasks():
-            if name in tasks:
-                values[name] = value
+            targets = {name: value} if name in tasks else {}
         elif option == "--prompt" or len(tasks) == 1:
-            values.update({task: entry for task in tasks})
+            targets = {task: entry for task in tasks}
         else:
             raise CLIError(f"{option} {entry!r}: with several tasks, write TASK=VALUE with TASK among {tasks}.")
+        for task, value in targets.items():
+            if task in given:
+                raise CLIError(f"{option} was given twice for {task}: {given[task]!r} and {entry!r}; pass one.")
+            given[task], values[task] = entry, value
     return values
 
 

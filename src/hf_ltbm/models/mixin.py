@@ -324,6 +324,24 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             merge_result=merged,
         )
 
+    def _check_audio_inputs(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> None:
+        """Raises a `ValueError` naming the tensor, its shape and the expected one when the audio inputs cannot be
+        encoded: `input_features [U, num_mel_bins, frames]` with the encoder's mel bins and window length, and a
+        feature mask `[U, frames]` with one row per unit."""
+        audio_config = self.config.audio_config
+        frames = 2 * audio_config.max_source_positions
+        expected = (audio_config.num_mel_bins, frames)
+        if input_features.dim() != 3 or tuple(input_features.shape[1:]) != expected:
+            raise ValueError(
+                f"`input_features` must have shape [units, num_mel_bins, frames] = [U, {expected[0]}, {expected[1]}] "
+                f"(every unit padded to the encoder's window), got {tuple(input_features.shape)}."
+            )
+        if tuple(feature_mask.shape) != (input_features.shape[0], frames):
+            raise ValueError(
+                f"`{self._audio_mask_name}` must have shape [units, frames] = [{input_features.shape[0]}, {frames}] "
+                f"(one row per row of `input_features`), got {tuple(feature_mask.shape)}."
+            )
+
     def audio_token_counts(self, feature_mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
         """`(N_u, M_u)`: audio tokens per unit before and after merging, without running the encoder."""
         num_input = self._audio_unit_lengths(feature_mask)
@@ -356,16 +374,27 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         key_log_sizes = kwargs.pop("key_log_sizes", None)  # decoding: the bias of every cached key (and the new)
         if input_features is not None and input_ids is None:
             raise ValueError("Audio inputs need `input_ids` to locate the audio placeholders.")
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-        audio_embeds = counts = None
+        audio_embeds = counts = plan = None
         placeholder = None if input_ids is None else input_ids == self.config.audio_token_id
         if input_features is not None and placeholder is not None and bool(placeholder.any()):
+            # every check that needs no weights comes before the encoder and the language model run
             if feature_mask is None:
                 raise ValueError(f"`{self._audio_mask_name}` is required with `input_features`.")
+            self._check_audio_inputs(input_features, feature_mask)
+            plan = plan_placeholders(
+                placeholder, *self.audio_token_counts(feature_mask), token_name=self._placeholder_name()
+            )
+            if plan.compacts and any(c.get_seq_length() > 0 for c in cache_arguments({"cache": kv_cache, **kwargs})):
+                raise ValueError(
+                    "In-model compaction (a prompt with the unmerged number of audio placeholders) cannot extend a "
+                    "non-empty KV cache: the cache no longer lines up with `input_ids`. Use the merging processor "
+                    "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`) to reuse caches."
+                )
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if plan is not None:
             audio = self.get_audio_features(input_features, feature_mask)
             audio_embeds, counts = audio.pooler_output, audio.audio_token_counts
-            plan = plan_placeholders(placeholder, audio.num_input_tokens, counts, token_name=self._placeholder_name())
             fill = plan.fill.to(inputs_embeds.device)[..., None]
             inputs_embeds = inputs_embeds.masked_scatter(
                 fill, audio_embeds.to(inputs_embeds.device, inputs_embeds.dtype)
@@ -373,12 +402,6 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             if size_aware:
                 key_log_sizes = self._prompt_log_sizes(audio, plan.fill.to(inputs_embeds.device))
             if plan.compacts:
-                if any(cache.get_seq_length() > 0 for cache in cache_arguments({"cache": kv_cache, **kwargs})):
-                    raise ValueError(
-                        "In-model compaction (a prompt with the unmerged number of audio placeholders) cannot "
-                        "extend a non-empty KV cache: the cache no longer lines up with `input_ids`. Use the merging "
-                        "processor (`AutoProcessor.from_pretrained(..., audio_token_merge=...)`) to reuse caches."
-                    )
                 left = infer_left_padding(attention_mask, default_left=getattr(self, "padding_side", "left") == "left")
                 given_positions = position_ids is not None
                 inputs_embeds, attention_mask, labels, key_log_sizes = compact_sequence(
