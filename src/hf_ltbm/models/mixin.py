@@ -33,8 +33,8 @@ from .compaction import (
     plan_placeholders,
     units_per_row,
 )
-from .encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
 from .size_aware import base_name, size_aware_name
+from .units import capture_merge_inputs, merge_units
 
 __all__ = [
     "AudioTokenMergeCausalLMOutput",
@@ -268,60 +268,15 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         setting = self.audio_token_merge
         feature_mask = feature_mask.to(input_features.device)
         num_input = self._audio_unit_lengths(feature_mask)
-        wants_keys = setting is not None and setting.uses_keys and setting.key_source == "encoder_keys"
-        wants_scores = setting is not None and setting.requires_scores
-        with capture_last_layer_projections(
-            self.audio_tower, queries=wants_scores, keys=wants_keys or wants_scores
-        ) as cap:
+        with capture_merge_inputs(self.audio_tower, setting, feature_mask.sum(-1)) as merge_inputs:
             hidden = self._run_encoder(input_features, feature_mask)
-        if setting is None:
-            projected = self.multi_modal_projector(hidden)
-            valid = (
-                torch.arange(projected.shape[1], device=projected.device)[None]
-                < num_input.to(projected.device)[:, None]
-            )
-            return AudioTokenMergeOutput(
-                last_hidden_state=hidden,
-                pooler_output=projected[valid],
-                audio_token_counts=num_input,
-                num_input_tokens=num_input,
-            )
-
-        attn = self.audio_tower.layers[-1].self_attn
-        lengths = num_input.to(hidden.device)
-        keys = scores = None
-        if wants_keys:
-            keys = encoder_keys(cap["k_proj"], attn.num_heads)[:, : hidden.shape[1]]
-        elif setting.uses_keys:
-            keys = hidden
-        if wants_scores:
-            frames = (feature_mask.sum(-1).long() - 1) // 2 + 1
-            scores = received_attention(cap["q_proj"], cap["k_proj"], attn.num_heads, attn.scaling, frames)
-            scores = scores[:, : hidden.shape[1]]
-        # A unit without encoder tokens (an AF3 clip's last window of <= 320 samples) has nothing to merge and no
-        # placeholder: the merge runs on the other units, and the unit keeps 0 tokens, as upstream gives it.
-        filled = lengths > 0
-        if not bool(filled.all()):
-            hidden_in, lengths = hidden[filled], lengths[filled]
-            keys = None if keys is None else keys[filled]
-            scores = None if scores is None else scores[filled]
-        else:
-            hidden_in = hidden
-        if setting.space == "encoder":
-            merged = setting.merge(hidden_in, lengths, keys=keys, scores=scores)
-            tokens = self.multi_modal_projector(merged.tokens)
-        else:
-            merged = setting.merge(self.multi_modal_projector(hidden_in), lengths, keys=keys, scores=scores)
-            tokens = merged.tokens
-        valid = torch.arange(tokens.shape[1], device=tokens.device)[None] < merged.lengths.to(tokens.device)[:, None]
-        counts = torch.zeros_like(num_input)
-        counts[filled.to(counts.device)] = merged.lengths.to(counts.device)
+        merged = merge_units(hidden, num_input, setting, self.multi_modal_projector, merge_inputs)
         return AudioTokenMergeOutput(
             last_hidden_state=hidden,
-            pooler_output=tokens[valid],
-            audio_token_counts=counts,
+            pooler_output=merged.tokens,
+            audio_token_counts=merged.counts.to(num_input.device),
             num_input_tokens=num_input,
-            merge_result=merged,
+            merge_result=merged.result,
         )
 
     def _check_audio_inputs(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> None:

@@ -1,0 +1,160 @@
+"""The merge of a batch of audio units (clips, or Audio Flamingo 3's 30 s windows) after the audio encoder, one setting
+per unit: what the transformers models and the serving integrations share.
+
+Pure torch: the encoder runs in the caller (inside `capture_merge_inputs` when a setting reads the encoder's last
+layer), the projector comes in as a callable, and the settings are `AudioTokenMergeConfig`s (or `None`: that unit is
+projected as it is). Units with one setting are merged together in one batch; units without encoder tokens (an AF3
+clip's last window of 320 samples or fewer) keep 0 tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ..config import AudioTokenMergeConfig
+from ..merging import MergeResult
+from .encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
+
+__all__ = ["MergeInputs", "MergedUnits", "capture_merge_inputs", "merge_units"]
+
+Settings = Union[Optional[AudioTokenMergeConfig], Sequence[Optional[AudioTokenMergeConfig]]]
+
+
+def _per_unit(settings: Settings, units: int) -> list[Optional[AudioTokenMergeConfig]]:
+    if settings is None or isinstance(settings, AudioTokenMergeConfig):
+        return [settings] * units
+    settings = list(settings)
+    if len(settings) != units:
+        raise ValueError(f"Got {len(settings)} merge settings for {units} audio units; pass one per unit.")
+    return settings
+
+
+@dataclass
+class MergeInputs:
+    """What the settings read from the encoder's last self-attention layer, pooled to the token rate.
+
+    Args:
+        encoder_keys (`torch.Tensor` of shape `[U, T, D_head]`, *optional*): keys averaged over heads.
+        scores (`torch.Tensor` of shape `[U, T]`, *optional*): attention each token receives.
+    """
+
+    encoder_keys: Optional[torch.Tensor] = None
+    scores: Optional[torch.Tensor] = None
+
+
+@contextmanager
+def capture_merge_inputs(encoder: nn.Module, settings: Settings, mel_lengths: torch.Tensor) -> Iterator[MergeInputs]:
+    """Run the audio encoder inside this block: on exit the yielded `MergeInputs` holds the encoder keys and attention
+    scores that `settings` (one per unit, or one for all) need, read with forward hooks from the encoder's last layer
+    (nothing is captured when no setting needs them).
+
+    Args:
+        encoder: a Whisper-style audio encoder (`layers[-1].self_attn` with `q_proj`, `k_proj`, `num_heads`,
+            `scaling`).
+        settings: the merge setting of each unit the encoder runs on.
+        mel_lengths (`torch.LongTensor` of shape `[U]`): valid mel frames per unit.
+    """
+    units = int(mel_lengths.shape[0])
+    active = [s for s in _per_unit(settings, units) if s is not None]
+    want_keys = any(s.uses_keys and s.key_source == "encoder_keys" for s in active)
+    want_scores = any(s.requires_scores for s in active)
+    inputs = MergeInputs()
+    with capture_last_layer_projections(encoder, queries=want_scores, keys=want_keys or want_scores) as captured:
+        yield inputs
+    attn = encoder.layers[-1].self_attn
+    if want_keys:
+        inputs.encoder_keys = encoder_keys(captured["k_proj"], attn.num_heads)
+    if want_scores:
+        queries, keys = captured["q_proj"], captured["k_proj"]
+        frames = (mel_lengths.long().to(queries.device) - 1) // 2 + 1  # after the stride-2 convolution
+        inputs.scores = received_attention(queries, keys, attn.num_heads, attn.scaling, frames)
+
+
+@dataclass
+class MergedUnits:
+    """The audio tokens of a batch of units after merging and projection.
+
+    Args:
+        tokens (`torch.Tensor` of shape `[sum(M_u), D_out]`): every unit's tokens, unit after unit.
+        counts (`torch.LongTensor` of shape `[U]`): tokens per unit (`M_u`; `N_u` for a unit without a setting).
+        result (`MergeResult`, *optional*): the merge itself when one setting covers every unit, one row per unit
+            with tokens; `None` otherwise.
+    """
+
+    tokens: torch.Tensor
+    counts: torch.LongTensor
+    result: Optional[MergeResult] = None
+
+    def split(self) -> tuple[torch.Tensor, ...]:
+        """The tokens of each unit: `U` tensors `[M_u, D_out]`."""
+        return torch.split(self.tokens, self.counts.tolist())
+
+
+def merge_units(
+    hidden: torch.Tensor,
+    lengths: torch.Tensor,
+    settings: Settings,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    inputs: Optional[MergeInputs] = None,
+) -> MergedUnits:
+    """Merges each unit with its setting and projects it, in the setting's space.
+
+    Args:
+        hidden (`torch.Tensor` of shape `[U, T, D_audio]`): encoder output per unit, valid tokens first.
+        lengths (`torch.LongTensor` of shape `[U]`): valid tokens per unit (`N_u`).
+        settings: one `AudioTokenMergeConfig` (or `None`: no merging) per unit, or one for every unit.
+        project: the multi-modal projector, `[..., D_audio] -> [..., D_out]`.
+        inputs: encoder keys / attention scores (`capture_merge_inputs`) for the settings that read them.
+
+    Returns:
+        `MergedUnits` with the tokens of every unit in unit order.
+    """
+    units, length = hidden.shape[:2]
+    per_unit = _per_unit(settings, units)
+    inputs = inputs or MergeInputs()
+    lengths = lengths.to(hidden.device)
+    counts = lengths.clone()
+    pieces: list[Optional[torch.Tensor]] = [None] * units
+    result = None
+    groups: dict[Optional[AudioTokenMergeConfig], list[int]] = {}
+    for index, setting in enumerate(per_unit):
+        if setting is None or int(lengths[index]) > 0:  # a unit without tokens has nothing to merge
+            groups.setdefault(setting, []).append(index)
+    for setting, members in groups.items():
+        rows = torch.tensor(members, device=hidden.device)
+        group, group_lengths = hidden[rows], lengths[rows]
+        if setting is None:
+            tokens, kept = project(group), group_lengths
+        else:
+            keys = None
+            if setting.uses_keys:
+                keys = group if setting.key_source == "features" else inputs.encoder_keys[rows, :length]
+            scores = inputs.scores[rows, :length] if setting.requires_scores else None
+            if setting.space == "encoder":
+                merged = setting.merge(group, group_lengths, keys=keys, scores=scores)
+                tokens = project(merged.tokens)
+            else:
+                merged = setting.merge(project(group), group_lengths, keys=keys, scores=scores)
+                tokens = merged.tokens
+            kept = merged.lengths.to(hidden.device)
+            if len(groups) == 1:
+                result = merged
+        for row, index in enumerate(members):
+            pieces[index] = tokens[row, : int(kept[row])]
+            counts[index] = kept[row]
+    width = next((p.shape[-1] for p in pieces if p is not None), None)
+    if width is None:  # no unit has tokens
+        out = project(hidden[:, :0])
+        width, dtype = out.shape[-1], out.dtype
+    else:
+        dtype = next(p.dtype for p in pieces if p is not None)
+    empty = hidden.new_zeros(0, width, dtype=dtype)
+    flat = torch.cat([empty if p is None else p for p in pieces])
+    counts[[i for i, p in enumerate(pieces) if p is None]] = 0
+    return MergedUnits(tokens=flat, counts=counts, result=result)

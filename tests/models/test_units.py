@@ -1,0 +1,48 @@
+"""merge_units: one setting per unit, batched by setting, equal to merging each unit on its own."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hf_ltbm import AudioTokenMergeConfig
+from hf_ltbm.models.units import MergeInputs, merge_units
+
+from ..strategies import merge_settings
+
+PROJECT = torch.nn.Linear(6, 5).requires_grad_(False)
+
+
+@settings(max_examples=40)
+@given(
+    data=st.data(),
+    lengths=st.lists(st.integers(0, 30), min_size=1, max_size=5),
+)
+def test_each_unit_is_merged_with_its_own_setting_as_if_alone(data, lengths):
+    units = len(lengths)
+    chosen = data.draw(st.lists(st.none() | merge_settings(every_field=True), min_size=units, max_size=units))
+    hidden = torch.randn(units, 30, 6, generator=torch.Generator().manual_seed(len(lengths)))
+    keys = torch.randn(units, 30, 4)
+    scores = torch.rand(units, 30)
+    inputs = MergeInputs(encoder_keys=keys, scores=scores)
+    together = merge_units(hidden, torch.tensor(lengths), chosen, PROJECT, inputs)
+    assert together.tokens.shape[0] == int(together.counts.sum())
+    for u, (piece, setting, n) in enumerate(zip(together.split(), chosen, lengths)):
+        alone = merge_units(
+            hidden[u : u + 1], torch.tensor([n]), setting, PROJECT, MergeInputs(keys[u : u + 1], scores[u : u + 1])
+        )
+        if setting is None:
+            assert piece.shape[0] == n
+        else:
+            assert piece.shape[0] == (0 if n == 0 else setting.output_length(n))
+        torch.testing.assert_close(piece, alone.tokens, rtol=1e-5, atol=1e-6)
+
+
+def test_one_setting_for_all_units_reports_its_merge():
+    hidden = torch.randn(3, 10, 6)
+    setting = AudioTokenMergeConfig(method="pool", keep_ratio=0.5)
+    out = merge_units(hidden, torch.tensor([10, 0, 4]), setting, PROJECT)
+    assert out.counts.tolist() == [5, 0, 2] and out.result.lengths.tolist() == [5, 2]
+    off = merge_units(hidden, torch.tensor([10, 0, 4]), None, PROJECT)
+    assert torch.equal(off.tokens, PROJECT(hidden)[torch.arange(10)[None] < torch.tensor([10, 0, 4])[:, None]])
+    mixed = merge_units(hidden, torch.tensor([10, 0, 4]), [setting, None, None], PROJECT)
+    assert mixed.counts.tolist() == [5, 0, 4] and mixed.result is None
