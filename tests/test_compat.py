@@ -145,3 +145,35 @@ def test_pipeline_generate_kwargs_on_either_kind_of_release():
     assert mine.num_beams != 2  # the caller's config is not modified
     assert compat.prepare_pipeline_generate_kwargs(_NewPipeline(), given) == {**given, "added": True}
     assert given == {"max_new_tokens": 3, "streamer": "s"}  # never modified
+
+
+def test_saved_folders_hold_the_released_checkpoint_keys_on_every_release(tmp_path):
+    """Released Qwen2-Audio / AF3 checkpoints (and vLLM's loader) use `language_model.model.*`; transformers 5.19 to
+    5.22 save the merging classes' language model under `language_model.model.model.*`. The saved folder holds the
+    released layout on this release, sharded too, and a folder written with the doubled prefix is repaired."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from hf_ltbm.compat import repair_saved_language_model_keys
+    from hf_ltbm.tiny import build_tiny_model
+
+    model, _ = build_tiny_model()
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    keys = set(index["weight_map"])
+    for path in (tmp_path / "sharded").glob("*.safetensors"):
+        with safe_open(str(path), "pt") as handle:
+            assert set(handle.keys()) <= keys
+    assert "language_model.lm_head.weight" in keys
+    assert {k.split(".")[2] for k in keys if k.startswith("language_model.model.")} == {"embed_tokens", "layers", "norm"}
+    # a folder with the doubled prefix, as those releases write it
+    model.save_pretrained(tmp_path / "doubled")
+    path = tmp_path / "doubled" / "model.safetensors"
+    tensors = load_file(str(path))
+    doubled = {k.replace("language_model.model.", "language_model.model.model.", 1): v for k, v in tensors.items()}
+    save_file(doubled, str(path), metadata={"format": "pt"})
+    assert repair_saved_language_model_keys(tmp_path / "doubled") == sum(k != d for k, d in zip(tensors, doubled))
+    assert load_file(str(path)).keys() == tensors.keys()
+    assert repair_saved_language_model_keys(tmp_path / "doubled") == 0

@@ -24,9 +24,12 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import json
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -54,6 +57,7 @@ __all__ = [
     "output_cache",
     "prepare_pipeline_generate_kwargs",
     "processor_class_recorded_as",
+    "repair_saved_language_model_keys",
     "slice_logits_to_keep",
 ]
 
@@ -302,6 +306,43 @@ def base_attention_functions() -> dict[str, Callable]:
     from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
 
     return {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+#: The key prefix of the language model in the released Qwen2-Audio / Audio Flamingo 3 checkpoints (what vLLM loads).
+RELEASED_LANGUAGE_MODEL_PREFIX = "language_model.model."
+_DOUBLED_LANGUAGE_MODEL_PREFIX = "language_model.model.model."
+
+
+def repair_saved_language_model_keys(folder: str | os.PathLike) -> int:
+    """Renames language-model keys that `save_pretrained` wrote under a doubled prefix (`language_model.model.model.*`,
+    measured on transformers 5.19 to 5.22 for Qwen2-Audio and Audio Flamingo 3) to the released checkpoints' layout
+    (`language_model.model.*`, what later releases write and what vLLM's loader takes), in every safetensors file of
+    `folder` and its index. Decided by what the files hold, not by version; returns the number of keys renamed."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    renamed = 0
+
+    def fixed(key: str) -> str:
+        if key.startswith(_DOUBLED_LANGUAGE_MODEL_PREFIX):
+            return RELEASED_LANGUAGE_MODEL_PREFIX + key[len(_DOUBLED_LANGUAGE_MODEL_PREFIX) :]
+        return key
+
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as handle:
+            keys, metadata = list(handle.keys()), handle.metadata()
+        if not any(fixed(key) != key for key in keys):
+            continue
+        tensors = load_file(str(path))
+        renamed += sum(fixed(key) != key for key in tensors)
+        save_file({fixed(key): value for key, value in tensors.items()}, str(path), metadata=metadata)
+    for index in folder.glob("*.safetensors.index.json"):
+        data = json.loads(index.read_text())
+        data["weight_map"] = {fixed(key): value for key, value in data.get("weight_map", {}).items()}
+        index.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return renamed
 
 
 # ------------------------------------------------------------------------------------------------------- processors

@@ -76,8 +76,8 @@ def _text_config(tokenizer) -> dict[str, Any]:
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,  # head size 32: the smallest vLLM's CPU attention serves
+        num_key_value_heads=1,
         max_position_embeddings=32768,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

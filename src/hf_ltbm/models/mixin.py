@@ -218,11 +218,15 @@ class _SettingAccess:
             )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves like the upstream class (same weights and keys, upstream `architectures`) plus the merge setting."""
+        """Saves like the upstream class (same weights, upstream `architectures`) plus the merge setting, with the
+        weights under the keys of the released checkpoints on every transformers release (some releases double the
+        language model's prefix; `compat.repair_saved_language_model_keys`), so that vLLM can serve the folder. To
+        push to the Hub use `push_to_hub()`, which saves through this method."""
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             self.config.architectures = [self._upstream_class.__name__]
             self.config.save_pretrained(save_directory)
+            compat.repair_saved_language_model_keys(save_directory)
 
 
 class AudioTokenMergeModelMixin(_SettingAccess):

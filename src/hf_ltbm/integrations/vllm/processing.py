@@ -1,0 +1,155 @@
+"""What the merging vLLM processors and models add to the stock ones, shared by both backbones.
+
+- Processor (front end): the resolved setting of a request is part of every audio item's multimodal hash (so the
+  processor, encoder and prefix caches never mix settings), travels to the model as a tensor field, and each item's
+  placeholder run is `M = sum over the item's units of output_length(N_u)` tokens instead of `N`.
+- Model (engine core): the encoder output of every unit is merged with its item's setting (`hf_ltbm.models.units`)
+  and projected; items without a setting take the stock path unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
+
+from ...config import AudioTokenMergeConfig
+from .settings import FIELD, KEY, decode_items, encode, engine_setting, resolve, without_setting
+
+__all__ = ["MergingModelMixin", "MergingProcessingInfoMixin", "MergingProcessorMixin", "projector_skipped"]
+
+
+def _tokens(mel_frames: torch.Tensor) -> torch.Tensor:
+    """Audio-encoder tokens for valid mel frames (stride-2 convolution, then pooling by 2)."""
+    return ((mel_frames.long() - 1) // 2 + 1 - 2) // 2 + 1
+
+
+def _with_count(update: Any, count: Callable[[int], Optional[int]]) -> Any:
+    """`update` (a `PromptReplacement`) whose run for item `i` holds `count(i)` placeholders (`None`: unchanged)."""
+    if not isinstance(update, PromptReplacement):
+        return update
+    original = update.replacement
+
+    def replacement(item_idx: int) -> Any:
+        content = original(item_idx) if callable(original) else original  # the stock checks (e.g. too short) run
+        merged = count(item_idx)
+        if merged is None:
+            return content
+        if isinstance(content, PromptUpdateDetails):
+            token = content.full[0]
+            return PromptUpdateDetails.select_token_id([token] * merged, embed_token_id=token)
+        return [content[0]] * merged
+
+    return dataclasses.replace(update, replacement=replacement)
+
+
+class MergingProcessingInfoMixin:
+    """In front of a stock `BaseProcessingInfo`: the Hugging Face processor is loaded without the merge setting."""
+
+    def get_hf_processor(self, **kwargs: object) -> Any:
+        return super().get_hf_processor(**without_setting(kwargs))
+
+
+class MergingProcessorMixin:
+    """In front of a stock `BaseMultiModalProcessor` (see the module docstring)."""
+
+    def _item_unit_masks(self, out_mm_data: Mapping[str, Any], item_idx: int) -> torch.Tensor:
+        """The feature mask rows `[units, frames]` of audio item `item_idx` (its clip, or its 30 s windows)."""
+        raise NotImplementedError
+
+    def _merge_setting(self, mm_kwargs: Mapping[str, object]) -> Optional[AudioTokenMergeConfig]:
+        return resolve(self.info.ctx.get_merged_mm_kwargs(mm_kwargs), self.info.get_hf_config())
+
+    def _get_mm_hashes(self, inputs: Any) -> Any:
+        setting = self._merge_setting(inputs.hf_processor_mm_kwargs)
+        kwargs = without_setting(inputs.hf_processor_mm_kwargs)
+        if setting is not None:  # no setting: the stock hash
+            kwargs[KEY] = setting.to_dict()
+        return super()._get_mm_hashes(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs))
+
+    def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> Any:
+        return super()._call_hf_processor(hf_data, without_setting(hf_kwargs))
+
+    def _postprocess_hf_mm_data(
+        self, mm_data: Mapping[str, object], hf_processor_mm_kwargs: Mapping[str, object], processed_data: Any
+    ) -> Any:
+        processed = super()._postprocess_hf_mm_data(mm_data, hf_processor_mm_kwargs, processed_data)
+        setting = self._merge_setting(hf_processor_mm_kwargs)
+        audio = mm_data.get("audio")
+        if audio is None:
+            if setting is not None and "audio_embeds" in processed:
+                raise ValueError(
+                    f"`{KEY}` ({setting}) cannot merge precomputed `audio_embeds`: pass audio, or turn merging off "
+                    f"for this request with mm_processor_kwargs={{'{KEY}': None}}."
+                )
+            return processed
+        items = len(audio) if isinstance(audio, (list, tuple)) else 1
+        processed[FIELD] = encode(setting)[None].expand(items, -1).clone()
+        return processed
+
+    def _get_mm_fields_config(self, hf_inputs: Any, hf_processor_mm_kwargs: Mapping[str, object]) -> Any:
+        config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
+        if FIELD in hf_inputs:
+            config[FIELD] = MultiModalFieldConfig.batched("audio", keep_on_cpu=True)
+        return config
+
+    def _get_prompt_updates(
+        self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, object], out_mm_kwargs: Any
+    ) -> Sequence[Any]:
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        data = out_mm_kwargs.get_data()
+        if FIELD not in data:
+            return updates
+        settings = decode_items(data[FIELD], len(data[FIELD]))
+
+        def count(item_idx: int) -> Optional[int]:
+            setting = settings[item_idx]
+            if setting is None:
+                return None
+            units = _tokens(self._item_unit_masks(data, item_idx).sum(-1)).tolist()
+            return sum(setting.output_length(int(n)) for n in units)
+
+        return [_with_count(update, count) for update in updates]
+
+
+@contextmanager
+def projector_skipped(model: nn.Module) -> Iterator[None]:
+    """Inside the block, `model.multi_modal_projector` is the identity: the stock audio path then returns encoder
+    states, which are merged before (or after) the real projector runs."""
+    projector = model.multi_modal_projector
+    model.multi_modal_projector = nn.Identity()
+    try:
+        yield
+    finally:
+        model.multi_modal_projector = projector
+
+
+class MergingModelMixin:
+    """In front of a stock vLLM audio model: validates the served setting at engine start and merges each item's
+    audio with the setting its request resolved to."""
+
+    def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        engine_setting(self.config)  # a setting vLLM cannot serve fails the engine start
+
+    def _merged_audio(
+        self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]]
+    ) -> tuple[torch.Tensor, ...]:
+        """The embeddings of each audio item `[M_i, D_text]` under its setting."""
+        raise NotImplementedError
+
+    def embed_multimodal(self, **kwargs: object) -> Any:
+        encoded = kwargs.pop(FIELD, None)
+        audio_input = self._parse_and_validate_audio_input(**kwargs)
+        if audio_input is None:
+            return []
+        settings = [] if encoded is None else decode_items(encoded, len(encoded))
+        if audio_input["type"] == "audio_embeds" or all(setting is None for setting in settings):
+            return self._process_audio_input(audio_input)
+        return self._merged_audio(audio_input, settings)
