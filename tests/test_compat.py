@@ -167,7 +167,11 @@ def test_saved_folders_hold_the_released_checkpoint_keys_on_every_release(tmp_pa
         with safe_open(str(path), "pt") as handle:
             assert set(handle.keys()) <= keys
     assert "language_model.lm_head.weight" in keys
-    assert {k.split(".")[2] for k in keys if k.startswith("language_model.model.")} == {"embed_tokens", "layers", "norm"}
+    assert {k.split(".")[2] for k in keys if k.startswith("language_model.model.")} == {
+        "embed_tokens",
+        "layers",
+        "norm",
+    }
     # a folder with the doubled prefix, as those releases write it
     model.save_pretrained(tmp_path / "doubled")
     path = tmp_path / "doubled" / "model.safetensors"

@@ -1,0 +1,165 @@
+"""A real vLLM engine (CPU, in-process) with the plugin: prompt lengths, outputs equal to hf-ltbm's transformers path,
+mixed batches, caches and chunked prefill, for both backbones."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hf_ltbm import AudioTokenMergeConfig
+
+from .conftest import (
+    BACKBONES,
+    CLIP_SECONDS,
+    LTBM_HALF,
+    clip,
+    greedy,
+    printed_result,
+    reference,
+    require_vllm,
+    tokens_and_logprobs,
+    vllm_request,
+)
+
+require_vllm()
+
+#: log-prob tolerance against the transformers path (float32 on CPU; measured differences are 0 to 1e-6)
+LOGPROB_ATOL = 1e-4
+SETTINGS = [
+    {"method": method, "keep_ratio": ratio}
+    for method in ("ltbm", "global", "pool", "prune_norm")
+    for ratio in (0.5, 0.25)
+]
+
+
+def _units(backbone: str, seconds: float) -> list[int]:
+    """Encoder tokens per unit of a clip, from its length: one clip (Qwen2-Audio) or 30 s windows (AF3)."""
+    if backbone == "qwen2_audio":
+        return [round(25 * min(seconds, 30.0))]
+    full, rest = divmod(round(seconds * 25), 750)
+    return [750] * full + ([rest] if rest else [])
+
+
+@pytest.fixture(scope="module", params=BACKBONES)
+def served(request, tiny_folders, engines):
+    backbone = request.param
+    folder = tiny_folders[backbone]
+    return backbone, folder, engines(folder)
+
+
+def test_prompt_lengths_and_outputs_equal_the_transformers_path(served):
+    """Every method at two keep ratios: the prompt holds the text plus `M` placeholders per clip (AF3: per 30 s
+    window, a 45 s clip here), and greedy tokens and their log-probs equal hf-ltbm's transformers path."""
+    backbone, folder, llm = served
+    audio = clip(CLIP_SECONDS[backbone])
+    units = _units(backbone, CLIP_SECONDS[backbone])
+    (off,) = llm.generate(vllm_request(folder, audio, None), greedy(), use_tqdm=False)
+    text_tokens = len(off.prompt_token_ids) - sum(units)
+    worst = 0.0
+    for setting in SETTINGS:
+        (out,) = llm.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
+        merged = sum(AudioTokenMergeConfig(**setting).output_length(n) for n in units)
+        assert len(out.prompt_token_ids) == text_tokens + merged, setting
+        expected = reference(folder, audio, setting)
+        assert list(out.prompt_token_ids) == expected.prompt_ids
+        tokens, logprobs = tokens_and_logprobs(out)
+        assert tokens == expected.tokens, setting
+        worst = max(worst, *(abs(a - b) for a, b in zip(logprobs, expected.logprobs)))
+    assert worst <= LOGPROB_ATOL
+
+
+def test_mixed_settings_in_one_call_equal_one_at_a_time(served):
+    backbone, folder, llm = served
+    audio = [clip(CLIP_SECONDS[backbone] - 3 * i, seed=10 + i) for i in range(3)]
+    settings = [None, LTBM_HALF, {"method": "pool", "keep_ratio": 0.25}, {"method": "global", "keep_ratio": 0.5}]
+    requests = [vllm_request(folder, a, s) for a in audio for s in settings]
+    alone = [llm.generate(r, greedy(), use_tqdm=False)[0] for r in requests]
+    together = llm.generate(requests, greedy(), use_tqdm=False)
+    for one, batched in zip(alone, together):
+        assert batched.prompt_token_ids == one.prompt_token_ids
+        tokens, logprobs = tokens_and_logprobs(batched)
+        tokens_one, logprobs_one = tokens_and_logprobs(one)
+        assert tokens == tokens_one
+        assert max(abs(a - b) for a, b in zip(logprobs, logprobs_one)) <= LOGPROB_ATOL
+
+
+def test_caches_never_mix_settings(tiny_folders, engines):
+    """The merge setting is part of each clip's multimodal hash: a repeated request hits the prefix cache with the
+    same output; the same clip under another setting with the same placeholder count (LTBM and Global Merge at one
+    keep ratio) does not; an engine-level setting (config.json) hashes as the same setting given per request."""
+    folder = tiny_folders["qwen2_audio-merged"]  # config.json: LTBM_HALF
+    llm = engines(folder)
+    audio = clip(12.0, seed=3)
+    block = llm.llm_engine.vllm_config.cache_config.block_size
+    first = llm.generate(vllm_request(folder, audio), greedy(), use_tqdm=False)[0]
+    assert len(first.prompt_token_ids) > block and first.num_cached_tokens == 0
+    again = llm.generate(vllm_request(folder, audio, dict(LTBM_HALF)), greedy(), use_tqdm=False)[0]
+    assert again.num_cached_tokens == block * ((len(again.prompt_token_ids) - 1) // block)  # every full block
+    assert tokens_and_logprobs(again) == tokens_and_logprobs(first)
+    other = {"method": "global", "keep_ratio": 0.5}
+    switched = llm.generate(vllm_request(folder, audio, other), greedy(), use_tqdm=False)[0]
+    assert switched.prompt_token_ids == first.prompt_token_ids  # same tokens: only the hash tells them apart
+    assert switched.num_cached_tokens == 0
+    expected = reference(folder, audio, other)
+    assert tokens_and_logprobs(switched)[0] == expected.tokens
+
+
+def test_chunked_prefill_gives_the_same_outputs(tiny_folders, engines):
+    folder = tiny_folders["audioflamingo3"]
+    whole = engines(folder)
+    chunked = engines(folder, max_num_batched_tokens=256, enable_chunked_prefill=True)
+    audio = clip(45.0, seed=5)
+    for setting in (None, LTBM_HALF, {"method": "prune_norm", "keep_ratio": 0.25}):
+        (a,) = whole.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
+        (b,) = chunked.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
+        assert len(b.prompt_token_ids) > 256  # prefilled in several chunks
+        assert tokens_and_logprobs(a)[0] == tokens_and_logprobs(b)[0]
+        assert max(abs(x - y) for x, y in zip(tokens_and_logprobs(a)[1], tokens_and_logprobs(b)[1])) <= LOGPROB_ATOL
+
+
+_STOCK = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from vllm import LLM, SamplingParams
+    folder, prompt, path = sys.argv[1:4]
+    audio = np.load(path)
+    llm = LLM(model=folder, distributed_executor_backend="uni", max_model_len=4096, enforce_eager=True,
+              dtype="float32", seed=0)
+    out = llm.generate({"prompt": prompt, "multi_modal_data": {"audio": (audio, 16000)}},
+                       SamplingParams(max_tokens=4, temperature=0, logprobs=1), use_tqdm=False)[0].outputs[0]
+    tokens = list(out.token_ids)
+    print("RESULT", json.dumps([tokens, [out.logprobs[i][t].logprob for i, t in enumerate(tokens)]]))
+    """
+)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_no_setting_or_keep_one_is_token_identical_to_stock_vllm(backbone, tiny_folders, engines, tmp_path):
+    """Stock vLLM (the plugin disabled with VLLM_PLUGINS='', in another process) and the plugin with no setting or
+    keep ratio 1.0 give the same tokens and log-probs."""
+    import numpy as np
+
+    from .conftest import prompt_for
+
+    folder = tiny_folders[backbone]
+    audio = clip(CLIP_SECONDS[backbone], seed=2)
+    np.save(tmp_path / "audio.npy", audio)
+    env = {**os.environ, "VLLM_PLUGINS": ""}
+    run = subprocess.run(
+        [sys.executable, "-c", _STOCK, folder, prompt_for(folder), str(tmp_path / "audio.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    stock_tokens, stock_logprobs = printed_result(run.stdout)
+    llm = engines(folder)
+    for setting in (..., None, {"method": "ltbm", "keep_ratio": 1.0}, {"method": "pool", "keep_ratio": 1.0}):
+        (out,) = llm.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
+        tokens, logprobs = tokens_and_logprobs(out)
+        assert tokens == stock_tokens, setting
+        assert max(abs(a - b) for a, b in zip(logprobs, stock_logprobs)) <= 1e-6, setting

