@@ -27,10 +27,16 @@ require_vllm()
 
 #: log-prob tolerance against the transformers path (float32 on CPU; measured differences are 0 to 1e-6)
 LOGPROB_ATOL = 1e-4
+#: The four the issue names at two keep ratios, and every other registered method (defaults), with a token budget too.
 SETTINGS = [
     {"method": method, "keep_ratio": ratio}
     for method in ("ltbm", "global", "pool", "prune_norm")
     for ratio in (0.5, 0.25)
+] + [
+    {"method": "prune_attention", "keep_ratio": 0.5},
+    {"method": "segment_topk", "keep_ratio": 0.25, "options": {"num_segments": 5}},
+    {"method": "random", "keep_ratio": 0.5, "seed": 3},
+    {"method": "ltbm", "num_tokens": 40, "window": 1, "space": "projector", "key_source": "encoder_keys"},
 ]
 
 
@@ -50,8 +56,8 @@ def served(request, tiny_folders, engines):
 
 
 def test_prompt_lengths_and_outputs_equal_the_transformers_path(served):
-    """Every method at two keep ratios: the prompt holds the text plus `M` placeholders per clip (AF3: per 30 s
-    window, a 45 s clip here), and greedy tokens and their log-probs equal hf-ltbm's transformers path."""
+    """Every method: the prompt holds the text plus `M` placeholders per clip (AF3: per 30 s window, a 45 s clip
+    here), and greedy tokens and their log-probs equal hf-ltbm's transformers path."""
     backbone, folder, llm = served
     audio = clip(CLIP_SECONDS[backbone])
     units = _units(backbone, CLIP_SECONDS[backbone])
@@ -60,7 +66,7 @@ def test_prompt_lengths_and_outputs_equal_the_transformers_path(served):
     worst = 0.0
     for setting in SETTINGS:
         (out,) = llm.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
-        merged = sum(AudioTokenMergeConfig(**setting).output_length(n) for n in units)
+        merged = sum(AudioTokenMergeConfig.from_dict(setting).output_length(n) for n in units)
         assert len(out.prompt_token_ids) == text_tokens + merged, setting
         expected = reference(folder, audio, setting)
         assert list(out.prompt_token_ids) == expected.prompt_ids

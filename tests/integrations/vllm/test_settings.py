@@ -53,3 +53,15 @@ def test_settings_round_trip_through_the_tensor_field():
     rows = torch.stack([encode(None), encode(AudioTokenMergeConfig(method="pool"))])
     assert decode_items(rows, 2) == decode_items(list(rows), 2) == [None, AudioTokenMergeConfig(method="pool")]
     assert decode_items(None, 3) == [None] * 3
+
+
+def test_the_plugin_is_an_entry_point_and_hf_ltbm_never_imports_vllm():
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (plugin,) = [e for e in entry_points(group="vllm.general_plugins") if e.name == "hf_ltbm"]
+    assert plugin.value == "hf_ltbm.integrations.vllm:register"
+    code = "import sys, hf_ltbm, hf_ltbm.integrations.vllm.settings; print('vllm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
