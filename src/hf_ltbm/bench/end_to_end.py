@@ -56,6 +56,20 @@ SCALES: dict[str, dict[str, dict[str, int]]] = {
             vocab_size=32000,
         ),
     },
+    # Serving on CPU: a small audio encoder next to a larger language model, so that the language model dominates the
+    # prefill of a 30 s prompt in vLLM (whose CPU kernels serve the language model faster than the encoder), as in
+    # Qwen2-Audio-7B, where the language model does about 85% of the prefill's work.
+    "cpu-lm": {
+        "audio": dict(d_model=256, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=1024),
+        "text": dict(
+            hidden_size=1024,
+            num_hidden_layers=8,
+            num_attention_heads=16,
+            num_key_value_heads=4,
+            intermediate_size=2816,
+            vocab_size=32000,
+        ),
+    },
     # For smoke tests.
     "tiny": {
         "audio": dict(d_model=64, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=128),

@@ -27,7 +27,12 @@ def add_parser(subparsers: Any) -> None:
     ops.add_argument("--windows", type=int_list, default=[1, 4, 16])
     ops.add_argument("--keep-ratio", type=float, default=0.25)
     e2e = parser.add_argument_group("end to end")
-    e2e.add_argument("--scale", default="cpu", help="model shapes: cpu (default), 7b (Qwen2-Audio-7B), tiny")
+    e2e.add_argument(
+        "--scale",
+        default=None,
+        help="model shapes: cpu (end-to-end default), cpu-lm (vllm default: the language model dominates the "
+        "prefill), 7b (Qwen2-Audio-7B), tiny",
+    )
     e2e.add_argument("--keep-ratios", type=float_list, default=[1.0, 0.75, 0.5, 0.25, 0.1])
     e2e.add_argument("--method", default="ltbm")
     e2e.add_argument("--size-aware", action="store_true", help="also time each merged ratio with size-aware attention")
@@ -54,6 +59,7 @@ def run_vllm(args: argparse.Namespace) -> int:
     for name in ("requests", "new_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    args.scale = args.scale or "cpu-lm"
     if args.quick:
         args.scale, args.keep_ratios, args.new_tokens, args.requests, args.clip_seconds = "tiny", [1.0, 0.5], 2, 2, 5.0
     device = resolve_device(args.device)
@@ -102,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if args.which == "vllm":
         return run_vllm(args)
     from ..bench.end_to_end import SCALES, run_end_to_end
+
+    args.scale = args.scale or "cpu"
     from ..bench.merge_ops import run_merge_ops
     from ..bench.report import (
         end_to_end_markdown,
