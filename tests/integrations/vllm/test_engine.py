@@ -169,3 +169,16 @@ def test_no_setting_or_keep_one_is_token_identical_to_stock_vllm(backbone, tiny_
         tokens, logprobs = tokens_and_logprobs(out)
         assert tokens == stock_tokens, setting
         assert max(abs(a - b) for a, b in zip(logprobs, stock_logprobs)) <= 1e-6, setting
+
+
+def test_engine_level_mm_processor_kwargs_set_the_default_a_request_overrides(tiny_folders, engines):
+    """`LLM(..., mm_processor_kwargs={"audio_token_merge": ...})` beats the model config and loses to a request."""
+    folder = tiny_folders["qwen2_audio-merged"]  # config.json: LTBM_HALF
+    pool = {"method": "pool", "keep_ratio": 0.25}
+    llm = engines(folder, mm_processor_kwargs={"audio_token_merge": pool})
+    audio = clip(6.0, seed=8)
+    for setting, expected in ((..., pool), (LTBM_HALF, LTBM_HALF), (None, None)):
+        (out,) = llm.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
+        reference_run = reference(folder, audio, expected)
+        assert list(out.prompt_token_ids) == reference_run.prompt_ids
+        assert tokens_and_logprobs(out)[0] == reference_run.tokens
