@@ -112,3 +112,13 @@ def test_scores_requirement_is_exposed():
 
 def test_str_is_compact():
     assert str(AudioTokenMergeConfig(keep_ratio=0.25)) == "ltbm(keep_ratio=0.25, window=3)"
+
+
+@pytest.mark.parametrize(
+    "method, options", [("segment_topk", {"num_segments": 10}), ("segment_topk", {"score": "attention"})]
+)
+def test_an_option_at_its_default_is_the_same_setting_as_none(method, options):
+    explicit = AudioTokenMergeConfig(method=method, keep_ratio=0.5, options=options)
+    assert explicit == AudioTokenMergeConfig(method=method, keep_ratio=0.5) and explicit.options == {}
+    other = AudioTokenMergeConfig(method=method, keep_ratio=0.5, options={"num_segments": 4})
+    assert other.options == {"num_segments": 4} and other != explicit

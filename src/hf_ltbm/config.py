@@ -10,7 +10,15 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .merging import DEFAULT_WINDOW, MergeResult, TokenReducer, build_method, merge_tokens, output_length
+from .merging import (
+    DEFAULT_WINDOW,
+    MergeResult,
+    TokenReducer,
+    build_method,
+    merge_tokens,
+    non_default_options,
+    output_length,
+)
 from .merging.base import _check_int, check_count_setting
 
 __all__ = ["DEFAULT_KEEP_RATIO", "KEY_SOURCES", "MERGE_SPACES", "AudioTokenMergeConfig", "MergeSetting"]
@@ -88,6 +96,8 @@ class AudioTokenMergeConfig:
         if self.method == "ltbm" and self.window is None:
             object.__setattr__(self, "window", DEFAULT_WINDOW)
         reducer = self.build_method()  # validates the method name, `window` and `options`
+        # an option at the method's default is the same setting as no option (equal configs, one run folder)
+        object.__setattr__(self, "options", non_default_options(self.method, self.options))
         if self.seed is not None:
             _check_int("seed", self.seed, 0)
             if not reducer.uses_generator:

@@ -271,3 +271,14 @@ def test_two_processes_match_one(mmau_dir, tmp_path):
         assert ranks == {0, 1}
         assert sum(b["batch_size"] for b in read_jsonl(two / "batches.jsonl")) == 6  # 5 items + 1 padding repeat
     assert double.stdout.count("Full report") == 1  # only the main process prints
+
+
+def test_an_option_given_at_its_default_resolves_to_the_run_without_it():
+    from hf_ltbm.evaluation.runner import expand_sweep
+
+    (explicit,) = expand_sweep(["segment_topk"], [0.5], options={"num_segments": 10})
+    (implicit,) = expand_sweep(["segment_topk"], [0.5])
+    assert explicit == implicit and explicit.name == "segment_topk_keep0.5"
+    assert explicit.setting() == implicit.setting()
+    (other,) = expand_sweep(["segment_topk"], [0.5], options={"num_segments": 4})
+    assert other.name == "segment_topk_keep0.5_num_segments4"

@@ -36,7 +36,7 @@ from transformers.utils import logging
 from ..bench.memory import PeakMemory
 from ..config import AudioTokenMergeConfig
 from ..context import audio_token_merge
-from ..merging import DEFAULT_WINDOW, available_methods, get_method_class
+from ..merging import DEFAULT_WINDOW, available_methods, get_method_class, non_default_options
 from ..pipeline import AudioTextToTextPipeline
 from ..processing import max_audio_seconds
 from ..timing import PrefillTimer
@@ -157,8 +157,9 @@ def expand_sweep(
             continue
         cls = get_method_class(method)
         accepted = {f for f in getattr(cls, "__dataclass_fields__", {})} - {"window"}
-        mine = tuple(sorted((k, v) for k, v in options.items() if k in accepted))
-        used.update(k for k, _ in mine)
+        given = {k: v for k, v in options.items() if k in accepted}
+        used.update(given)
+        mine = tuple(sorted(non_default_options(method, given).items()))  # at its default: the run without it
         variants = {"off": [False], "on": [True], "both": [False, True]}[size_aware] if cls.averages else [False]
         keys = key_source if method in ("ltbm", "global") else "features"
         for ratio in keep_ratios:

@@ -10,11 +10,12 @@ This module is pure PyTorch: it knows nothing of transformers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -23,6 +24,7 @@ __all__ = [
     "TokenReducer",
     "available_methods",
     "get_method_class",
+    "non_default_options",
     "output_length",
     "pool_by_assignment",
     "register_method",
@@ -265,3 +267,12 @@ def get_method_class(name: str) -> type[TokenReducer]:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"Unknown `method` {name!r}; known methods: {', '.join(map(repr, _REGISTRY))}.") from None
+
+
+def non_default_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` of method `name` less those given at the method's default value (so that a setting written with an
+    option at its default and one without it are the same setting)."""
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(get_method_class(name)) if f.default is not dataclasses.MISSING
+    }
+    return {key: value for key, value in options.items() if key not in defaults or defaults[key] != value}
