@@ -108,3 +108,53 @@ def test_per_task_data_and_prompts(mmau_dir, tmp_path, capsys):
     config = json.loads((path / "config.json").read_text())
     assert config["prompt"] == "Q: {question} {choices}" and config["audio_token_merge"]["space"] == "projector"
     assert config["dtype"] == "float32"
+
+
+def _mmau_args(mmau_dir, out, methods="none,ltbm"):
+    return ["eval", "--model", MODEL, "--task", "mmau", "--data", str(mmau_dir), "--methods", methods]
+
+
+def test_score_only_rescores_saved_predictions_without_loading_the_model(mmau_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "runs"
+    common = ["--keep-ratios", "0.5", "--max-new-tokens", "3", "--batch-size", "2", "--out", str(out), "--no-progress"]
+    assert main(_mmau_args(mmau_dir, out) + common) == 0
+    metrics_path = out / MODEL / "mmau" / "none" / "metrics.json"
+    original = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps({**original, "metrics": {"accuracy": -1.0}}))  # e.g. an older scorer's numbers
+    capsys.readouterr()
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("--score-only loaded the model")
+
+    monkeypatch.setattr("hf_ltbm.cli.eval_cmd.load_model", no_weights)
+    assert main(_mmau_args(mmau_dir, out, "none,ltbm,pool") + common + ["--score-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 run(s) rescored" in printed and "(1 without finished predictions)" in printed
+    assert json.loads(metrics_path.read_text()) == original
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(mmau_dir, tmp_path, capsys, monkeypatch):
+    from hf_ltbm.evaluation import runner
+
+    args = _mmau_args(mmau_dir, tmp_path / "runs", "pool") + ["--keep-ratios", "0.5", "--max-new-tokens", "3"]
+    args += ["--batch-size", "1", "--out", str(tmp_path / "runs"), "--no-progress"]
+    clean = args[:-3] + ["--out", str(tmp_path / "clean"), "--no-progress"]
+    assert main(clean) == 0
+    real, calls = runner._run_batch, []
+
+    def interrupted(*a, **k):
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C during the second batch
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner, "_run_batch", interrupted)
+    capsys.readouterr()
+    assert main(args) == 130
+    assert "Interrupted. Finished batches are saved" in capsys.readouterr().err
+    monkeypatch.setattr(runner, "_run_batch", real)
+    assert main(args) == 0
+    assert "1 resumed from an interrupted attempt" in capsys.readouterr().out
+    path = ("mmau", "pool_keep0.5", "predictions.jsonl")
+    resumed = (tmp_path / "runs" / MODEL).joinpath(*path).read_text()
+    assert resumed == (tmp_path / "clean" / MODEL).joinpath(*path).read_text()

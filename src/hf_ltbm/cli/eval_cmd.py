@@ -8,6 +8,7 @@ Data-parallel: `accelerate launch -m hf_ltbm eval ...` or `torchrun --nproc-per-
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="root folder of the run folders")
     parser.add_argument("--overwrite", action="store_true", help="redo runs whose folders exist")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the saved predictions of finished runs again (current scorer), without loading the model",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
@@ -110,6 +116,20 @@ def _per_task(entries: list[str], tasks: list[str], option: str) -> dict[str, st
                 raise CLIError(f"{option} was given twice for {task}: {given[task]!r} and {entry!r}; pass one.")
             given[task], values[task] = entry, value
     return values
+
+
+def _score_only(task_objects: list, specs: list, args: argparse.Namespace) -> int:
+    """`--score-only`: rescore the finished runs of the sweep from their saved predictions; prints the table."""
+    from ..evaluation.report import collect_runs, markdown
+    from ..evaluation.runner import rescore
+
+    results = [result for task in task_objects for result in rescore(task, specs, args.out, args.model)]
+    scored = [r for r in results if r.metrics]
+    print(f"{len(scored)} run(s) rescored in {args.out} ({len(results) - len(scored)} without finished predictions).")
+    if scored:
+        runs = [r for r in collect_runs(args.out) if any(r.path == res.path for res in scored)]
+        print(markdown(runs))
+    return 0
 
 
 def _known_tasks() -> list[str]:
@@ -178,8 +198,11 @@ def run(args: argparse.Namespace) -> int:
         task_objects = [get_task(name, sources.get(name), prompts.get(name)) for name in tasks]
         for task in task_objects:  # scorer and data are checked before the weights load
             task.check_requirements()
-            with state.main_process_first():  # downloads and archive unpacking happen once
-                task.load()
+            if not args.score_only:  # the saved predictions hold what scoring needs
+                with state.main_process_first():  # downloads and archive unpacking happen once
+                    task.load()
+        if args.score_only:
+            return _score_only(task_objects, specs, args) if state.is_main_process else 0
     except (MetricUnavailableError, ValueError) as err:
         raise CLIError(str(err)) from err
     device = state.device if args.device == "auto" and state.num_processes > 1 else resolve_device(args.device)
@@ -192,6 +215,13 @@ def run(args: argparse.Namespace) -> int:
             results += _evaluate_task(model, processor, task, specs, device, args)
         except AudioInputError as err:
             raise input_error(err) from err
+        except KeyboardInterrupt:
+            # every finished batch is on disk (per-rank partial files); the same command resumes the run
+            print(
+                f"Interrupted. Finished batches are saved in {args.out}; run the same command again to resume.",
+                file=sys.stderr,
+            )
+            return 130
     if state.is_main_process:
         skipped = sum(r.skipped for r in results)
         resumed = sum(r.resumed_items > 0 for r in results)

@@ -45,7 +45,7 @@ from .tasks import EvalTask
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["RunResult", "RunSpec", "evaluate", "expand_sweep", "model_slug", "read_jsonl"]
+__all__ = ["RunResult", "RunSpec", "evaluate", "expand_sweep", "model_slug", "read_jsonl", "rescore"]
 
 SIZE_AWARE_CHOICES = ("off", "on", "both")
 # config.json fields that define a run: a finished or partial run whose values differ is not silently reused
@@ -514,3 +514,38 @@ def _run(
         logger.info(f"{path}: {task.primary_metric} = {scored['metrics'].get(task.primary_metric)}")
     state.wait_for_everyone()
     return RunResult(spec, path, metrics, resumed_items=len(done))
+
+
+def rescore(task: EvalTask, specs: Sequence[RunSpec], out_dir: Path, model_name: str) -> list[RunResult]:
+    """Scores the saved predictions of finished runs again, without a model: `metrics.json` of every run folder of
+    `specs` that holds a `predictions.jsonl` is rewritten with the task's current scorer (e.g. SPICE once CoreNLP is
+    installed) and the efficiency summary of its `batches.jsonl`. Runs without saved predictions are left as they are
+    (reported with `metrics={}`).
+
+    Raises:
+        ValueError: a run folder that holds predictions of another task.
+    """
+    results = []
+    for spec in specs:
+        path = Path(out_dir) / model_slug(model_name) / task.name / spec.name
+        predictions = path / "predictions.jsonl"
+        if not predictions.exists():
+            logger.warning(f"{path}: no finished predictions to score (run it first); left as it is.")
+            results.append(RunResult(spec, path, {}, skipped=True))
+            continue
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if config.get("task") != task.name:
+            raise ValueError(f"{path} holds a run of task {config.get('task')!r}, not {task.name!r}.")
+        records = read_jsonl(predictions)
+        batches = read_jsonl(path / "batches.jsonl") if (path / "batches.jsonl").exists() else []
+        metrics = {
+            "model": config.get("model", model_name),
+            "task": task.name,
+            **spec.record(),
+            **task.score(records),
+            "efficiency": _efficiency(records, batches),
+        }
+        _write_json(path / "metrics.json", metrics)
+        logger.info(f"{path}: rescored, {task.primary_metric} = {metrics['metrics'].get(task.primary_metric)}")
+        results.append(RunResult(spec, path, metrics))
+    return results
