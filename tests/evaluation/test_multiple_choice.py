@@ -72,3 +72,19 @@ def test_mmau_accuracy_groups_by_task_and_difficulty():
 def test_mmau_accuracy_rejects_empty():
     with pytest.raises(ValueError, match="empty"):
         mmau_accuracy([])
+
+
+def test_tricky_cases_agree_item_by_item_with_the_official_rule():
+    """A fixture in MMAU's own format (`model_output`, as the official `evaluation.py` reads it), each case labelled by
+    hand under the official rule: partial overlaps, answers that share words with distractors, letters, numbers,
+    empty and punctuation-only outputs."""
+    import json
+    from pathlib import Path
+
+    cases = json.loads((Path(__file__).parent / "data" / "mmau_tricky.json").read_text(encoding="utf-8"))
+    assert len(cases) >= 15
+    for case in cases:
+        assert string_match(case["answer"], case["model_output"], case["choices"]) is case["official_correct"], case
+    records = [{**case, "prediction": case["model_output"]} for case in cases]
+    expected = 100.0 * sum(case["official_correct"] for case in cases) / len(cases)
+    assert mmau_accuracy(records)["metrics"]["accuracy"] == expected

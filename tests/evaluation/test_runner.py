@@ -110,6 +110,7 @@ def test_run_folder_contents(tiny, mmau_dir, tmp_path):
         "batches.jsonl",
         "config.json",
         "metrics.json",
+        "mmau_predictions.json",
         "predictions.jsonl",
     ]
     config = json.loads((path / "config.json").read_text())
@@ -282,3 +283,41 @@ def test_an_option_given_at_its_default_resolves_to_the_run_without_it():
     assert explicit.setting() == implicit.setting()
     (other,) = expand_sweep(["segment_topk"], [0.5], options={"num_segments": 4})
     assert other.name == "segment_topk_keep0.5_num_segments4"
+
+
+def test_mmau_runs_record_the_dataset_and_write_the_official_evaluation_input(tiny, mmau_dir, tmp_path):
+    import hashlib
+
+    from hf_ltbm.evaluation.multiple_choice import string_match
+
+    (result,) = run_mmau(tiny, mmau_dir, tmp_path, [RunSpec("pool", 0.5)])
+    questions = mmau_dir / "mmau-test-mini.json"
+    config = json.loads((result.path / "config.json").read_text())
+    assert config["dataset"] == {
+        "benchmark": "MMAU test-mini",
+        "version": "unknown",  # a local copy whose name does not say its release
+        "questions_file": "mmau-test-mini.json",
+        "questions_sha256": hashlib.sha256(questions.read_bytes()).hexdigest(),
+    }
+    official = json.loads((result.path / "mmau_predictions.json").read_text())
+    originals = {q["id"]: q for q in json.loads(questions.read_text())}
+    predictions = {p["id"]: p["prediction"] for p in read_jsonl(result.path / "predictions.jsonl")}
+    for entry in official:  # the benchmark's entry, plus the prediction under both keys the official tools use
+        assert {k: v for k, v in entry.items() if k not in ("model_output", "model_prediction")} == originals[
+            entry["id"]
+        ]
+        assert entry["model_output"] == entry["model_prediction"] == predictions[entry["id"]]
+    hits = [string_match(e["answer"], e["model_output"], e["choices"]) for e in official]
+    assert result.metrics["metrics"]["accuracy"] == 100.0 * sum(hits) / len(hits)
+
+
+def test_the_mmau_release_is_read_from_the_hub_copy_or_the_file_name(tmp_path):
+    from hf_ltbm.evaluation.data import mmau_dataset_info
+
+    named = tmp_path / "mmau-test-mini-v05.15.25.json"
+    named.write_text("[]")
+    assert mmau_dataset_info(named, from_hub=False)["version"] == "v05.15.25"
+    plain = tmp_path / "mmau-test-mini.json"
+    plain.write_text("[]")
+    assert mmau_dataset_info(plain, from_hub=True)["version"] == "v05.15.25"
+    assert mmau_dataset_info(plain, from_hub=False)["version"] == "unknown"

@@ -27,12 +27,23 @@ def test_captioning_prompt_is_configurable():
 
 
 def test_record_fields_carry_what_scoring_needs():
-    item = EvalItem("q", None, question="?", choices=["x", "y"], answer="x", task="sound", difficulty="easy")
+    original = {"id": "q", "question": "?", "choices": ["x", "y"], "answer": "x", "sub-category": "Counting"}
+    item = EvalItem(
+        "q",
+        None,
+        question="?",
+        choices=["x", "y"],
+        answer="x",
+        task="sound",
+        difficulty="easy",
+        source_record=original,
+    )
     assert get_task("mmau").record_fields(item) == {
         "answer": "x",
         "choices": ["x", "y"],
         "task": "sound",
         "difficulty": "easy",
+        "source_record": original,  # for the official evaluation's input format
     }
     assert get_task("clotho").record_fields(EvalItem("c", None, references=["r"])) == {"references": ["r"]}
 

@@ -19,6 +19,7 @@ dependency. Audio is read lazily, one batch at a time.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import tarfile
@@ -34,7 +35,17 @@ from ..audio import AUDIO_EXTENSIONS, AudioInputError
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["DataSourceError", "DatasetFormatError", "EvalItem", "load_audiocaps", "load_clotho", "load_mmau"]
+__all__ = [
+    "MMAU_CURRENT_VERSION",
+    "DataSourceError",
+    "DatasetFormatError",
+    "EvalItem",
+    "load_audiocaps",
+    "load_clotho",
+    "load_mmau",
+    "mmau_dataset_info",
+    "mmau_files",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -50,6 +61,8 @@ class EvalItem:
         references: reference captions (captioning).
         question, choices, answer: the multiple-choice fields (MMAU).
         task, difficulty: MMAU's grouping (`sound`/`music`/`speech`; `easy`/`medium`/`hard`).
+        source_record: the data set's own record of the item (MMAU: its entry of the questions JSON), for outputs in
+            the benchmark's own format.
     """
 
     id: str
@@ -60,6 +73,7 @@ class EvalItem:
     answer: Optional[str] = None
     task: Optional[str] = None
     difficulty: Optional[str] = None
+    source_record: Optional[dict[str, Any]] = None
 
     def audio_source(self) -> Any:
         """The audio in a form `load_audio` reads (resolves a lazy row)."""
@@ -209,6 +223,7 @@ def _mmau_items(json_path: Path, audio_root: Path) -> list[EvalItem]:
                 answer=str(record["answer"]),
                 task=record.get("task"),
                 difficulty=record.get("difficulty"),
+                source_record=dict(record),
             )
         )
     if missing:
@@ -300,7 +315,7 @@ def _unpack_archives(folder: Path) -> Path:
     return target
 
 
-def _mmau_hub(repo_id: str, audio_repo_id: str) -> list[EvalItem]:
+def _mmau_hub(repo_id: str, audio_repo_id: str) -> tuple[Path, Path]:
     from huggingface_hub import snapshot_download
 
     try:
@@ -311,7 +326,7 @@ def _mmau_hub(repo_id: str, audio_repo_id: str) -> list[EvalItem]:
         audio = _unpack_archives(Path(snapshot_download(audio_repo_id, repo_type="dataset")))
     except (OSError, ValueError) as err:
         raise _hub_error("the MMAU audio", audio_repo_id, err) from err
-    return _mmau_items(_mmau_json(meta), audio)
+    return _mmau_json(meta), audio
 
 
 # ------------------------------------------------------------------------------------------------------ loaders
@@ -353,12 +368,35 @@ def load_mmau(
     source: PathLike = "Sakshi113/MMAU", audio_source: str = "gamma-lab-umd/MMAU-test-mini"
 ) -> list[EvalItem]:
     """MMAU test-mini (1000 questions) from the original JSON + audio folder, or from the hub (module docstring)."""
+    return _mmau_items(*mmau_files(source, audio_source))
+
+
+#: The MMAU release the public questions file has held since May 2025 (about a quarter of the questions revised).
+MMAU_CURRENT_VERSION = "v05.15.25"
+
+
+def mmau_files(
+    source: PathLike = "Sakshi113/MMAU", audio_source: str = "gamma-lab-umd/MMAU-test-mini"
+) -> tuple[Path, Path]:
+    """`(questions JSON, audio folder)` of an MMAU source: a local folder or file, or the hub copies."""
     path = _local_path(source, "MMAU")
     if path is None:
         return _mmau_hub(str(source), audio_source)
     if path.is_file():
-        return _mmau_items(path, path.parent)
-    return _mmau_items(_mmau_json(path), path)
+        return path, path.parent
+    return _mmau_json(path), path
+
+
+def mmau_dataset_info(questions: Path, from_hub: bool) -> dict[str, Any]:
+    """What identifies the MMAU questions a run used: the release (`v05.15.25` for the hub copy, or when the file name
+    says so; a local copy of unknown date is `unknown`) and the file's sha256."""
+    version = MMAU_CURRENT_VERSION if from_hub or MMAU_CURRENT_VERSION in questions.name else "unknown"
+    return {
+        "benchmark": "MMAU test-mini",
+        "version": version,
+        "questions_file": questions.name,
+        "questions_sha256": hashlib.sha256(questions.read_bytes()).hexdigest(),
+    }
 
 
 def check_unique_ids(items: list[EvalItem], name: str) -> None:

@@ -262,6 +262,7 @@ def _resolved_config(
         "audio_token_merge": None if setting is None else setting.to_dict(),
         "generation": generation,
         "limit": limit,
+        "dataset": task.dataset_info(),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "model_generation_config": _generation_defaults(model),
         **extra,
@@ -508,6 +509,7 @@ def _run(
         }
         _write_jsonl(path / "predictions.jsonl", records)
         _write_jsonl(path / "batches.jsonl", batches)
+        task.write_outputs(records, path)  # the benchmark's own formats (e.g. MMAU's official evaluation input)
         for leftover in [*path.glob("predictions.rank*.jsonl"), *path.glob("batches.rank*.jsonl")]:
             leftover.unlink()
         _write_json(path / "metrics.json", metrics)  # written last: its presence marks the run finished
@@ -545,6 +547,7 @@ def rescore(task: EvalTask, specs: Sequence[RunSpec], out_dir: Path, model_name:
             **task.score(records),
             "efficiency": _efficiency(records, batches),
         }
+        task.write_outputs(records, path)
         _write_json(path / "metrics.json", metrics)
         logger.info(f"{path}: rescored, {task.primary_metric} = {metrics['metrics'].get(task.primary_metric)}")
         results.append(RunResult(spec, path, metrics))

@@ -13,13 +13,14 @@ The paper does not publish its prompts; these are documented in `docs/reproduce.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from .captioning import caption_metrics, captioning_requirements
-from .data import EvalItem, load_audiocaps, load_clotho, load_mmau
+from .data import EvalItem, _mmau_items, load_audiocaps, load_clotho, mmau_dataset_info, mmau_files
 from .multiple_choice import mmau_accuracy
 
 __all__ = ["TASKS", "CaptioningTask", "EvalTask", "MultipleChoiceTask", "get_task"]
@@ -71,6 +72,14 @@ class EvalTask:
     def record_fields(self, item: EvalItem) -> dict[str, Any]:
         """What a predictions line stores about its item besides the prediction (to score without the data set)."""
         return {}
+
+    def dataset_info(self) -> dict[str, Any]:
+        """What identifies the data the items came from (recorded in `config.json`; after `load()`)."""
+        return {}
+
+    def write_outputs(self, records: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+        """Writes the predictions in the benchmark's own formats into a finished run's `folder`; returns the files."""
+        return []
 
 
 @dataclass
@@ -130,18 +139,41 @@ class MultipleChoiceTask(EvalTask):
                 f"The mmau prompt must contain '{{question}}' (and usually '{{choices}}'), got {self.prompt!r}."
             )
 
+    #: The predictions in the input format of MMAU's official `evaluation.py`, in each finished run folder.
+    official_file: ClassVar[str] = "mmau_predictions.json"
+
     def _load(self) -> list[EvalItem]:
-        return load_mmau(self.resolved_source, self.audio_source)
+        questions, audio = mmau_files(self.resolved_source, self.audio_source)
+        from_hub = self.source is None or not Path(self.resolved_source).exists()
+        self.__dict__["_dataset_info"] = mmau_dataset_info(questions, from_hub)
+        return _mmau_items(questions, audio)
+
+    def dataset_info(self) -> dict[str, Any]:
+        return dict(self.__dict__.get("_dataset_info", {}))
 
     def prompt_for(self, item: EvalItem) -> str:
         choices = "\n".join(f"({chr(ord('A') + i)}) {choice}" for i, choice in enumerate(item.choices))
         return self.resolved_prompt.replace("{choices}", choices).replace("{question}", item.question or "")
 
     def record_fields(self, item: EvalItem) -> dict[str, Any]:
-        return {"answer": item.answer, "choices": item.choices, "task": item.task, "difficulty": item.difficulty}
+        fields = {"answer": item.answer, "choices": item.choices, "task": item.task, "difficulty": item.difficulty}
+        return {**fields, "source_record": item.source_record}
 
     def score(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return mmau_accuracy(records)
+
+    def write_outputs(self, records: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+        """`mmau_predictions.json`: each question's entry of the benchmark file with the prediction under
+        `model_output` (what the official `evaluation.py` reads) and `model_prediction` (what its README names), so
+        that `python evaluation.py --input mmau_predictions.json` scores the run."""
+        entries = []
+        for record in records:
+            entry = dict(record.get("source_record") or {"id": record["id"], "answer": record["answer"]})
+            entry.setdefault("choices", record["choices"])
+            entries.append({**entry, "model_output": record["prediction"], "model_prediction": record["prediction"]})
+        path = Path(folder) / self.official_file
+        path.write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return [path]
 
 
 TASKS: dict[str, type[EvalTask]] = {task.name: task for task in (ClothoTask, AudioCapsTask, MultipleChoiceTask)}
