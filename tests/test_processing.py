@@ -234,3 +234,27 @@ def test_placeholders_per_row_equal_each_rows_merged_count_at_any_length(data, n
     stock = make(**kwargs)(text=[prompt] * len(audio), audio=audio, **call)
     from_stock = model.generate(**stock, max_new_tokens=2, do_sample=False)
     assert torch.equal(from_stock[:, stock["input_ids"].shape[1] :], generated[:, batch["input_ids"].shape[1] :])
+
+
+def test_a_setting_given_to_from_pretrained_stays_out_of_the_tokenizer_config(tmp_path):
+    """ProcessorMixin.from_pretrained hands unknown keywords to the tokenizer's AutoConfig, which stored the setting
+    object as a config attribute; with transformers logging at INFO (as lmms-eval sets it) its log line then failed to
+    serialise it and loading crashed."""
+    from transformers.utils import logging as hf_logging
+
+    from hf_ltbm.tiny import build_tiny_model
+
+    model, processor = build_tiny_model()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    try:
+        setting = hf_ltbm.AudioTokenMergeConfig(method="pool", keep_ratio=0.25)
+        loaded = AutoProcessor.from_pretrained(tmp_path, audio_token_merge=setting)
+        direct = Qwen2AudioLTBMProcessor.from_pretrained(tmp_path, audio_token_merge="global")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    assert loaded.merge_config == setting and direct.merge_config.method == "global"
+    with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\]"):
+        Qwen2AudioLTBMProcessor.from_pretrained(tmp_path, audio_token_merge={"keep_ratio": 3})

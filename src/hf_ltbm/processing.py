@@ -19,6 +19,8 @@ from .config import AudioTokenMergeConfig, MergeSetting
 
 __all__ = ["AudioFlamingo3LTBMProcessor", "Qwen2AudioLTBMProcessor", "max_audio_seconds", "units_per_clip"]
 
+_UNSET: Any = object()
+
 
 def _tokens_per_unit(frames: torch.Tensor) -> list[int]:
     """Audio-encoder tokens for `frames` valid mel frames (conv stride 2, then average pooling by 2)."""
@@ -65,6 +67,18 @@ class _MergeSettingProcessorMixin:
 
     audio_token_merge: Optional[dict[str, Any]]
     _upstream_class: type
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, audio_token_merge: MergeSetting = _UNSET, **kwargs: Any) -> Any:
+        """`ProcessorMixin.from_pretrained`; `audio_token_merge` (validated first) replaces the saved setting. It is
+        not handed on: transformers passes unknown keywords down to the tokenizer's config, whose log line then fails
+        to serialise a config object."""
+        if audio_token_merge is not _UNSET:
+            AudioTokenMergeConfig.from_value(audio_token_merge)  # a bad setting fails before anything loads
+        processor = super().from_pretrained(*args, **kwargs)
+        if audio_token_merge is not _UNSET:
+            processor._init_setting(audio_token_merge)
+        return processor
 
     def to_dict(self) -> dict[str, Any]:
         """The upstream serialisation, with the upstream class as `processor_class` and the merge setting."""

@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from .compat import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
-from .config import MergeSetting
+from .config import AudioTokenMergeConfig, MergeSetting
 from .models import (
     AudioFlamingo3LTBMForConditionalGeneration,
     AudioFlamingo3LTBMModel,
@@ -97,12 +97,30 @@ def _merging_processor_from_pretrained(original):
     return from_pretrained
 
 
+def _plain_setting_kwarg(original):
+    """`Auto*.from_pretrained` that hands an `audio_token_merge=` keyword on as a validated plain dict: the Auto
+    classes pass it to the model config first, and a config object there broke transformers' INFO log line."""
+
+    @functools.wraps(original)
+    def from_pretrained(*args, **kwargs):
+        if "audio_token_merge" in kwargs:
+            setting = AudioTokenMergeConfig.from_value(kwargs["audio_token_merge"])
+            kwargs["audio_token_merge"] = None if setting is None else setting.to_dict()
+        return original(*args, **kwargs)
+
+    from_pretrained._hf_ltbm_wrapped = True
+    return from_pretrained
+
+
 def register() -> None:
     """Registers everything (safe to call any number of times)."""
     for config_class, base, generation, model_type, extra in _MODELS:
         AutoModel.register(config_class, base, exist_ok=True)
         for auto in (AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
             auto.register(config_class, generation, exist_ok=True)
+        for auto in (AutoModel, AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
+            if not getattr(auto.from_pretrained, "_hf_ltbm_wrapped", False):
+                auto.from_pretrained = staticmethod(_plain_setting_kwarg(auto.from_pretrained))
         for cls in (base, generation):
             _register_conversion(cls, model_type)
     AutoProcessor.register(Qwen2AudioConfig, Qwen2AudioLTBMProcessor, exist_ok=True)

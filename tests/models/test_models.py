@@ -367,3 +367,23 @@ def test_inputs_that_cannot_be_served_are_refused_before_any_weights_run(backbon
         for hook in hooks:
             hook.remove()
     assert ran in ([], [type(ours).__name__]), ran  # at most the top-level forward was entered
+
+
+def test_from_pretrained_with_a_setting_object_while_transformers_logs_at_info(backbone, tmp_path):
+    """An `AudioTokenMergeConfig` passed to `from_pretrained` ended up as an attribute of the model config, which
+    transformers' INFO log line (`Model config ...`, as lmms-eval turns on) could not serialise: loading failed."""
+    from transformers.utils import logging as hf_logging
+
+    up, _ = backbone.models()
+    up.config.audio_token_merge = None  # a folder saved by hf-ltbm with merging off holds the key
+    up.save_pretrained(tmp_path)
+    setting = hf_ltbm.AudioTokenMergeConfig(method="pool", keep_ratio=0.25)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, audio_token_merge=setting)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    assert model.audio_token_merge == setting and isinstance(model.config.audio_token_merge, dict)
+    with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\]"):
+        AutoModelForSeq2SeqLM.from_pretrained(tmp_path, audio_token_merge={"keep_ratio": 5})

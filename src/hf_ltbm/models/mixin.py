@@ -135,6 +135,17 @@ class _SettingAccess:
     config: Any
     _upstream_class: type
     _audio_mask_name: str
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`; an `audio_token_merge=` keyword is validated before anything loads and
+        handed on as a plain dict, so that the model config stays JSON-serialisable (transformers logs it at INFO
+        level, and a config object in it made loading fail there)."""
+        if "audio_token_merge" in kwargs:
+            setting = AudioTokenMergeConfig.from_value(kwargs["audio_token_merge"])
+            kwargs["audio_token_merge"] = None if setting is None else setting.to_dict()
+        return super().from_pretrained(*args, **kwargs)
+
     #: The upstream forward parameters the merging path implements, besides the backbone's `_audio_mask_name`. A
     #: parameter that a later transformers adds to the upstream forward, given a value, makes the merging path raise
     #: (see `compat.bind_forward`); `tests/models/test_signatures.py` fails as soon as a release adds one.
