@@ -138,6 +138,9 @@ def test_model_args_map_to_the_merge_setting():
         merge_setting(None, keep_ratio=0.5)
     with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\]"):
         merge_setting("ltbm", keep_ratio=2)
+    with pytest.raises(TypeError, match=r"Unknown --model_args \['keep'\]; hf-ltbm's models take pretrained"):
+        merge_setting("ltbm", keep=0.5)
+    assert merge_setting("ltbm", size_aware=True).size_aware_attention is True
 
 
 def test_chats_keep_audio_and_text_and_refuse_images():

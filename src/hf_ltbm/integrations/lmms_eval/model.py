@@ -25,33 +25,27 @@ __all__ = ["AudioFlamingo3LTBM", "HFLTBMAudioModel", "Qwen2AudioLTBM", "audio_ch
 _GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
 
 
-def merge_setting(
-    method: Optional[str],
-    keep_ratio: Optional[float] = None,
-    num_tokens: Optional[int] = None,
-    window: Optional[int] = None,
-    seed: Optional[int] = None,
-    space: Optional[str] = None,
-    key_source: Optional[str] = None,
-    size_aware: Optional[bool] = None,
-    options: Union[str, dict, None] = None,
-) -> Optional[AudioTokenMergeConfig]:
-    """The setting `--model_args` describe (`method` `None` or `"none"`: merging off); a field given without a method
-    is an error, as are invalid values (the config's own errors)."""
-    fields = {
-        "keep_ratio": keep_ratio,
-        "num_tokens": num_tokens,
-        "window": window,
-        "seed": seed,
-        "space": space,
-        "key_source": key_source,
-        "size_aware_attention": size_aware,
-        "options": json.loads(options) if isinstance(options, str) else options,
-    }
-    given = {key: value for key, value in fields.items() if value is not None}
+#: `--model_args` names of the merge setting -> `AudioTokenMergeConfig` fields (the rest keep their names).
+_SETTING_ARGS = {"size_aware": "size_aware_attention"}
+_SETTING_FIELDS = ("keep_ratio", "num_tokens", "window", "seed", "space", "key_source", "size_aware", "options")
+
+
+def merge_setting(method: Optional[str] = None, **fields: Any) -> Optional[AudioTokenMergeConfig]:
+    """The setting `--model_args` describe: `method` (`None` or `"none"`: merging off) and the fields of
+    `_SETTING_FIELDS` (`options` may be JSON). A field without a method, an unknown argument and invalid values
+    (the config's own errors) raise."""
+    unknown = sorted(set(fields) - set(_SETTING_FIELDS))
+    if unknown:
+        raise TypeError(
+            f"Unknown --model_args {unknown}; hf-ltbm's models take pretrained, device, dtype, batch_size, "
+            f"max_new_tokens, method and {', '.join(_SETTING_FIELDS)}."
+        )
+    given = {_SETTING_ARGS.get(key, key): value for key, value in fields.items() if value is not None}
+    if isinstance(given.get("options"), str):
+        given["options"] = json.loads(given["options"])
     if method in (None, "none"):
         if given:
-            raise ValueError(f"--model_args {sorted(given)} set a merge setting but `method` is {method!r}.")
+            raise ValueError(f"--model_args {sorted(fields)} set a merge setting but `method` is {method!r}.")
         return None
     return AudioTokenMergeConfig(method=method, **given)
 
@@ -102,18 +96,11 @@ class HFLTBMAudioModel(lmms):
         self,
         pretrained: Optional[str] = None,
         method: Optional[str] = None,
-        keep_ratio: Optional[float] = None,
-        num_tokens: Optional[int] = None,
-        window: Optional[int] = None,
-        seed: Optional[int] = None,
-        space: Optional[str] = None,
-        key_source: Optional[str] = None,
-        size_aware: Optional[bool] = None,
-        options: Optional[str] = None,
         device: str = "auto",
         dtype: str = "auto",
         batch_size: Union[int, str] = 1,
         max_new_tokens: int = 256,
+        **setting_fields: Any,
     ) -> None:
         super().__init__()
         from transformers import pipeline
@@ -121,7 +108,7 @@ class HFLTBMAudioModel(lmms):
         from ...cli.common import load_model, load_processor, resolve_device, resolve_dtype
         from ...pipeline import TASK
 
-        setting = merge_setting(method, keep_ratio, num_tokens, window, seed, space, key_source, size_aware, options)
+        setting = merge_setting(method, **setting_fields)
         self.setting = setting
         self._device = resolve_device(device)
         checkpoint = pretrained or self.default_pretrained
