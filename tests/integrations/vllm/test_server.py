@@ -102,3 +102,16 @@ def test_a_malformed_setting_gets_http_400_naming_it_and_the_server_goes_on(serv
     assert all(word in message for word in words), message
     status, good = _chat(server, clip(2.0))
     assert status == 200 and good["usage"]["prompt_tokens"] > 0
+
+
+def test_any_checkpoint_served_with_hf_overrides_merges(tiny_folders, tmp_path):
+    """`vllm serve FOLDER --hf-overrides '{"audio_token_merge": ...}'` on a checkpoint without a setting."""
+    setting = {"method": "global", "keep_ratio": 0.25}
+    arguments = ["--served-model-name", "tiny", "--hf-overrides", json.dumps({"audio_token_merge": setting})]
+    with vllm_serve(tiny_folders["qwen2_audio"], arguments, tmp_path) as base:
+        status, merged = _chat(base, clip(10.0, seed=1))
+    assert status == 200, merged
+    with vllm_serve(tiny_folders["qwen2_audio"], ["--served-model-name", "tiny"], tmp_path) as base:
+        status, stock = _chat(base, clip(10.0, seed=1))
+    assert status == 200, stock
+    assert stock["usage"]["prompt_tokens"] - merged["usage"]["prompt_tokens"] == 250 - 63
