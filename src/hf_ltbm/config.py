@@ -221,3 +221,11 @@ class AudioTokenMergeConfig:
 
 #: Every form in which a merge setting is accepted.
 MergeSetting = Union[None, str, Mapping[str, Any], AudioTokenMergeConfig]
+
+
+def plain_setting(value: MergeSetting) -> Optional[dict[str, Any]]:
+    """Any accepted form of a setting, validated, as the plain dict a model config stores (`None`: merging off).
+    What `from_pretrained(..., audio_token_merge=...)` hands on: transformers puts the keyword in the config, whose
+    INFO log line must be able to serialise it."""
+    setting = AudioTokenMergeConfig.from_value(value)
+    return None if setting is None else setting.to_dict()

@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from .compat import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
-from .config import AudioTokenMergeConfig, MergeSetting
+from .config import MergeSetting, plain_setting
 from .models import (
     AudioFlamingo3LTBMForConditionalGeneration,
     AudioFlamingo3LTBMModel,
@@ -104,8 +104,7 @@ def _plain_setting_kwarg(original):
     @functools.wraps(original)
     def from_pretrained(*args, **kwargs):
         if "audio_token_merge" in kwargs:
-            setting = AudioTokenMergeConfig.from_value(kwargs["audio_token_merge"])
-            kwargs["audio_token_merge"] = None if setting is None else setting.to_dict()
+            kwargs["audio_token_merge"] = plain_setting(kwargs["audio_token_merge"])
         return original(*args, **kwargs)
 
     from_pretrained._hf_ltbm_wrapped = True

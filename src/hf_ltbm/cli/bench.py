@@ -62,6 +62,7 @@ def run_vllm(args: argparse.Namespace) -> int:
     args.scale = args.scale or "cpu-lm"
     if args.quick:
         args.scale, args.keep_ratios, args.new_tokens, args.requests, args.clip_seconds = "tiny", [1.0, 0.5], 2, 2, 5.0
+    repeats = args.repeats or (1 if args.quick else 3)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def run_vllm(args: argparse.Namespace) -> int:
             requests=args.requests,
             clip_seconds=args.clip_seconds,
             new_tokens=args.new_tokens,
-            repeats=args.repeats or (1 if args.quick else 3),
+            repeats=repeats,
             engine_options={
                 "dtype": str(dtype).replace("torch.", ""),
                 **({"enforce_eager": True} if args.quick else {}),
@@ -97,7 +98,7 @@ def run_vllm(args: argparse.Namespace) -> int:
         f"# hf-ltbm serving benchmark (vLLM)\n\n{', '.join(f'{k} {v}' for k, v in env.items())}, "
         f"{str(dtype).replace('torch.', '')}; model {args.model or f'random weights, {args.scale} scale'}; "
         f"{args.requests} concurrent requests of a {args.clip_seconds:g} s clip each, {args.new_tokens} output "
-        f"tokens, median of {args.repeats or (1 if args.quick else 3)} rounds\n\n{serving_markdown(rows)}\n"
+        f"tokens, median of {repeats} rounds\n\n{serving_markdown(rows)}\n"
     )
     (args.out / "results.md").write_text(report)
     print(report)

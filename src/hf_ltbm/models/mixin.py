@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutp
 
 from .. import compat
 from ..compat import cache_arguments, cache_field, output_cache, slice_logits_to_keep
-from ..config import AudioTokenMergeConfig, MergeSetting
+from ..config import AudioTokenMergeConfig, MergeSetting, plain_setting
 from ..merging import MergeResult
 from .compaction import (
     compact_sequence,
@@ -142,8 +142,7 @@ class _SettingAccess:
         handed on as a plain dict, so that the model config stays JSON-serialisable (transformers logs it at INFO
         level, and a config object in it made loading fail there)."""
         if "audio_token_merge" in kwargs:
-            setting = AudioTokenMergeConfig.from_value(kwargs["audio_token_merge"])
-            kwargs["audio_token_merge"] = None if setting is None else setting.to_dict()
+            kwargs["audio_token_merge"] = plain_setting(kwargs["audio_token_merge"])
         return super().from_pretrained(*args, **kwargs)
 
     #: The upstream forward parameters the merging path implements, besides the backbone's `_audio_mask_name`. A

@@ -22,8 +22,6 @@ from ...config import AudioTokenMergeConfig
 
 __all__ = ["AudioFlamingo3LTBM", "HFLTBMAudioModel", "Qwen2AudioLTBM", "audio_chat", "merge_setting"]
 
-_GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
-
 
 #: `--model_args` names of the merge setting -> `AudioTokenMergeConfig` fields (the rest keep their names).
 _SETTING_ARGS = {"size_aware": "size_aware_attention"}

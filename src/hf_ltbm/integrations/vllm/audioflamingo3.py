@@ -27,7 +27,8 @@ def _window_offsets(chunk_counts: Any) -> list[int]:
 
 
 class AudioFlamingo3LTBMProcessingInfo(MergingProcessingInfoMixin, AudioFlamingo3ProcessingInfo):
-    pass
+    """vLLM's `AudioFlamingo3ProcessingInfo` composed with the mixin, which loads the Hugging Face processor without
+    the merge setting (the registered processor needs an info class; it has nothing else to add)."""
 
 
 class AudioFlamingo3LTBMMultiModalProcessor(MergingProcessorMixin, AudioFlamingo3MultiModalProcessor):

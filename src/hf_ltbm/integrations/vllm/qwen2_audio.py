@@ -23,7 +23,8 @@ __all__ = ["Qwen2AudioLTBMForConditionalGeneration", "Qwen2AudioLTBMMultiModalPr
 
 
 class Qwen2AudioLTBMProcessingInfo(MergingProcessingInfoMixin, Qwen2AudioProcessingInfo):
-    pass
+    """vLLM's `Qwen2AudioProcessingInfo` composed with the mixin, which loads the Hugging Face processor without
+    the merge setting (the registered processor needs an info class; it has nothing else to add)."""
 
 
 class Qwen2AudioLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2AudioMultiModalProcessor):
