@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from hf_ltbm.evaluation import captioning
-from hf_ltbm.evaluation.captioning import MetricUnavailableError, caption_metrics, spice_unavailable_reason
+from hf_ltbm.evaluation.captioning import MetricUnavailableError, caption_metrics
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs a Java runtime")
 
@@ -57,28 +57,6 @@ def test_bleu_rouge_cider_hand_computed_on_a_mixed_set(scored):
     # CIDEr-D is averaged over clips and clip d scores 0: the set score is below that of a, b, c alone, above 0.
     assert 0 < metrics["CIDEr-D"] < 10
     assert metrics["METEOR"] > 0
-
-
-@needs_java
-def test_spice_is_reported_unavailable_never_zero(scored):
-    result, _, _ = scored
-    reason = spice_unavailable_reason()
-    if reason is None:  # CoreNLP installed here: SPICE and SPIDEr are real numbers
-        assert result["metrics"]["SPIDEr"] == pytest.approx(
-            (result["metrics"]["CIDEr-D"] + result["metrics"]["SPICE"]) / 2
-        )
-    else:
-        assert "SPICE" not in result["metrics"] and "SPIDEr" not in result["metrics"]
-        assert result["unavailable"]["SPICE"] == reason
-        assert "SPICE" in result["unavailable"]["SPIDEr"]
-
-
-def test_spice_reason_names_missing_corenlp(monkeypatch, tmp_path):
-    monkeypatch.setattr(captioning, "_package_dir", lambda: tmp_path)
-    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/java")
-    assert "stanford-corenlp-3.6.0.jar" in spice_unavailable_reason()
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert spice_unavailable_reason() == "no Java runtime on PATH"
 
 
 def test_missing_java_is_a_clear_error(monkeypatch):

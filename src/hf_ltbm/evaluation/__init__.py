@@ -5,14 +5,16 @@ Needs the `eval` extra (`pip install "hf-ltbm[eval]"`: datasets, pycocoevalcap, 
 metrics.
 """
 
-from .captioning import CAPTION_METRICS, MetricUnavailableError, caption_metrics, spice_unavailable_reason
+from .captioning import CAPTION_METRICS, MetricUnavailableError, caption_metrics
 from .data import DatasetFormatError, DataSourceError, EvalItem, load_audiocaps, load_clotho, load_mmau
+from .dcase import DCASE_METRICS, dcase_metrics
 from .multiple_choice import mmau_accuracy, string_match
 from .runner import RunResult, RunSpec, evaluate, expand_sweep, model_slug, read_jsonl
 from .tasks import TASKS, EvalTask, get_task
 
 __all__ = [
     "CAPTION_METRICS",
+    "DCASE_METRICS",
     "TASKS",
     "DataSourceError",
     "DatasetFormatError",
@@ -22,6 +24,7 @@ __all__ = [
     "RunResult",
     "RunSpec",
     "caption_metrics",
+    "dcase_metrics",
     "evaluate",
     "expand_sweep",
     "get_task",
@@ -31,6 +34,5 @@ __all__ = [
     "mmau_accuracy",
     "model_slug",
     "read_jsonl",
-    "spice_unavailable_reason",
     "string_match",
 ]

@@ -1,11 +1,12 @@
-"""Captioning metrics of the COCO caption evaluation (pycocoevalcap): BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, and SPICE /
-SPIDEr when Stanford CoreNLP is installed.
+"""Captioning metrics: the COCO caption evaluation (pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) and the DCASE
+challenge's metrics through aac-metrics (SPICE, SPIDEr, SPIDEr-FL, FENSE, FER; see `hf_ltbm.evaluation.dcase`).
 
 Everything is computed once on the whole gathered set: CIDEr-D's document frequencies come from all the references of
 the evaluated clips, so per-shard scores would not average to the set's score. Captions go through the PTB tokenizer
-(Stanford CoreNLP 3.4.1, bundled with pycocoevalcap) first, as in the COCO, AudioCaps and Clotho evaluations. The PTB
-tokenizer and METEOR run on Java (17 works); SPICE also needs Stanford CoreNLP 3.6.0, which pycocoevalcap downloads at
-first use: where it is missing, SPICE and SPIDEr are reported unavailable with the reason, never as 0.
+(Stanford CoreNLP 3.4.1, bundled with pycocoevalcap) first, as in the COCO, AudioCaps, Clotho and DCASE evaluations;
+the DCASE metrics get the same tokens (aac-metrics' own preprocessing runs the same jar). The PTB tokenizer, METEOR
+and SPICE run on Java (17 works). A DCASE metric whose requirements are missing is reported unavailable with the
+reason, never as 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Optional
 
 from transformers.utils import logging
 
+from .dcase import DCASE_METRICS, dcase_metrics
+
 logger = logging.get_logger(__name__)
 
 __all__ = [
@@ -25,13 +28,10 @@ __all__ = [
     "MetricUnavailableError",
     "caption_metrics",
     "captioning_requirements",
-    "spice_unavailable_reason",
 ]
 
-CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE", "SPIDEr")
+CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", *DCASE_METRICS)
 """Metric names in the order tables show them."""
-
-_SPICE_CORENLP = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
 
 class MetricUnavailableError(RuntimeError):
@@ -59,24 +59,6 @@ def captioning_requirements() -> None:
         )
 
 
-def spice_unavailable_reason() -> Optional[str]:
-    """Why SPICE cannot run here (`None` when it can): it needs Java and Stanford CoreNLP 3.6.0 in pycocoevalcap's
-    `spice/lib` folder (`python -c "from pycocoevalcap.spice.get_stanford_models import get_stanford_models;
-    get_stanford_models()"` downloads it, about 400 MB)."""
-    root = _package_dir()
-    if root is None:
-        return "pycocoevalcap is not installed"
-    if shutil.which("java") is None:
-        return "no Java runtime on PATH"
-    missing = [name for name in _SPICE_CORENLP if not (root / "spice" / "lib" / name).exists()]
-    if missing:
-        return (
-            f"Stanford CoreNLP 3.6.0 is not installed ({', '.join(missing)} missing from {root / 'spice' / 'lib'}); "
-            "run pycocoevalcap.spice.get_stanford_models.get_stanford_models() once with internet access"
-        )
-    return None
-
-
 def _check(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> None:
     if not predictions:
         raise ValueError("`predictions` is empty: there is nothing to score.")
@@ -92,7 +74,11 @@ def _check(predictions: Mapping[str, str], references: Mapping[str, Sequence[str
 
 
 def caption_metrics(
-    predictions: Mapping[str, str], references: Mapping[str, Sequence[str]], *, spice: bool = True
+    predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    *,
+    dcase: bool = True,
+    dcase_options: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """Scores captions against references on the whole set at once.
 
@@ -100,12 +86,13 @@ def caption_metrics(
         predictions: clip id -> generated caption (one per clip).
         references: clip id -> reference captions (Clotho and AudioCaps have 5 per clip); ids beyond those in
             `predictions` are ignored.
-        spice: also compute SPICE and SPIDEr when Stanford CoreNLP is available.
+        dcase: also compute the DCASE metrics (SPICE, SPIDEr, SPIDEr-FL, FENSE, FER) where available.
+        dcase_options: keyword arguments for `hf_ltbm.evaluation.dcase.dcase_metrics` (`cache_path`, `device`, ...).
 
     Returns:
-        `{"metrics": {"BLEU-1": ..., "CIDEr-D": ..., ...}, "unavailable": {"SPICE": reason, "SPIDEr": reason},
+        `{"metrics": {"BLEU-1": ..., "CIDEr-D": ..., "SPIDEr-FL": ..., ...}, "unavailable": {"SPICE": reason, ...},
         "num_clips": n}`. Scores are on pycocoevalcap's scale (CIDEr-D around 0-10 with 10 for a perfect match on a
-        corpus without shared words; the others in [0, 1]). SPIDEr = (CIDEr-D + SPICE) / 2.
+        corpus without shared words; the others in [0, 1]; SPIDEr = (CIDEr-D + SPICE) / 2).
     """
     _check(predictions, references)
     captioning_requirements()
@@ -129,19 +116,12 @@ def caption_metrics(
         _close_meteor(meteor)
     metrics["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     metrics["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])
-    unavailable: dict[str, str] = {}
-    reason = spice_unavailable_reason() if spice else "not requested"
-    if reason is None:
-        from pycocoevalcap.spice.spice import Spice
-
-        try:
-            metrics["SPICE"] = float(Spice().compute_score(gts, res)[0])
-            metrics["SPIDEr"] = (metrics["CIDEr-D"] + metrics["SPICE"]) / 2
-        except Exception as err:  # a Java/CoreNLP failure is reported, never turned into a 0
-            reason = f"SPICE failed: {err}"
-    if "SPICE" not in metrics:
-        logger.info(f"SPICE and SPIDEr unavailable: {reason}")
-        unavailable = {"SPICE": reason, "SPIDEr": "needs SPICE, which is unavailable"}
+    if dcase:
+        scored = dcase_metrics([res[k][0] for k in keys], [gts[k] for k in keys], **(dcase_options or {}))
+        metrics.update(scored["metrics"])
+        unavailable = scored["unavailable"]
+    else:
+        unavailable = dict.fromkeys(DCASE_METRICS, "not requested")
     return {"metrics": metrics, "unavailable": unavailable, "num_clips": len(keys)}
 
 
