@@ -1,11 +1,12 @@
 import json
+import sys
 
 import pytest
 
 from hf_ltbm.cli import main
 from hf_ltbm.evaluation import captioning
 
-from ..evaluation.fixtures import make_mmau
+from ..evaluation.fixtures import make_librispeech, make_mmau
 
 MODEL = "tiny-random-qwen2-audio"
 
@@ -42,7 +43,8 @@ def test_eval_then_report(mmau_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--task", "coco"], "--task 'coco': choose among clotho, audiocaps, mmau"),
+        (["--task", "coco"], "--task 'coco': choose among clotho, audiocaps, mmau, librispeech_test_clean"),
+        (["--task", "librispeech_test_clean", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
         (["--task", "mmau", "--keep-ratios", "0.5,x"], "--keep-ratios expects comma-separated numbers"),
         (["--task", "mmau", "--keep-ratios", "2"], "Keep ratios must be in (0, 1]"),
         (["--task", "mmau", "--methods", "ltbm,magic"], "Unknown method(s) ['magic']"),
@@ -69,6 +71,27 @@ def test_captioning_without_java_fails_before_loading_anything(monkeypatch, caps
     assert main(["eval", "--model", MODEL, "--task", "clotho", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "Java" in capsys.readouterr().err
     assert not (tmp_path / MODEL).exists()
+
+
+def test_speech_recognition_without_jiwer_names_the_extra_before_loading_anything(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "jiwer", None)
+    args = ["eval", "--model", MODEL, "--task", "librispeech_test_clean", "--data", str(tmp_path)]
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    assert "needs jiwer: pip install 'hf-ltbm[eval]'" in capsys.readouterr().err
+    assert not (tmp_path / MODEL).exists()
+
+
+def test_speech_recognition_from_the_command_line(tmp_path, capsys):
+    pytest.importorskip("jiwer")
+    folder = make_librispeech(tmp_path / "ls", "test-clean", n=2)
+    args = ["eval", "--model", MODEL, "--task", "librispeech_test_clean", "--data", str(folder), "--methods", "global"]
+    args += ["--keep-ratios", "0.5", "--max-new-tokens", "3", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args) == 0
+    assert "| global | keep 0.5 |" in capsys.readouterr().out
+    path = tmp_path / "runs" / MODEL / "librispeech_test_clean" / "global_keep0.5"
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert set(metrics["metrics"]) == {"WER", "CER"}
+    assert json.loads((path / "config.json").read_text())["generation"]["max_new_tokens"] == 3
 
 
 def test_report_of_an_empty_folder(tmp_path, capsys):

@@ -186,3 +186,61 @@ def make_hub_audiocaps(folder: Path, n: int = 3, rate: int = 16000) -> Path:
     )
     _write_parquet(rows, features, folder / "data" / "test-00000-of-00001.parquet")
     return folder
+
+
+TRANSCRIPTS = [
+    "HE HOPED THERE WOULD BE STEW FOR DINNER TURNIPS AND CARROTS",
+    "STUFF IT INTO YOU HIS BELLY COUNSELLED HIM",
+    "AFTER EARLY NIGHTFALL THE YELLOW LAMPS WOULD LIGHT UP HERE AND THERE",
+    "THE COLOUR OF THE SKY WAS GREY AT TWENTY FIVE PAST SIX",
+    "MISTER QUILTER IS THE APOSTLE OF THE MIDDLE CLASSES",
+]
+"""Upper-case, unpunctuated reference transcripts in LibriSpeech's style (British spellings and a number included)."""
+
+
+def make_librispeech(folder: Path, subset: str = "test-clean", n: int = 5, rate: int = 16000) -> Path:
+    """The release's tree `LibriSpeech/<subset>/<speaker>/<chapter>/`: `<speaker>-<chapter>.trans.txt` and one FLAC
+    per utterance, two chapters of two speakers."""
+    root = folder / "LibriSpeech" / subset
+    lines: dict[Path, list[str]] = {}
+    for i in range(n):
+        speaker, chapter = 1089 + i % 2, 134686 + i % 2
+        chapter_dir = root / str(speaker) / str(chapter)
+        chapter_dir.mkdir(parents=True, exist_ok=True)
+        utterance = f"{speaker}-{chapter}-{i:04d}"
+        _, kind, freq = SOUNDS[i % len(SOUNDS)]
+        sf.write(str(chapter_dir / f"{utterance}.flac"), sound(kind, freq, 1.0 + 0.25 * i, rate, i), rate)
+        transcript = chapter_dir / f"{speaker}-{chapter}.trans.txt"
+        lines.setdefault(transcript, []).append(f"{utterance} {TRANSCRIPTS[i % len(TRANSCRIPTS)]}")
+    for transcript, entries in lines.items():
+        transcript.write_text("\n".join(entries) + "\n", encoding="utf-8")
+    return folder
+
+
+def make_hub_librispeech(folder: Path, n: int = 3, rate: int = 16000) -> Path:
+    """A hub-style copy like `openslr/librispeech_asr` (one condition): file, audio, text, speaker_id, chapter_id,
+    id."""
+    import datasets
+
+    rows = {"file": [], "audio": [], "text": [], "speaker_id": [], "chapter_id": [], "id": []}
+    for i in range(n):
+        _, kind, freq = SOUNDS[i % len(SOUNDS)]
+        utterance = f"1089-134686-{i:04d}"
+        rows["file"].append(f"{utterance}.flac")
+        rows["audio"].append({"bytes": _wav_bytes(sound(kind, freq, 1.0, rate, i), rate), "path": f"{utterance}.flac"})
+        rows["text"].append(TRANSCRIPTS[i % len(TRANSCRIPTS)])
+        rows["speaker_id"].append(1089)
+        rows["chapter_id"].append(134686)
+        rows["id"].append(utterance)
+    features = datasets.Features(
+        {
+            "file": datasets.Value("string"),
+            "audio": datasets.Audio(sampling_rate=rate),
+            "text": datasets.Value("string"),
+            "speaker_id": datasets.Value("int64"),
+            "chapter_id": datasets.Value("int64"),
+            "id": datasets.Value("string"),
+        }
+    )
+    _write_parquet(rows, features, folder / "data" / "test-00000-of-00001.parquet")
+    return folder

@@ -13,11 +13,22 @@ from hf_ltbm.evaluation.data import (
     check_unique_ids,
     load_audiocaps,
     load_clotho,
+    load_librispeech,
     load_mmau,
     read_item_audio,
 )
 
-from .fixtures import make_audiocaps, make_clotho, make_hub_audiocaps, make_hub_clotho, make_mmau, mmau_records
+from .fixtures import (
+    TRANSCRIPTS,
+    make_audiocaps,
+    make_clotho,
+    make_hub_audiocaps,
+    make_hub_clotho,
+    make_hub_librispeech,
+    make_librispeech,
+    make_mmau,
+    mmau_records,
+)
 
 
 def test_clotho_local_original_format(tmp_path):
@@ -165,3 +176,59 @@ def test_missing_folders_and_unreachable_hub_copies(tmp_path):
         load_clotho()
     with pytest.raises(DataSourceError, match="hub id 'Sakshi113/MMAU'.*--data PATH"):
         load_mmau()
+
+
+@pytest.mark.parametrize("level", ["parent", "LibriSpeech", "subset"])
+def test_librispeech_release_tree_from_any_level(tmp_path, level):
+    make_librispeech(tmp_path, "test-other", n=5)
+    folder = {"parent": tmp_path, "LibriSpeech": tmp_path / "LibriSpeech"}.get(
+        level, tmp_path / "LibriSpeech" / "test-other"
+    )
+    items = load_librispeech(folder, "test-other")
+    assert [i.id for i in items] == [
+        "1089-134686-0000",
+        "1089-134686-0002",
+        "1089-134686-0004",
+        "1090-134687-0001",
+        "1090-134687-0003",
+    ]
+    assert items[0].references == [TRANSCRIPTS[0]] and items[3].references == [TRANSCRIPTS[1]]
+    wave, _ = read_item_audio(items[3], 16000, None)
+    assert wave.shape == (20000,)  # 1.25 s of FLAC at 16 kHz
+
+
+def test_librispeech_hub_copy(tmp_path):
+    items = load_librispeech(make_hub_librispeech(tmp_path, n=3), "test-clean")
+    assert [i.id for i in items] == ["1089-134686-0000", "1089-134686-0001", "1089-134686-0002"]
+    assert items[2].references == [TRANSCRIPTS[2]]
+    assert read_item_audio(items[1], 16000, None)[0].shape == (16000,)
+
+
+def test_librispeech_hub_copy_is_read_by_condition(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(repo_id, name=None, split=None):
+        calls.append((repo_id, name, split))
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    for subset, config in (("test-clean", "clean"), ("test-other", "other")):
+        with pytest.raises(DataSourceError, match=f"config '{config}' split 'test'.*--data PATH"):
+            load_librispeech(subset=subset)
+    assert calls == [("openslr/librispeech_asr", "clean", "test"), ("openslr/librispeech_asr", "other", "test")]
+
+
+def test_librispeech_folders_that_cannot_be_read(tmp_path):
+    with pytest.raises(ValueError, match="`subset` must be one of .*'test-clean', 'test-other'.*got 'dev-clean'"):
+        load_librispeech(tmp_path, "dev-clean")
+    (tmp_path / "readme.txt").write_text("nothing here")
+    with pytest.raises(DatasetFormatError, match="test-clean/<speaker>/<chapter>"):
+        load_librispeech(tmp_path, "test-clean")
+    folder = make_librispeech(tmp_path / "l", n=2)
+    next((folder / "LibriSpeech").rglob("1090-134687-0001.flac")).unlink()
+    with pytest.raises(DatasetFormatError, match="1090-134687-0001"):
+        load_librispeech(folder)
+    with pytest.raises(DataSourceError, match="does not exist"):
+        load_librispeech(tmp_path / "absent")

@@ -10,7 +10,7 @@ from hf_ltbm.evaluation.runner import RunSpec, evaluate, expand_sweep, model_slu
 from hf_ltbm.evaluation.tasks import get_task
 from hf_ltbm.tiny import build_tiny_model
 
-from .fixtures import make_clotho, make_mmau
+from .fixtures import make_clotho, make_librispeech, make_mmau
 
 MODEL = "tiny-random-qwen2-audio"
 
@@ -233,6 +233,45 @@ def test_captioning_run_end_to_end(tiny, tmp_path):
         assert "SPICE" in metrics["unavailable"] and "SPIDEr" in metrics["unavailable"]
     records = read_jsonl(result.path / "predictions.jsonl")
     assert [len(r["references"]) for r in records] == [5, 5, 5]
+
+
+@pytest.mark.parametrize(
+    "backbone, prompt",
+    [
+        ("tiny-random-qwen2-audio", "Recognize the speech and give me the transcription."),
+        ("tiny-random-audioflamingo3", "Transcribe the input speech."),
+    ],
+)
+def test_speech_recognition_run_end_to_end(backbone, prompt, tmp_path):
+    pytest.importorskip("jiwer")
+    from hf_ltbm.evaluation.report import collect_runs, markdown
+
+    model, processor = build_tiny_model(backbone)
+    folder = make_librispeech(tmp_path / "ls", "test-other", n=3)
+    results = evaluate(
+        model,
+        processor,
+        get_task("librispeech_test_other", folder),
+        [RunSpec("none"), RunSpec("ltbm", 0.5, 2)],
+        tmp_path / "runs",
+        model_name=backbone,
+        batch_size=2,
+        show_progress=False,
+    )
+    for result in results:
+        config = json.loads((result.path / "config.json").read_text())
+        assert config["prompt"] == prompt and config["generation"]["max_new_tokens"] == 256
+        assert config["dataset"] == {"benchmark": "LibriSpeech test-other"}
+        metrics = result.metrics
+        assert set(metrics["metrics"]) == {"WER", "CER"} and metrics["num_items"] == 3
+        assert metrics["counts"]["reference_words"] == 11 + 8 + 12  # the three fixture transcripts
+        assert metrics["metrics"]["WER"] > 0  # random weights do not transcribe
+        records = read_jsonl(result.path / "predictions.jsonl")
+        assert [r["reference"] for r in records][0].startswith("HE HOPED THERE")
+    ltbm = results[1].metrics["efficiency"]
+    assert ltbm["audio_tokens_after_mean"] < results[0].metrics["efficiency"]["audio_tokens_after_mean"]
+    report = markdown(collect_runs(tmp_path / "runs"))
+    assert "librispeech_test_other WER" in report and "- Note: normalised without Whisper's" in report
 
 
 # ------------------------------------------------------------------------------------------- data-parallel

@@ -85,7 +85,12 @@ def add_parser(subparsers: Any) -> None:
         "and {choices})",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="items per generate() call (left-padded)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation length (default: the task's, 64; 256 for the librispeech tasks)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="root folder of the run folders")
     parser.add_argument("--overwrite", action="store_true", help="redo runs whose folders exist")
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     if not tasks or unknown:
         raise CLIError(f"--task {args.task!r}: choose among {', '.join(_known_tasks())}.")
     for value, option in ((args.batch_size, "--batch-size"), (args.max_new_tokens, "--max-new-tokens")):
-        if value < 1:
+        if value is not None and value < 1:
             raise CLIError(f"{option} must be >= 1, got {value}.")
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be >= 1, got {args.limit}.")

@@ -1,4 +1,5 @@
-"""Evaluation data: Clotho v2.1 evaluation, AudioCaps test and MMAU test-mini as lists of `EvalItem`s.
+"""Evaluation data: Clotho v2.1 evaluation, AudioCaps test, MMAU test-mini and LibriSpeech test-clean / test-other as
+lists of `EvalItem`s.
 
 Each loader takes either a hub id (the public copy, through `datasets` or `huggingface_hub`) or a local folder in the
 data set's original release format:
@@ -8,6 +9,10 @@ data set's original release format:
 - AudioCaps: `test.csv` (`audiocap_id, youtube_id, start_time, caption`, one row per caption) and the clips, named
   `<youtube_id>.wav`, `Y<youtube_id>.wav`, `<youtube_id>_<start_time>.wav` or `<audiocap_id>.wav` (any audio
   extension), in the folder or in `audio/` or `test/`. Hub: `OpenSound/AudioCaps` (split `test`, one row per caption).
+- LibriSpeech (test-clean, test-other): the release's tree `<subset>/<speaker>/<chapter>/` with
+  `<speaker>-<chapter>.trans.txt` (lines `<utterance id> <TRANSCRIPT>`) next to `<utterance id>.flac`; the folder may
+  be `LibriSpeech/`, the subset folder or any folder above them. Hub: `openslr/librispeech_asr` (config `clean` or
+  `other`, split `test`; columns `audio`, `text`, `id`).
 - MMAU: `mmau-test-mini.json` (a list of `{id, audio_id, question, choices, answer, task, difficulty, ...}`) with
   `audio_id` paths relative to the folder (`./test-mini-audios/<id>.wav`). Hub: the JSON from `Sakshi113/MMAU` and the
   audio from `gamma-lab-umd/MMAU-test-mini` (files or an archive, unpacked once into the hub cache).
@@ -36,12 +41,14 @@ from ..audio import AUDIO_EXTENSIONS, AudioInputError
 logger = logging.get_logger(__name__)
 
 __all__ = [
+    "LIBRISPEECH_SUBSETS",
     "MMAU_CURRENT_VERSION",
     "DataSourceError",
     "DatasetFormatError",
     "EvalItem",
     "load_audiocaps",
     "load_clotho",
+    "load_librispeech",
     "load_mmau",
     "mmau_dataset_info",
     "mmau_files",
@@ -55,10 +62,10 @@ class EvalItem:
     """One evaluation example.
 
     Attributes:
-        id: unique id within the data set (file name, YouTube id, MMAU question id).
+        id: unique id within the data set (file name, YouTube id, MMAU question id, LibriSpeech utterance id).
         audio: what `hf_ltbm.load_audio` reads (a path, or `{"bytes", "path"}` from `datasets`), or a zero-argument
             callable returning it (lazy hub rows).
-        references: reference captions (captioning).
+        references: reference captions (captioning), or the one reference transcript (speech recognition).
         question, choices, answer: the multiple-choice fields (MMAU).
         task, difficulty: MMAU's grouping (`sound`/`music`/`speech`; `easy`/`medium`/`hard`).
         source_record: the data set's own record of the item (MMAU: its entry of the questions JSON), for outputs in
@@ -231,8 +238,34 @@ def _mmau_items(json_path: Path, audio_root: Path) -> list[EvalItem]:
     return items
 
 
+def _librispeech_local(folder: Path, subset: str) -> list[EvalItem]:
+    candidates = [folder / subset, folder / "LibriSpeech" / subset, folder]
+    root = next((c for c in candidates if c.is_dir() and any(c.glob("*/*/*.trans.txt"))), None)
+    if root is None:
+        raise DatasetFormatError(
+            f"LibriSpeech folder {str(folder)!r} has no {subset}/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt "
+            "(the release's layout; pass LibriSpeech/, its parent or the subset folder)."
+        )
+    items, missing = [], []
+    for transcript in sorted(root.glob("*/*/*.trans.txt")):
+        for line in transcript.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            utterance, _, text = line.strip().partition(" ")
+            path = _find_audio(transcript.parent, [utterance], [])
+            if path is None:
+                missing.append(utterance)
+                continue
+            items.append(EvalItem(id=utterance, audio=str(path), references=[text.strip()]))
+    if missing:
+        raise _missing_audio_error("LibriSpeech", root, missing, "<utterance id>.flac next to its .trans.txt")
+    if not items:
+        raise DatasetFormatError(f"LibriSpeech folder {str(root)!r}: the .trans.txt files list no utterances.")
+    return items
+
+
 # --------------------------------------------------------------------------------------------------- hub copies
-def _hub_dataset(repo_id: str, split: str) -> Any:
+def _hub_dataset(repo_id: str, split: str, name: Optional[str] = None) -> Any:
     try:
         import datasets
     except ImportError as err:
@@ -240,9 +273,10 @@ def _hub_dataset(repo_id: str, split: str) -> Any:
             "Loading evaluation data from the hub needs `datasets`: pip install 'hf-ltbm[eval]'."
         ) from err
     try:
-        dataset = datasets.load_dataset(repo_id, split=split)
+        dataset = datasets.load_dataset(repo_id, name, split=split)
     except (OSError, ValueError, ConnectionError) as err:
-        raise _hub_error(f"split {split!r}", repo_id, err) from err
+        what = f"split {split!r}" if name is None else f"config {name!r} split {split!r}"
+        raise _hub_error(what, repo_id, err) from err
     if "audio" not in dataset.column_names:
         raise DatasetFormatError(f"{repo_id!r} split {split!r} has no 'audio' column; it has {dataset.column_names}.")
     return dataset.cast_column("audio", datasets.Audio(decode=False))
@@ -291,6 +325,21 @@ def _audiocaps_hub(repo_id: str, split: str) -> list[EvalItem]:
     return [
         EvalItem(id=key, audio=_lazy_row(dataset, index), references=[c.strip() for c in references[key]])
         for key, index in first.items()
+    ]
+
+
+def _librispeech_hub(repo_id: str, subset: str, config: Optional[str]) -> list[EvalItem]:
+    dataset = _hub_dataset(repo_id, "test", name=config)
+    columns = dataset.column_names
+    text_column = next((c for c in ("text", "transcript", "sentence") if c in columns), None)
+    if text_column is None:
+        raise DatasetFormatError(
+            f"{repo_id!r} has no transcript column (text, transcript, sentence); it has {columns}."
+        )
+    meta = dataset.remove_columns("audio")
+    return [
+        EvalItem(id=str(row.get("id") or index), audio=_lazy_row(dataset, index), references=[row[text_column]])
+        for index, row in enumerate(meta)
     ]
 
 
@@ -369,6 +418,22 @@ def load_mmau(
 ) -> list[EvalItem]:
     """MMAU test-mini (1000 questions) from the original JSON + audio folder, or from the hub (module docstring)."""
     return _mmau_items(*mmau_files(source, audio_source))
+
+
+LIBRISPEECH_SUBSETS = ("test-clean", "test-other")
+"""The LibriSpeech subsets the speech-recognition tasks read."""
+
+
+def load_librispeech(source: PathLike = "openslr/librispeech_asr", subset: str = "test-clean") -> list[EvalItem]:
+    """LibriSpeech `subset` (test-clean: 2620 utterances; test-other: 2939) from the release's folder tree or the hub
+    copy (module docstring); each item's `references` holds its one transcript."""
+    if subset not in LIBRISPEECH_SUBSETS:
+        raise ValueError(f"`subset` must be one of {LIBRISPEECH_SUBSETS}, got {subset!r}.")
+    path = _local_path(source, "LibriSpeech")
+    if _release_folder(path):
+        return _librispeech_local(path, subset)
+    # the hub copy has a config per condition (test-clean -> clean); a local export of one subset has none
+    return _librispeech_hub(str(source), subset, None if path is not None else subset.split("-")[1])
 
 
 #: The MMAU release the public questions file has held since May 2025 (about a quarter of the questions revised).

@@ -22,6 +22,7 @@ from typing import Any, Optional
 from transformers.utils import logging
 
 from ..tables import markdown_table, write_csv
+from .asr import ASR_METRICS
 from .captioning import CAPTION_METRICS
 from .tasks import TASKS
 
@@ -50,6 +51,7 @@ class Run:
     options: dict[str, Any]
     metrics: dict[str, float]
     unavailable: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     path: Optional[Path] = None
     space: str = "encoder"
     key_source: str = "features"
@@ -123,6 +125,7 @@ def collect_runs(root: Path) -> list[Run]:
                 options=data.get("options") or {},
                 metrics=metrics,
                 unavailable=data.get("unavailable") or {},
+                notes=list(data.get("notes") or []),
                 path=path.parent,
                 **_variant_fields(data, path.parent),
             )
@@ -184,7 +187,8 @@ def _primary(task: str, metrics: dict[str, float]) -> str:
 
 
 def _metric_order(task: str, names: Sequence[str]) -> list[str]:
-    preferred = list(CAPTION_METRICS) + ["accuracy"] + [f"accuracy/{group}" for group in _GROUP_ORDER]
+    preferred = list(CAPTION_METRICS) + list(ASR_METRICS) + ["accuracy"]
+    preferred += [f"accuracy/{group}" for group in _GROUP_ORDER]
     ordered = [m for m in preferred if m in names]
     ordered += sorted(m for m in names if m not in ordered and m not in _EFFICIENCY)
     return ordered + [m for m in _EFFICIENCY if m in names]
@@ -260,7 +264,7 @@ def _fmt(value: Any, metric: str) -> str:
         return f"{1e3 * value:.1f} ms"
     if metric == "peak_memory_mb":
         return f"{value:.0f} MB"
-    if metric.startswith("accuracy"):
+    if metric.startswith("accuracy") or metric in ASR_METRICS:  # percentages
         return f"{value:.2f}"
     if value != 0 and abs(value) < 1e-4:  # e.g. BLEU-4 with no 4-gram match: pycocoevalcap's smoothing floor
         return f"{value:.1e}"
@@ -309,7 +313,9 @@ def markdown(runs: Sequence[Run]) -> str:
             reasons = {k: v for r in task_runs for k, v in r.unavailable.items()}
             for metric, reason in reasons.items():
                 out.append(f"- {metric} unavailable: {reason}")
-            if reasons:
+            notes = list(dict.fromkeys(note for r in task_runs for note in r.notes))
+            out += [f"- Note: {note}" for note in notes]
+            if reasons or notes:
                 out.append("")
     return "\n".join(out)
 
@@ -347,7 +353,7 @@ def plot_runs(runs: Sequence[Run], out_dir: Path) -> list[Path]:
                 )
             ax.set_title(task)
             ax.set_xlabel("keep ratio (audio tokens kept)")
-            ax.set_ylabel(metric)
+            ax.set_ylabel(f"{metric} (%, lower is better)" if metric in ASR_METRICS else metric)
             ax.invert_xaxis()
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)

@@ -256,7 +256,7 @@ def _resolved_config(
         "model": model_name,
         "task": task.name,
         "source": task.resolved_source,
-        "prompt": task.resolved_prompt,
+        "prompt": task.prompt_template(model.config.model_type),
         "method": spec.method,
         "run": spec.name,
         "audio_token_merge": None if setting is None else setting.to_dict(),
@@ -312,7 +312,7 @@ def _run_batch(
     for item in batch:
         wave, cut = read_item_audio(item, rate, max_seconds)
         truncated += cut
-        inputs.append({"audio": wave, "text": task.prompt_for(item)})
+        inputs.append({"audio": wave, "text": task.prompt_for(item, pipe.model.config.model_type)})
     start = time.perf_counter()
     with PrefillTimer(pipe.model) as timer, PeakMemory(device) as memory:
         outputs = pipe(
@@ -372,7 +372,7 @@ def evaluate(
     *,
     model_name: str,
     batch_size: int = 8,
-    max_new_tokens: int = 64,
+    max_new_tokens: Optional[int] = None,
     limit: Optional[int] = None,
     overwrite: bool = False,
     show_progress: bool = True,
@@ -390,7 +390,8 @@ def evaluate(
         out_dir: root folder; runs go to `out_dir/<model_slug>/<task>/<run name>/`.
         model_name: the model's id or path as given (recorded, and the folder name).
         batch_size: items per generate() call (left-padded batches).
-        max_new_tokens: generation length (greedy decoding).
+        max_new_tokens: generation length (greedy decoding); default: the task's (`default_max_new_tokens`: 64,
+            256 for speech recognition).
         limit: evaluate only the first `limit` items (smoke tests); recorded in the config.
         overwrite: delete existing run folders of these specs first instead of skipping or resuming them.
         show_progress: a tqdm bar per run on the main process.
@@ -403,7 +404,9 @@ def evaluate(
 
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-    if max_new_tokens < 1:
+    if max_new_tokens is None:
+        max_new_tokens = task.default_max_new_tokens
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}.")
     if limit is not None and limit < 1:
         raise ValueError(f"`limit` must be >= 1 (or None for all items), got {limit}.")

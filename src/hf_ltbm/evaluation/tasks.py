@@ -7,6 +7,10 @@ Default prompts (override with `--prompt`; the MMAU template fills `{question}` 
   answer this with a single descriptive sentence, close to the references' style.
 - `mmau`: the question, then the choices one per line, then "Answer with the text of the correct choice." The
   string-match scorer looks for the choice's words, so the prompt asks for the words rather than a letter.
+- `librispeech_test_clean`, `librispeech_test_other`: a plain transcription request per backbone. Audio Flamingo 3:
+  "Transcribe the input speech.", the request of its transformers documentation; Qwen2-Audio-Instruct (and any other
+  backbone): "Recognize the speech and give me the transcription." Both chat models then answer with the transcript
+  alone, which WER needs (a preamble such as "The speech says:" counts as insertions).
 
 The paper does not publish its prompts; these are documented in `docs/reproduce.md` as a known difference.
 """
@@ -19,11 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from .asr import asr_metrics, asr_requirements
 from .captioning import caption_metrics, captioning_requirements
-from .data import EvalItem, _mmau_items, load_audiocaps, load_clotho, mmau_dataset_info, mmau_files
+from .data import (
+    EvalItem,
+    _mmau_items,
+    load_audiocaps,
+    load_clotho,
+    load_librispeech,
+    mmau_dataset_info,
+    mmau_files,
+)
 from .multiple_choice import mmau_accuracy
 
-__all__ = ["TASKS", "CaptioningTask", "EvalTask", "MultipleChoiceTask", "get_task"]
+__all__ = ["TASKS", "CaptioningTask", "EvalTask", "MultipleChoiceTask", "SpeechRecognitionTask", "get_task"]
 
 
 @dataclass
@@ -34,6 +47,10 @@ class EvalTask:
     default_source: ClassVar[str]
     default_prompt: ClassVar[str]
     primary_metric: ClassVar[str]
+    #: Each backbone's own default prompt where it differs from `default_prompt` (model_type -> prompt).
+    default_prompts: ClassVar[dict[str, str]] = {}
+    #: Generation length when the caller gives none (long enough for the task's longest answers).
+    default_max_new_tokens: ClassVar[int] = 64
 
     source: Optional[str] = None
     prompt: Optional[str] = None
@@ -43,10 +60,12 @@ class EvalTask:
         """The data source in use: the given hub id or folder, else the public copy."""
         return str(self.source) if self.source is not None else self.default_source
 
-    @property
-    def resolved_prompt(self) -> str:
-        """The prompt (template) in use: the given one, else the task's default."""
-        return self.prompt if self.prompt is not None else self.default_prompt
+    def prompt_template(self, model_type: Optional[str] = None) -> str:
+        """The prompt (template) in use for a backbone (`config.model_type`): the given one, else the task's default
+        for that backbone."""
+        if self.prompt is not None:
+            return self.prompt
+        return self.default_prompts.get(model_type or "", self.default_prompt)
 
     def load(self) -> list[EvalItem]:
         """The task's items (read once, then cached on the task)."""
@@ -58,9 +77,9 @@ class EvalTask:
     def _load(self) -> list[EvalItem]:
         raise NotImplementedError
 
-    def prompt_for(self, item: EvalItem) -> str:
-        """The text prompt for one item."""
-        return self.resolved_prompt
+    def prompt_for(self, item: EvalItem, model_type: Optional[str] = None) -> str:
+        """The text prompt for one item, for the backbone `model_type`."""
+        return self.prompt_template(model_type)
 
     def check_requirements(self) -> None:
         """Raises before a run when the scorer cannot work here."""
@@ -151,9 +170,11 @@ class MultipleChoiceTask(EvalTask):
     def dataset_info(self) -> dict[str, Any]:
         return dict(self.__dict__.get("_dataset_info", {}))
 
-    def prompt_for(self, item: EvalItem) -> str:
+    def prompt_for(self, item: EvalItem, model_type: Optional[str] = None) -> str:
         choices = "\n".join(f"({chr(ord('A') + i)}) {choice}" for i, choice in enumerate(item.choices))
-        return self.resolved_prompt.replace("{choices}", choices).replace("{question}", item.question or "")
+        return (
+            self.prompt_template(model_type).replace("{choices}", choices).replace("{question}", item.question or "")
+        )
 
     def record_fields(self, item: EvalItem) -> dict[str, Any]:
         fields = {"answer": item.answer, "choices": item.choices, "task": item.task, "difficulty": item.difficulty}
@@ -176,13 +197,59 @@ class MultipleChoiceTask(EvalTask):
         return [path]
 
 
-TASKS: dict[str, type[EvalTask]] = {task.name: task for task in (ClothoTask, AudioCapsTask, MultipleChoiceTask)}
+@dataclass
+class SpeechRecognitionTask(EvalTask):
+    """Speech recognition on LibriSpeech, scored by WER and CER after Whisper's English normalisation (`asr`)."""
+
+    subset: ClassVar[str]
+    default_source: ClassVar[str] = "openslr/librispeech_asr"
+    default_prompt: ClassVar[str] = "Recognize the speech and give me the transcription."
+    default_prompts: ClassVar[dict[str, str]] = {"audioflamingo3": "Transcribe the input speech."}
+    primary_metric: ClassVar[str] = "WER"
+    default_max_new_tokens: ClassVar[int] = 256  # the longest test utterances (35 s) have about 100 words
+
+    def _load(self) -> list[EvalItem]:
+        return load_librispeech(self.resolved_source, self.subset)
+
+    def check_requirements(self) -> None:
+        asr_requirements()
+
+    def record_fields(self, item: EvalItem) -> dict[str, Any]:
+        return {"reference": item.references[0]}
+
+    def dataset_info(self) -> dict[str, Any]:
+        return {"benchmark": f"LibriSpeech {self.subset}"}
+
+    def score(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return asr_metrics({r["id"]: r["prediction"] for r in records}, {r["id"]: r["reference"] for r in records})
+
+
+@dataclass
+class LibriSpeechCleanTask(SpeechRecognitionTask):
+    """LibriSpeech test-clean: 2620 read-English utterances (5.4 h), the easier condition."""
+
+    name: ClassVar[str] = "librispeech_test_clean"
+    subset: ClassVar[str] = "test-clean"
+
+
+@dataclass
+class LibriSpeechOtherTask(SpeechRecognitionTask):
+    """LibriSpeech test-other: 2939 utterances (5.3 h) of speakers that recognisers found harder."""
+
+    name: ClassVar[str] = "librispeech_test_other"
+    subset: ClassVar[str] = "test-other"
+
+
+TASKS: dict[str, type[EvalTask]] = {
+    task.name: task
+    for task in (ClothoTask, AudioCapsTask, MultipleChoiceTask, LibriSpeechCleanTask, LibriSpeechOtherTask)
+}
 """Task name -> class."""
 
 
 def get_task(name: str, source: Optional[str | Path] = None, prompt: Optional[str] = None) -> EvalTask:
-    """The task `name` (`clotho`, `audiocaps`, `mmau`) reading `source` (hub id or local folder; default: the public
-    copy) with `prompt` (default: the task's)."""
+    """The task `name` (one of `TASKS`) reading `source` (hub id or local folder; default: the public copy) with
+    `prompt` (default: the task's, per backbone)."""
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; available: {', '.join(TASKS)}.")
     return TASKS[name](source=None if source is None else str(source), prompt=prompt)
