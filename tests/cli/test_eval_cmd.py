@@ -92,6 +92,9 @@ def test_speech_recognition_from_the_command_line(tmp_path, capsys):
     metrics = json.loads((path / "metrics.json").read_text())
     assert set(metrics["metrics"]) == {"WER", "CER"}
     assert json.loads((path / "config.json").read_text())["generation"]["max_new_tokens"] == 3
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    assert "librispeech_test_clean WER" in capsys.readouterr().out
+    assert (tmp_path / "runs" / f"{MODEL}_metric_vs_keep_ratio.png").stat().st_size > 0
 
 
 def test_report_of_an_empty_folder(tmp_path, capsys):
