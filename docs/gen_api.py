@@ -39,6 +39,7 @@ MODULES = [
     "hf_ltbm",
     "hf_ltbm.merging",
     "hf_ltbm.config",
+    "hf_ltbm.backbones",
     "hf_ltbm.models",
     "hf_ltbm.processing",
     "hf_ltbm.audio",

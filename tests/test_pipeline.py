@@ -195,16 +195,9 @@ def test_size_aware_attention_as_a_call_time_setting(pipe):
 
 def _upstream_processor(processor):
     """The stock transformers processor with the same feature extractor, tokenizer and template."""
-    from transformers import AudioFlamingo3Processor, Qwen2AudioProcessor
-
-    if isinstance(processor, hf_ltbm.AudioFlamingo3LTBMProcessor):
-        return AudioFlamingo3Processor(
-            processor.feature_extractor,
-            processor.tokenizer,
-            chat_template=processor.chat_template,
-            max_audio_len=processor.max_audio_len,
-        )
-    return Qwen2AudioProcessor(processor.feature_extractor, processor.tokenizer, chat_template=processor.chat_template)
+    upstream = processor._upstream_class
+    kwargs = {"max_audio_len": processor.max_audio_len} if hasattr(processor, "max_audio_len") else {}
+    return upstream(processor.feature_extractor, processor.tokenizer, chat_template=processor.chat_template, **kwargs)
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

@@ -6,10 +6,17 @@ import torch
 from transformers import AutoProcessor
 
 import hf_ltbm
-from hf_ltbm import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
+from hf_ltbm import AudioFlamingo3LTBMProcessor, MusicFlamingoLTBMProcessor, Qwen2AudioLTBMProcessor
 
-from .models.conftest import AF3, QWEN
-from .models.tiny import AUDIO_TOKEN_ID, audioflamingo3_processor, qwen2_audio_processor, tokens_for_frames, tone
+from .models.conftest import AF3, MUSICFLAMINGO, QWEN
+from .models.tiny import (
+    AUDIO_TOKEN_ID,
+    audioflamingo3_processor,
+    musicflamingo_processor,
+    qwen2_audio_processor,
+    tokens_for_frames,
+    tone,
+)
 
 QWEN_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|> what is in the audio ?"
 AF3_PROMPT = "<sound> describe the sound"
@@ -51,12 +58,19 @@ def test_audioflamingo3_processor_counts_per_window():
     assert _placeholders(stock) == [sum(per_window[:3]), per_window[3]]
 
 
-@pytest.mark.parametrize("backbone", [QWEN, AF3], ids=lambda b: b.name)
+# backbone -> (stock processor factory, merging processor class, prompt)
+_PROCESSORS = {
+    "qwen2_audio": (qwen2_audio_processor, Qwen2AudioLTBMProcessor, QWEN_PROMPT),
+    "audioflamingo3": (audioflamingo3_processor, AudioFlamingo3LTBMProcessor, AF3_PROMPT),
+    "musicflamingo": (musicflamingo_processor, MusicFlamingoLTBMProcessor, AF3_PROMPT),
+}
+
+
+@pytest.mark.parametrize("backbone", [QWEN, AF3, MUSICFLAMINGO], ids=lambda b: b.name)
 def test_processor_outputs_run_both_paths_identically(backbone):
-    make, prompt = (qwen2_audio_processor, QWEN_PROMPT) if backbone is QWEN else (audioflamingo3_processor, AF3_PROMPT)
-    merging_cls = Qwen2AudioLTBMProcessor if backbone is QWEN else AudioFlamingo3LTBMProcessor
+    make, merging_cls, prompt = _PROCESSORS[backbone.name]
     setting = {"keep_ratio": 0.5}
-    audio = [tone(1.7), tone(3.1 if backbone is AF3 else 0.9, 660)]
+    audio = [tone(1.7), tone(0.9 if backbone is QWEN else 3.1, 660)]
     kwargs = {"return_tensors": "pt", "padding": True} if backbone is QWEN else {}
     a = make(merging_cls, audio_token_merge=setting)(text=[prompt] * 2, audio=audio, **kwargs)
     b = make()(text=[prompt] * 2, audio=audio, **kwargs)
@@ -75,6 +89,10 @@ def test_too_long_audio_is_an_error_not_a_truncation():
         ValueError, match=r"Audio 1 is 7\.0 s long, but Audio Flamingo 3 \(max_audio_len=6: 3 whole 2 s windows\)"
     ):
         audioflamingo3_processor(AudioFlamingo3LTBMProcessor)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
+    with pytest.raises(
+        ValueError, match=r"Audio 1 is 7\.0 s long, but Music Flamingo \(max_audio_len=6: 3 whole 2 s windows\)"
+    ):
+        musicflamingo_processor(MusicFlamingoLTBMProcessor)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
 
 
 def test_auto_processor_returns_merging_processor(tmp_path):
@@ -92,14 +110,13 @@ def test_auto_processor_returns_merging_processor(tmp_path):
     assert type(again) is Qwen2AudioLTBMProcessor and again.merge_config == proc.merge_config
 
 
-@pytest.mark.parametrize("backbone", [QWEN, AF3], ids=lambda b: b.name)
+@pytest.mark.parametrize("backbone", [QWEN, AF3, MUSICFLAMINGO], ids=lambda b: b.name)
 def test_a_saved_merging_processor_names_the_upstream_class(backbone, tmp_path):
     """Plain transformers' AutoProcessor reads `processor_class` (processor_config.json first, then the tokenizer's
     config): a saved merging processor named itself there, so plain transformers loaded the folder as a bare
     tokenizer. It now names the upstream class in both, and with hf_ltbm imported the saved setting still makes
     AutoProcessor return the merging processor."""
-    make = qwen2_audio_processor if backbone is QWEN else audioflamingo3_processor
-    merging_cls = Qwen2AudioLTBMProcessor if backbone is QWEN else AudioFlamingo3LTBMProcessor
+    make, merging_cls, _ = _PROCESSORS[backbone.name]
     upstream = merging_cls._upstream_class.__name__
     setting = {"method": "pool", "keep_ratio": 0.25}
     make(merging_cls, audio_token_merge=setting).save_pretrained(tmp_path)

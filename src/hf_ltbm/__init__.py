@@ -1,13 +1,25 @@
 """hf-ltbm: training-free audio-token compression for audio-language models in Hugging Face transformers.
 
 `merge_tokens` and the method registry are pure PyTorch; `AudioTokenMergeConfig` is the setting a model carries; the
-model and processor classes make Qwen2-Audio and Audio Flamingo 3 run their language model on merged audio tokens;
-`audio_token_merge` switches a loaded model's setting for a block. Importing the package registers the merging classes
-with transformers' Auto classes and the "audio-text-to-text" pipeline.
+model and processor classes (one file per backbone in `hf_ltbm.backbones`) make Qwen2-Audio, Audio Flamingo 3 and
+Music Flamingo run their language model on merged audio tokens; `audio_token_merge` switches a loaded model's
+setting for a block. Importing the package registers the merging classes with transformers' Auto classes and the
+"audio-text-to-text" pipeline.
 """
 
 from . import compat  # noqa: F401  (first: a transformers release without the hooks used raises a clear ImportError)
 from .audio import AudioInputError, load_audio
+from .backbones import (
+    AudioFlamingo3LTBMForConditionalGeneration,
+    AudioFlamingo3LTBMModel,
+    AudioFlamingo3LTBMProcessor,
+    MusicFlamingoLTBMForConditionalGeneration,
+    MusicFlamingoLTBMModel,
+    MusicFlamingoLTBMProcessor,
+    Qwen2AudioLTBMForConditionalGeneration,
+    Qwen2AudioLTBMModel,
+    Qwen2AudioLTBMProcessor,
+)
 from .config import AudioTokenMergeConfig
 from .context import audio_token_merge
 from .merging import (
@@ -21,14 +33,7 @@ from .merging import (
     output_length,
     register_method,
 )
-from .models import (
-    AudioFlamingo3LTBMForConditionalGeneration,
-    AudioFlamingo3LTBMModel,
-    Qwen2AudioLTBMForConditionalGeneration,
-    Qwen2AudioLTBMModel,
-)
 from .pipeline import AudioTextToTextPipeline, build_prompt
-from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
 from .registration import register as _register
 
 _register()
@@ -44,6 +49,9 @@ __all__ = [
     "AudioTextToTextPipeline",
     "AudioTokenMergeConfig",
     "MergeResult",
+    "MusicFlamingoLTBMForConditionalGeneration",
+    "MusicFlamingoLTBMModel",
+    "MusicFlamingoLTBMProcessor",
     "Qwen2AudioLTBMForConditionalGeneration",
     "Qwen2AudioLTBMModel",
     "Qwen2AudioLTBMProcessor",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backbones import get_backbone
 from .config import AudioTokenMergeConfig, MergeSetting
 from .context import audio_token_merge
 from .merging.diagnostics import group_spans
@@ -96,9 +97,7 @@ def merge_maps(model: Any, processor: Any, audio: np.ndarray, settings: Sequence
     inputs = processor(
         text=processor.audio_token, audio=[audio], sampling_rate=extractor.sampling_rate, return_tensors="pt"
     )
-    mask_name = "feature_attention_mask" if "feature_attention_mask" in inputs else "input_features_mask"
-    device, dtype = model.device, model.dtype
-    features, mask = inputs["input_features"].to(device, dtype), inputs[mask_name].to(device)
+    backbone = get_backbone(model.config.model_type)
     seconds_per_token = 4 * extractor.hop_length / extractor.sampling_rate  # conv stride 2, then pooling by 2
     maps = []
     for setting in settings:
@@ -106,7 +105,7 @@ def merge_maps(model: Any, processor: Any, audio: np.ndarray, settings: Sequence
         if parsed is None:
             raise ValueError("merge_maps needs merge settings; `None` (merging off) has no map.")
         with audio_token_merge(model, parsed):
-            out = model.get_audio_features(features, mask)
+            out = backbone.audio_features(model, inputs)
         result = out.merge_result
         counts = out.num_input_tokens.tolist()
         rows = iter(range(result.assignment.shape[0]))  # one row per unit with tokens

@@ -100,7 +100,8 @@ def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
 
     `text` is returned as is when it already holds the processor's audio placeholder; otherwise it becomes a one-turn
     user message with `num_audio` audio parts before the text, rendered by the processor's chat template, or, without
-    a template, the placeholders (with Qwen2-Audio's `<|audio_bos|>`/`<|audio_eos|>`) are put in front of it.
+    a template, each clip's audio marker (the backbone's `plain_prompt_audio`: Qwen2-Audio's
+    `<|audio_bos|><|AUDIO|><|audio_eos|>`, the placeholder alone for the others) is put in front of it.
     """
     token = processor.audio_token
     if token in text:
@@ -110,8 +111,11 @@ def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
         return processor.apply_chat_template(
             [{"role": "user", "content": parts}], tokenize=False, add_generation_prompt=True
         )
-    bos, eos = getattr(processor, "audio_bos_token", ""), getattr(processor, "audio_eos_token", "")
-    return "".join(f"{bos}{token}{eos}" for _ in range(num_audio)) + text
+    from .backbones import backbone_for
+
+    backbone = backbone_for(processor)
+    audio = token if backbone is None else backbone.plain_prompt_audio(processor)
+    return audio * num_audio + text
 
 
 class AudioTextToTextPipeline(Pipeline):

@@ -1,8 +1,10 @@
-"""Registers the merging classes with transformers' Auto classes on `import hf_ltbm` (idempotent).
+"""Registers every backbone's merging classes (`hf_ltbm.backbones.BACKBONES`) with transformers' Auto classes on
+`import hf_ltbm` (idempotent).
 
-- `AutoModel` -> `*LTBMModel`; `AutoModelForSeq2SeqLM`, `AutoModelForPreTraining` (and, for Qwen2-Audio,
-  `AutoModelForMultimodalLM`) -> `*LTBMForConditionalGeneration`. With no merge setting these are bit-identical to
-  the upstream classes, so the replacement is invisible until `audio_token_merge=...` is passed.
+- `AutoModel` -> `*LTBMModel`; `AutoModelForSeq2SeqLM`, `AutoModelForPreTraining` and the backbone's
+  `extra_auto_classes` (`AutoModelForMultimodalLM` for Qwen2-Audio) -> `*LTBMForConditionalGeneration`. With no
+  merge setting these are bit-identical to the upstream classes, so the replacement is invisible until
+  `audio_token_merge=...` is passed.
 - The checkpoint conversion mapping of each merging class: transformers treats registered subclasses as custom code
   and would otherwise skip the key renaming of native checkpoints (`lm_head` would silently load random weights).
 - `AutoProcessor` -> `*LTBMProcessor`, and `AutoProcessor.from_pretrained(path, audio_token_merge=...)` returns the
@@ -15,44 +17,22 @@ from __future__ import annotations
 
 import functools
 
-from transformers import (
-    AudioFlamingo3Config,
-    AudioFlamingo3Processor,
-    AutoModel,
-    AutoModelForMultimodalLM,
-    AutoModelForPreTraining,
-    AutoModelForSeq2SeqLM,
-    AutoProcessor,
-    Qwen2AudioConfig,
-    Qwen2AudioProcessor,
-)
+import transformers
+from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM, AutoProcessor
 
+from .backbones import BACKBONES
 from .compat import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from .config import MergeSetting, plain_setting
-from .models import (
-    AudioFlamingo3LTBMForConditionalGeneration,
-    AudioFlamingo3LTBMModel,
-    Qwen2AudioLTBMForConditionalGeneration,
-    Qwen2AudioLTBMModel,
-)
 from .pipeline import register_pipeline
-from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
 
 __all__ = ["register"]
 
-_MODELS = [
-    # (config, base model, generation model, model_type, extra auto classes for the generation model)
-    (
-        Qwen2AudioConfig,
-        Qwen2AudioLTBMModel,
-        Qwen2AudioLTBMForConditionalGeneration,
-        "qwen2_audio",
-        [AutoModelForMultimodalLM],
-    ),
-    (AudioFlamingo3Config, AudioFlamingo3LTBMModel, AudioFlamingo3LTBMForConditionalGeneration, "audioflamingo3", []),
-]
-_PROCESSORS = {Qwen2AudioProcessor: Qwen2AudioLTBMProcessor, AudioFlamingo3Processor: AudioFlamingo3LTBMProcessor}
 _SENTINEL = object()
+
+
+def _processors() -> dict[type, type]:
+    """Upstream processor class -> the merging one, for every backbone."""
+    return {backbone.upstream_processor: backbone.processor for backbone in BACKBONES.values()}
 
 
 def _register_conversion(cls, model_type: str) -> None:
@@ -74,7 +54,8 @@ def _merging_processor_from_pretrained(original):
     @functools.wraps(original)
     def from_pretrained(pretrained_model_name_or_path, *args, audio_token_merge=_SENTINEL, **kwargs):
         processor = original(pretrained_model_name_or_path, *args, **kwargs)
-        target = _PROCESSORS.get(type(processor))
+        processors = _processors()
+        target = processors.get(type(processor))
         if audio_token_merge is _SENTINEL:
             # A folder saved by a merging processor names the upstream class (so that plain transformers loads it);
             # its merge setting makes it the merging processor again.
@@ -85,11 +66,11 @@ def _merging_processor_from_pretrained(original):
             return target.from_pretrained(
                 pretrained_model_name_or_path, *args, audio_token_merge=audio_token_merge, **kwargs
             )
-        if isinstance(processor, tuple(_PROCESSORS.values())):
+        if isinstance(processor, tuple(processors.values())):
             processor._init_setting(audio_token_merge)
             return processor
         raise ValueError(
-            f"`audio_token_merge` is only supported for {sorted(c.__name__ for c in _PROCESSORS)}; "
+            f"`audio_token_merge` is only supported for {sorted(c.__name__ for c in processors)}; "
             f"{pretrained_model_name_or_path!r} loads a {type(processor).__name__}."
         )
 
@@ -113,17 +94,18 @@ def _plain_setting_kwarg(original):
 
 def register() -> None:
     """Registers everything (safe to call any number of times)."""
-    for config_class, base, generation, model_type, extra in _MODELS:
-        AutoModel.register(config_class, base, exist_ok=True)
+    for backbone in BACKBONES.values():
+        config_class = backbone.config_class
+        extra = [getattr(transformers, name) for name in backbone.extra_auto_classes]
+        AutoModel.register(config_class, backbone.base_model, exist_ok=True)
         for auto in (AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
-            auto.register(config_class, generation, exist_ok=True)
+            auto.register(config_class, backbone.generation_model, exist_ok=True)
         for auto in (AutoModel, AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
             if not getattr(auto.from_pretrained, "_hf_ltbm_wrapped", False):
                 auto.from_pretrained = staticmethod(_plain_setting_kwarg(auto.from_pretrained))
-        for cls in (base, generation):
-            _register_conversion(cls, model_type)
-    AutoProcessor.register(Qwen2AudioConfig, Qwen2AudioLTBMProcessor, exist_ok=True)
-    AutoProcessor.register(AudioFlamingo3Config, AudioFlamingo3LTBMProcessor, exist_ok=True)
+        for cls in (backbone.base_model, backbone.generation_model):
+            _register_conversion(cls, backbone.model_type)
+        AutoProcessor.register(config_class, backbone.processor, exist_ok=True)
     register_pipeline()
     if not getattr(AutoProcessor.from_pretrained, "_hf_ltbm_wrapped", False):
         AutoProcessor.from_pretrained = staticmethod(_merging_processor_from_pretrained(AutoProcessor.from_pretrained))

@@ -1,4 +1,4 @@
-"""Tiny random-initialised Qwen2-Audio and Audio Flamingo 3 models, built in-process with no download.
+"""Tiny random-initialised models of every backbone (`hf_ltbm.backbones`), built in-process with no download.
 
 They have the real architectures and the real audio front end (16 kHz, 128 mel bins, 30 s windows, 25 audio tokens
 per second), so token counts, merging, compaction and generation behave exactly as with the released checkpoints; only
@@ -16,8 +16,11 @@ from .config import MergeSetting
 
 __all__ = ["TINY_MODELS", "build_tiny_model", "build_tiny_processor", "tiny_tokenizer"]
 
-TINY_MODELS = ("tiny-random-qwen2-audio", "tiny-random-audioflamingo3")
-"""Names the CLI and `build_tiny_model` accept in place of a checkpoint."""
+from .backbones import BACKBONES, Backbone
+
+TINY_MODELS = tuple(backbone.tiny_name for backbone in BACKBONES.values())
+"""Names the CLI and `build_tiny_model` accept in place of a checkpoint (`tiny-random-qwen2-audio`,
+`tiny-random-audioflamingo3`)."""
 
 _WORDS = (
     "a an the and of in on with by to from at near while then is are was be it this that there some one two many "
@@ -28,24 +31,6 @@ _WORDS = (
     "noise noises what who where when which how many describe caption answer question yes no please word words "
     "english generate transcribe speaker language emotion instrument genre tempo happy sad calm . , ? : !"
 ).split()
-
-_QWEN2_AUDIO_TEMPLATE = (
-    "{% set n = namespace(audio=0) %}"
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'audio' %}{% set n.audio = n.audio + 1 %}"
-    "Audio {{ n.audio }}: <|audio_bos|><|AUDIO|><|audio_eos|>{{ '\\n' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>{{ '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
-)
-
-_AUDIOFLAMINGO3_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'audio' %}<sound>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>{{ '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
-)
 
 
 def tiny_tokenizer(audio_tokens: list[str]):
@@ -98,9 +83,11 @@ def _audio_config(model_type: str) -> dict[str, Any]:
     )
 
 
-def _check_name(name: str) -> None:
-    if name not in TINY_MODELS:
-        raise ValueError(f"Unknown tiny model {name!r}; choose one of {list(TINY_MODELS)}.")
+def _backbone(name: str) -> Backbone:
+    for backbone in BACKBONES.values():
+        if backbone.tiny_name == name:
+            return backbone
+    raise ValueError(f"Unknown tiny model {name!r}; choose one of {list(TINY_MODELS)}.")
 
 
 def build_tiny_processor(name: str = "tiny-random-qwen2-audio", audio_token_merge: MergeSetting = None) -> Any:
@@ -108,17 +95,12 @@ def build_tiny_processor(name: str = "tiny-random-qwen2-audio", audio_token_merg
     in-process word-level tokenizer with a chat template), without building the model."""
     from transformers import WhisperFeatureExtractor
 
-    from .processing import AudioFlamingo3LTBMProcessor, Qwen2AudioLTBMProcessor
-
-    _check_name(name)
+    backbone = _backbone(name)
     features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
-    if name == "tiny-random-qwen2-audio":
-        tokenizer = tiny_tokenizer(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"])
-        cls, template = Qwen2AudioLTBMProcessor, _QWEN2_AUDIO_TEMPLATE
-    else:
-        tokenizer = tiny_tokenizer(["<sound>"])
-        cls, template = AudioFlamingo3LTBMProcessor, _AUDIOFLAMINGO3_TEMPLATE
-    return cls(features, tokenizer, chat_template=template, audio_token_merge=audio_token_merge)
+    tokenizer = tiny_tokenizer(list(backbone.tiny_audio_tokens))
+    return backbone.processor(
+        features, tokenizer, chat_template=backbone.tiny_chat_template, audio_token_merge=audio_token_merge
+    )
 
 
 def build_tiny_model(
@@ -130,32 +112,18 @@ def build_tiny_model(
     processor with the same `audio_token_merge` (both can be changed later, e.g. with `hf_ltbm.audio_token_merge`).
     The global torch RNG is left untouched.
     """
-    from transformers import AudioFlamingo3Config, Qwen2AudioConfig
-
-    from .models import AudioFlamingo3LTBMForConditionalGeneration, Qwen2AudioLTBMForConditionalGeneration
-
+    backbone = _backbone(name)
     processor = build_tiny_processor(name, audio_token_merge)
     tokenizer = processor.tokenizer
-    if name == "tiny-random-qwen2-audio":
-        config_cls, encoder, model_cls = (
-            Qwen2AudioConfig,
-            "qwen2_audio_encoder",
-            Qwen2AudioLTBMForConditionalGeneration,
-        )
-    else:
-        config_cls, encoder, model_cls = (
-            AudioFlamingo3Config,
-            "audioflamingo3_encoder",
-            AudioFlamingo3LTBMForConditionalGeneration,
-        )
-    config = config_cls(
-        audio_config=_audio_config(encoder),
+    config = backbone.config_class(
+        audio_config=_audio_config(backbone.tiny_encoder_type),
         text_config=_text_config(tokenizer),
         audio_token_id=tokenizer.convert_tokens_to_ids(processor.audio_token),
+        **backbone.tiny_config_kwargs(tokenizer),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_cls(config, audio_token_merge=audio_token_merge)
+        model = backbone.generation_model(config, audio_token_merge=audio_token_merge)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model.eval(), processor

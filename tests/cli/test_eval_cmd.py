@@ -5,6 +5,7 @@ import pytest
 
 from hf_ltbm.cli import main
 from hf_ltbm.evaluation import captioning
+from hf_ltbm.tiny import TINY_MODELS
 
 from ..evaluation.fixtures import make_librispeech, make_mmau
 
@@ -110,8 +111,8 @@ def test_undecodable_item_audio_exits_1(tmp_path, capsys):
     assert "Item 'q-001'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", ["tiny-random-qwen2-audio", "tiny-random-audioflamingo3"])
-def test_size_aware_sweep_dimension_on_both_backbones(model, mmau_dir, tmp_path, capsys):
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_size_aware_sweep_dimension_on_every_backbone(model, mmau_dir, tmp_path, capsys):
     args = ["eval", "--model", model, "--task", "mmau", "--data", str(mmau_dir), "--methods", "ltbm"]
     args += ["--keep-ratios", "0.5", "--size-aware", "both", "--limit", "2", "--max-new-tokens", "2"]
     assert main([*args, "--out", str(tmp_path), "--no-progress"]) == 0

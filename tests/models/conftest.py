@@ -1,15 +1,20 @@
-"""Fixtures: tiny random Qwen2-Audio and Audio Flamingo 3 models, upstream and merging, with the same weights."""
+"""Fixtures: tiny random models of every backbone (Qwen2-Audio, Audio Flamingo 3, Music Flamingo), upstream and
+merging, with the same weights."""
 
 from dataclasses import dataclass
 
 import pytest
 import torch
-from transformers import AudioFlamingo3ForConditionalGeneration, Qwen2AudioForConditionalGeneration
+from transformers import (
+    AudioFlamingo3ForConditionalGeneration,
+    MusicFlamingoForConditionalGeneration,
+    Qwen2AudioForConditionalGeneration,
+)
 
 import hf_ltbm
 from hf_ltbm import output_length
 
-from .tiny import audioflamingo3_config, make_batch, qwen2_audio_config
+from .tiny import audioflamingo3_config, make_batch, musicflamingo_config, qwen2_audio_config
 
 
 @dataclass
@@ -35,6 +40,11 @@ class Backbone:
         ids, mask, feats, fmask = make_batch(self.mel_bins, unit_frames, texts, counts, padding_side=padding_side)
         return {"input_ids": ids, "attention_mask": mask, "input_features": feats, self.mask_name: fmask}
 
+    def audio_features(self, model, inputs):
+        """`model.get_audio_features` on `inputs` (Music Flamingo also reads the prompt, for the windows' times)."""
+        extra = (inputs["input_ids"],) if self.name == "musicflamingo" else ()
+        return model.get_audio_features(inputs["input_features"], inputs[self.mask_name], *extra)
+
 
 QWEN = Backbone(
     "qwen2_audio",
@@ -53,8 +63,17 @@ AF3 = Backbone(
     "input_features_mask",
 )
 
+MUSICFLAMINGO = Backbone(
+    "musicflamingo",
+    MusicFlamingoForConditionalGeneration,
+    hf_ltbm.MusicFlamingoLTBMForConditionalGeneration,
+    musicflamingo_config,
+    128,
+    "input_features_mask",
+)
 
-@pytest.fixture(params=[QWEN, AF3], ids=lambda b: b.name)
+
+@pytest.fixture(params=[QWEN, AF3, MUSICFLAMINGO], ids=lambda b: b.name)
 def backbone(request):
     return request.param
 

@@ -76,7 +76,7 @@ def test_equals_feeding_the_language_model_merged_embeddings(backbone):
     ours.set_audio_token_merge(SETTING)
     a = backbone.inputs(UNITS, TEXTS, SETTING)
     with torch.no_grad():
-        audio = ours.get_audio_features(a["input_features"], a[backbone.mask_name])
+        audio = backbone.audio_features(ours, a)
         embeds = up.get_input_embeddings()(a["input_ids"])
         mask = (a["input_ids"] == AUDIO_TOKEN_ID)[..., None]
         embeds = embeds.masked_scatter(mask, audio.pooler_output)
@@ -104,7 +104,7 @@ def test_get_audio_features_reports_counts(backbone):
     b = backbone.inputs(UNITS, TEXTS)
     ours.set_audio_token_merge(SETTING)
     with torch.no_grad():
-        audio = ours.get_audio_features(b["input_features"], b[backbone.mask_name])
+        audio = backbone.audio_features(ours, b)
     ns = [tokens_for_frames(f) for f in (200, 130, 170)]
     ms = [hf_ltbm.output_length(n, keep_ratio=0.5) for n in ns]
     assert audio.num_input_tokens.tolist() == ns == [50, 32, 42]

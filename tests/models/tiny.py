@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import AudioFlamingo3Config, Qwen2AudioConfig
+from transformers import AudioFlamingo3Config, MusicFlamingoConfig, Qwen2AudioConfig
 
 VOCAB = 160
 AUDIO_TOKEN_ID = 151
@@ -56,6 +56,17 @@ def audioflamingo3_config(**kwargs) -> AudioFlamingo3Config:
         audio_config=_audio_config(128, "audioflamingo3_encoder"),
         text_config=_text_config(),
         audio_token_id=AUDIO_TOKEN_ID,
+        **kwargs,
+    )
+
+
+def musicflamingo_config(**kwargs) -> MusicFlamingoConfig:
+    return MusicFlamingoConfig(
+        audio_config=_audio_config(128, "audioflamingo3_encoder"),
+        text_config=_text_config(),
+        audio_token_id=AUDIO_TOKEN_ID,
+        audio_bos_token_id=152,
+        audio_eos_token_id=153,
         **kwargs,
     )
 
@@ -146,6 +157,15 @@ def audioflamingo3_processor(cls=None, **kwargs):
     fe = WhisperFeatureExtractor(feature_size=128, chunk_length=MAX_SOURCE_POSITIONS // 50)
     kwargs.setdefault("max_audio_len", 3 * MAX_SOURCE_POSITIONS // 50)  # three 2 s windows
     return (cls or AudioFlamingo3Processor)(feature_extractor=fe, tokenizer=tokenizer, **kwargs)
+
+
+def musicflamingo_processor(cls=None, **kwargs):
+    from transformers import MusicFlamingoProcessor, WhisperFeatureExtractor
+
+    tokenizer = tiny_tokenizer({"<sound>": AUDIO_TOKEN_ID, "<|sound_bos|>": 152, "<|sound_eos|>": 153})
+    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=MAX_SOURCE_POSITIONS // 50)
+    kwargs.setdefault("max_audio_len", 3 * MAX_SOURCE_POSITIONS // 50)  # three 2 s windows
+    return (cls or MusicFlamingoProcessor)(feature_extractor=fe, tokenizer=tokenizer, **kwargs)
 
 
 def tone(seconds: float, freq: float = 440.0, rate: int = 16000):

@@ -11,6 +11,7 @@ import torch
 from transformers.utils import logging
 
 from ..audio import AudioInputError
+from ..backbones import BACKBONES
 from ..config import KEY_SOURCES, MERGE_SPACES, AudioTokenMergeConfig
 from ..merging import available_methods
 from ..processing import max_audio_seconds
@@ -18,7 +19,7 @@ from ..tiny import TINY_MODELS, build_tiny_model, build_tiny_processor
 
 logger = logging.get_logger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("qwen2_audio", "audioflamingo3")
+SUPPORTED_MODEL_TYPES = tuple(BACKBONES)
 EXIT_INPUT = 1  # an audio input cannot be used
 EXIT_USAGE = 2  # bad command line: unknown option, bad merge setting, unknown or unsupported model
 

@@ -279,12 +279,20 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             :class:`AudioTokenMergeOutput` whose `pooler_output [sum(M_u), D_text]` holds the tokens that replace
             the placeholders, unit after unit, and `audio_token_counts` the `M_u`.
         """
+        return self._merged_audio_features(input_features, feature_mask)
+
+    def _merged_audio_features(
+        self, input_features: torch.Tensor, feature_mask: torch.Tensor, before_projection: Any = None
+    ) -> AudioTokenMergeOutput:
+        """`get_audio_features` with a backbone's time-dependent step before the projector (`merge_units`)."""
         setting = self.audio_token_merge
         feature_mask = feature_mask.to(input_features.device)
         num_input = self._audio_unit_lengths(feature_mask)
         with capture_merge_inputs(self.audio_tower, setting, feature_mask.sum(-1)) as merge_inputs:
             hidden = self._run_encoder(input_features, feature_mask)
-        merged = merge_units(hidden, num_input, setting, self.multi_modal_projector, merge_inputs)
+        merged = merge_units(
+            hidden, num_input, setting, self.multi_modal_projector, merge_inputs, before_projection=before_projection
+        )
         return AudioTokenMergeOutput(
             last_hidden_state=hidden,
             pooler_output=merged.tokens,
@@ -362,7 +370,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         if plan is not None:
-            audio = self.get_audio_features(input_features, feature_mask)
+            audio = self._prompt_audio_features(input_features, feature_mask, input_ids, plan)
             audio_embeds, counts = audio.pooler_output, audio.audio_token_counts
             fill = plan.fill.to(inputs_embeds.device)[..., None]
             inputs_embeds = inputs_embeds.masked_scatter(
@@ -411,6 +419,13 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             audio_token_counts=counts,
             key_log_sizes=key_log_sizes if size_aware else None,
         )
+
+    def _prompt_audio_features(
+        self, input_features: torch.Tensor, feature_mask: torch.Tensor, input_ids: torch.Tensor, plan: Any
+    ) -> AudioTokenMergeOutput:
+        """The merged audio tokens of a prompt whose placeholders `plan` matched to the units. Backbones whose audio
+        embedding depends on where the placeholders sit (Music Flamingo) override it."""
+        return self.get_audio_features(input_features, feature_mask)
 
     def _prompt_log_sizes(self, audio: AudioTokenMergeOutput, fill: torch.Tensor) -> torch.Tensor:
         """`[B, L]` float32: `log(size)` of the merged audio token at each filled placeholder, 0 elsewhere."""

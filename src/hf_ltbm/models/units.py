@@ -21,7 +21,7 @@ from ..config import AudioTokenMergeConfig
 from ..merging import MergeResult
 from .encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
 
-__all__ = ["MergeInputs", "MergedUnits", "capture_merge_inputs", "merge_units"]
+__all__ = ["MergeInputs", "MergedUnits", "capture_merge_inputs", "member_positions", "merge_units"]
 
 Settings = Union[Optional[AudioTokenMergeConfig], Sequence[Optional[AudioTokenMergeConfig]]]
 
@@ -96,12 +96,27 @@ class MergedUnits:
         return torch.split(self.tokens, self.counts.tolist())
 
 
+def member_positions(result: MergeResult) -> torch.Tensor:
+    """`[B, M_max]` float32: the mean frame index of the input tokens each output token stands for (its size-weighted
+    mean time in frames; a kept or unmerged token keeps its own index exactly). 0 on padding."""
+    assignment = result.assignment
+    valid = assignment >= 0
+    frames = torch.arange(assignment.shape[1], device=assignment.device, dtype=torch.float32).expand_as(assignment)
+    total = torch.zeros(result.sizes.shape, dtype=torch.float32, device=assignment.device)
+    count = torch.zeros_like(total)
+    index = assignment.clamp(min=0)
+    total.scatter_add_(1, index, torch.where(valid, frames, 0.0))
+    count.scatter_add_(1, index, valid.float())
+    return total / count.clamp(min=1)
+
+
 def merge_units(
     hidden: torch.Tensor,
     lengths: torch.Tensor,
     settings: Settings,
     project: Callable[[torch.Tensor], torch.Tensor],
     inputs: Optional[MergeInputs] = None,
+    before_projection: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
 ) -> MergedUnits:
     """Merges each unit with its setting and projects it, in the setting's space.
 
@@ -111,10 +126,20 @@ def merge_units(
         settings: one `AudioTokenMergeConfig` (or `None`: no merging) per unit, or one for every unit.
         project: the multi-modal projector, `[..., D_audio] -> [..., D_out]`.
         inputs: encoder keys / attention scores (`capture_merge_inputs`) for the settings that read them.
+        before_projection: what a backbone applies to encoder-space tokens before its projector that depends on
+            their time (Music Flamingo's rotary time embedding): `(tokens [R, T', D_audio], positions [R, T']
+            float32, units [R]) -> tokens`, where `positions` are frame indices within the unit (for a merged token
+            the mean index of its members, `member_positions`) and `units` the unit index of each row. In encoder
+            space it runs after the merge, so that a merged token gets the time of its group; in projector space
+            every frame gets its own time before the projector, and the merge follows.
 
     Returns:
         `MergedUnits` with the tokens of every unit in unit order.
     """
+
+    def to_output(tokens: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return project(tokens if before_projection is None else before_projection(tokens, positions, rows))
+
     units, length = hidden.shape[:2]
     per_unit = _per_unit(settings, units)
     inputs = inputs or MergeInputs()
@@ -129,8 +154,9 @@ def merge_units(
     for setting, members in groups.items():
         rows = torch.tensor(members, device=hidden.device)
         group, group_lengths = hidden[rows], lengths[rows]
+        frames = torch.arange(length, device=hidden.device, dtype=torch.float32).expand(len(members), length)
         if setting is None:
-            tokens, kept = project(group), group_lengths
+            tokens, kept = to_output(group, frames, rows), group_lengths
         else:
             keys = None
             if setting.uses_keys:
@@ -138,9 +164,9 @@ def merge_units(
             scores = inputs.scores[rows, :length] if setting.requires_scores else None
             if setting.space == "encoder":
                 merged = setting.merge(group, group_lengths, keys=keys, scores=scores)
-                tokens = project(merged.tokens)
+                tokens = to_output(merged.tokens, member_positions(merged), rows)
             else:
-                merged = setting.merge(project(group), group_lengths, keys=keys, scores=scores)
+                merged = setting.merge(to_output(group, frames, rows), group_lengths, keys=keys, scores=scores)
                 tokens = merged.tokens
             kept = merged.lengths.to(hidden.device)
             if len(groups) == 1:

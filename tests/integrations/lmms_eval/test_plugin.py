@@ -104,7 +104,7 @@ def _direct(folder, setting, audio_paths):
 def test_lmms_eval_predictions_equal_generate(backbone, setting, task_dir, tmp_path):
     from hf_ltbm.tiny import build_tiny_model
 
-    tiny = "tiny-random-qwen2-audio" if "qwen" in backbone else "tiny-random-audioflamingo3"
+    tiny = "tiny-random-" + backbone.removeprefix("hf_ltbm_").replace("qwen2_audio", "qwen2-audio")
     model, processor = build_tiny_model(tiny)
     folder = tmp_path / "model"
     model.save_pretrained(folder)

@@ -201,3 +201,10 @@ class AudioFlamingo3LTBM(HFLTBMAudioModel):
     nvidia/audio-flamingo-3-hf)."""
 
     default_pretrained = "nvidia/audio-flamingo-3-hf"
+
+
+class MusicFlamingoLTBM(HFLTBMAudioModel):
+    """`--model hf_ltbm_musicflamingo`: Music Flamingo with merged audio tokens, each at the mean time of the frames
+    it stands for (default nvidia/music-flamingo-2601-hf)."""
+
+    default_pretrained = "nvidia/music-flamingo-2601-hf"

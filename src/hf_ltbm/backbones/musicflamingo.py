@@ -1,0 +1,288 @@
+"""Music Flamingo: Audio Flamingo 3's sibling for music, with rotary time embeddings; one merge per 30 s window.
+
+Upstream rotates each encoder frame by its time (the window's start plus 40 ms per frame) before the projector, and
+reads the windows of each clip from the runs of `<sound>` placeholders in `input_ids`. A merged token stands for
+several frames: it is rotated by the **size-weighted mean time of its members** (the mean frame index of the frames it
+averages, `hf_ltbm.models.units.member_positions`), so that its time embedding says when the sound it summarises
+happened. The mean is the time whose rotation best matches, in the least-squares sense for small spreads, the average
+of its members' rotations; it equals the one member's time for a token that was kept alone, so at keep ratio 1.0 (and
+with merging off) every position is exactly upstream's. Merging runs on the encoder features before the rotation
+(`space="encoder"`, the default): similar sounds at different times stay similar. With `space="projector"` every frame
+is rotated at its own time and projected, then merged.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from math import pi
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import MusicFlamingoConfig, MusicFlamingoProcessor
+from transformers.models.musicflamingo.modeling_musicflamingo import (
+    MusicFlamingoForConditionalGeneration,
+    MusicFlamingoModel,
+    MusicFlamingoPreTrainedModel,
+    apply_rotary_time_emb,
+)
+
+from ..compat import mirrors
+from ..config import MergeSetting
+from ..models.compaction import plan_placeholders
+from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin, AudioTokenMergeOutput
+from ..processing import MergeSettingProcessorMixin, tokens_per_unit
+from .audioflamingo3 import AudioFlamingo3Backbone, audioflamingo3_windows, windows_per_clip
+from .base import register_backbone
+
+__all__ = [
+    "MusicFlamingoBackbone",
+    "MusicFlamingoLTBMForConditionalGeneration",
+    "MusicFlamingoLTBMModel",
+    "MusicFlamingoLTBMProcessor",
+    "clip_window_indices",
+]
+
+
+def clip_window_indices(placeholder: torch.Tensor, counts: torch.Tensor) -> torch.LongTensor:
+    """The index of each audio unit (30 s window) within its clip, as upstream reads it from the prompt: a clip is a
+    run of consecutive placeholders, and its windows fill it in order.
+
+    Args:
+        placeholder (`torch.BoolTensor` of shape `[B, L]`): where the `<sound>` placeholder sits.
+        counts (`torch.LongTensor` of shape `[U]`): placeholders per unit in this prompt (`N_u` for a stock prompt,
+            `M_u` for a merging processor's).
+
+    Returns:
+        `torch.LongTensor` of shape `[U]`: 0 for a clip's first window, 1 for its second, ...
+    """
+    edges = torch.diff(F.pad(placeholder.int(), (1, 1)), dim=1)
+    run_starts, run_ends = (edges == 1).nonzero()[:, 1], (edges == -1).nonzero()[:, 1]
+    run_end = (run_ends - run_starts).cumsum(0)  # flat placeholder index where each clip ends
+    counts = counts.to(run_end.device)
+    starts = counts.cumsum(0) - counts
+    # A unit without placeholders (a last window too short for a token) belongs to the clip before it.
+    position = torch.where(counts > 0, starts, (starts - 1).clamp(min=0))
+    clip = torch.searchsorted(run_end, position, right=True)
+    first = torch.searchsorted(clip, clip)  # units are in clip order: the first unit of each unit's clip
+    return torch.arange(len(counts), device=clip.device) - first
+
+
+class MusicFlamingoLTBMModel(AudioTokenMergeModelMixin, MusicFlamingoModel):
+    """`MusicFlamingoModel` whose language model runs on merged audio tokens (one merge per 30 s window), each merged
+    token rotated at the mean time of the frames it stands for (module docstring).
+
+    Accepts an extra `audio_token_merge` argument, stored in `config.audio_token_merge` (see `Qwen2AudioLTBMModel`).
+    """
+
+    _upstream_class = MusicFlamingoModel
+    _audio_mask_name = "input_features_mask"
+
+    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
+        return self.audio_tower(input_features, input_features_mask=feature_mask, return_dict=True).last_hidden_state
+
+    def get_audio_features(
+        self, input_features: torch.Tensor, input_features_mask: torch.Tensor, input_ids: torch.LongTensor, **kwargs
+    ):
+        """Upstream `get_audio_features` when merging is off; otherwise encodes each window, merges it, rotates every
+        token at its (mean) time and projects it.
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `[num_windows, num_mel_bins, 3000]`): log-mel features.
+            input_features_mask (`torch.LongTensor` of shape `[num_windows, 3000]`): valid mel frames per window.
+            input_ids (`torch.LongTensor` of shape `[B, L]`): the prompt, with `N_w` (stock processor) or `M_w`
+                (merging processor) placeholders per window: it tells which windows belong to which clip.
+
+        Returns:
+            Merging on: `AudioTokenMergeOutput` with `pooler_output [sum(M_w), hidden_size]` (windows concatenated),
+            `audio_token_counts [num_windows]` (`M_w`) and `num_input_tokens [num_windows]` (`N_w`).
+        """
+        if self.audio_token_merge is None:
+            return MusicFlamingoModel.get_audio_features(
+                self, input_features, input_features_mask, input_ids, **kwargs
+            )
+        placeholder = input_ids == self.config.audio_token_id
+        plan = plan_placeholders(
+            placeholder, *self.audio_token_counts(input_features_mask), token_name=self._placeholder_name()
+        )
+        return self._prompt_audio_features(input_features, input_features_mask, input_ids, plan)
+
+    def _prompt_audio_features(
+        self, input_features: torch.Tensor, feature_mask: torch.Tensor, input_ids: torch.Tensor, plan: Any
+    ) -> AudioTokenMergeOutput:
+        num_input, num_output = self.audio_token_counts(feature_mask)
+        placeholder = input_ids == self.config.audio_token_id
+        windows = clip_window_indices(placeholder, num_input if plan.compacts else num_output)
+        rotate = partial(self._rotate_in_time, windows=windows.to(input_features.device))
+        return self._merged_audio_features(input_features, feature_mask, before_projection=rotate)
+
+    def _rotate_in_time(
+        self, tokens: torch.Tensor, positions: torch.Tensor, units: torch.Tensor, windows: torch.Tensor
+    ) -> torch.Tensor:
+        """Upstream's rotary time embedding at fractional frame positions.
+
+        Args:
+            tokens (`torch.Tensor` of shape `[R, T', D_audio]`): encoder-space tokens of `R` units.
+            positions (`torch.FloatTensor` of shape `[R, T']`): each token's frame index within its window (the mean
+                index of a merged token's members).
+            units (`torch.LongTensor` of shape `[R]`): the unit (window) of each row; `windows[units]` is its index
+                within its clip.
+
+        Upstream's angle table is linear in the frame index; a fractional index interpolates between its rows, which
+        at a whole index is the row itself, so unmerged tokens get exactly upstream's cos / sin.
+        """
+        embedding = self.pos_emb
+        inv_freq = embedding.inv_freq
+        frames = self.config.audio_config.max_source_positions // 2  # encoder frames per window (750 for 30 s)
+        step = self.config.audio_frame_step * 4  # seconds per encoder frame (conv stride 2, then pooling by 2)
+        positions = positions.to(tokens.device)
+        window = windows.to(tokens.device)[units.to(tokens.device)]
+        timestamps = window.unsqueeze(1) * frames * step + positions * step
+        window_starts = (window * frames * step).to(dtype=inv_freq.dtype)
+        window_duration = self.config.audio_frame_step * 4 * frames
+        window_positions = torch.round(window_starts / window_duration) / embedding.max_seq_len_cached
+        window_freqs = torch.repeat_interleave(window_positions.unsqueeze(-1) * inv_freq, 2, dim=-1)[:, None, :]
+        table = embedding.position_angles
+        low = positions.floor().long().clamp(0, table.shape[0] - 1)
+        high = (low + 1).clamp(max=table.shape[0] - 1)
+        fraction = (positions - low).unsqueeze(-1).to(table.dtype)
+        time_freqs = table[low] + fraction * (table[high] - table[low])
+        window_freqs, time_freqs = torch.broadcast_tensors(window_freqs, time_freqs)
+        freqs = torch.cat((window_freqs, time_freqs), dim=-1)
+        freqs = freqs * (-timestamps * 2 * pi).to(freqs).unsqueeze(-1)
+        return apply_rotary_time_emb(tokens, freqs.cos(), freqs.sin())
+
+    @mirrors(MusicFlamingoModel.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream `MusicFlamingoModel.forward` (same signature) when merging is off; otherwise the merged audio
+        tokens replace the placeholders and a prompt with the unmerged count is compacted."""
+        return self._dispatch_forward(super().forward, args, kwargs)
+
+    def _placeholder_name(self) -> str:
+        return "<sound>"
+
+
+class MusicFlamingoLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, MusicFlamingoForConditionalGeneration):
+    """`MusicFlamingoForConditionalGeneration` whose language model runs on merged audio tokens (per 30 s window).
+
+    Works with prompts from the merging processor and from the stock processor (compacted at prefill). With no merge
+    setting it is the upstream class.
+    """
+
+    _upstream_class = MusicFlamingoForConditionalGeneration
+    _model_class = MusicFlamingoLTBMModel
+    _pretrained_base = MusicFlamingoPreTrainedModel
+    _audio_mask_name = "input_features_mask"
+
+    def get_audio_features(
+        self, input_features: torch.Tensor, input_features_mask: torch.Tensor, input_ids: torch.LongTensor, **kwargs
+    ):
+        """The base model's `get_audio_features` (upstream's arguments: features, mask and the prompt's ids)."""
+        return self.model.get_audio_features(input_features, input_features_mask, input_ids, **kwargs)
+
+    @mirrors(MusicFlamingoForConditionalGeneration.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
+        labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
+        return self._dispatch_forward(super().forward, args, kwargs)
+
+
+class MusicFlamingoLTBMProcessor(MergeSettingProcessorMixin, MusicFlamingoProcessor):
+    """`MusicFlamingoProcessor` that emits `<|sound_bos|>` + `sum_w output_length(N_w)` `<sound>` + `<|sound_eos|>`
+    per clip (30 s windows `w`, as Audio Flamingo 3). Features are the upstream ones; with a merge setting only
+    `input_ids` / `attention_mask` are shorter. Audio longer than `max_audio_len` raises instead of being truncated.
+
+    Args:
+        feature_extractor, tokenizer, chat_template, audio_token, audio_bos_token, audio_eos_token, max_audio_len:
+            as for `MusicFlamingoProcessor`.
+        audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
+    """
+
+    _upstream_class = MusicFlamingoProcessor
+
+    def __init__(
+        self,
+        feature_extractor,
+        tokenizer,
+        chat_template=None,
+        audio_token="<sound>",
+        audio_bos_token="<|sound_bos|>",
+        audio_eos_token="<|sound_eos|>",
+        max_audio_len=1200,
+        audio_token_merge: MergeSetting = None,
+    ):
+        self._init_setting(audio_token_merge)
+        super().__init__(
+            feature_extractor,
+            tokenizer,
+            chat_template=chat_template,
+            audio_token=audio_token,
+            audio_bos_token=audio_bos_token,
+            audio_eos_token=audio_eos_token,
+            max_audio_len=max_audio_len,
+        )
+
+    def _duration_limit(self) -> tuple[str, str]:
+        window, kept = audioflamingo3_windows(self)
+        seconds = window / self.feature_extractor.sampling_rate
+        if kept < 1:
+            raise ValueError(
+                f"max_audio_len={self.max_audio_len!r} keeps no {seconds:g} s window: Music Flamingo takes audio in "
+                "whole windows, so `max_audio_len` must be at least one window long."
+            )
+        return (
+            f"Music Flamingo (max_audio_len={self.max_audio_len}: {kept} whole {seconds:g} s windows)",
+            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
+        )
+
+    def _process_audio(self, audio, **kwargs):
+        self.check_audio_lengths([int(np.asarray(clip).shape[0]) for clip in audio], int(kwargs["sampling_rate"]))
+        kwargs["padding"] = "max_length"  # the encoder takes whole 30 s windows
+        audio_inputs, replacements = super()._process_audio(audio, **kwargs)
+        if self.audio_token_merge is None:
+            return audio_inputs, replacements
+        windows = windows_per_clip(self, [int(np.asarray(clip).shape[0]) for clip in audio])
+        per_window = [self.merged_length(n) for n in tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
+        starts = np.cumsum([0] + windows)
+        counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]
+        audio_inputs["num_audio_tokens"] = torch.tensor(counts)
+        return audio_inputs, [self.replace_audio_token(audio_inputs, audio_idx=i) for i in range(len(counts))]
+
+
+_TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<sound>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+
+
+@register_backbone
+class MusicFlamingoBackbone(AudioFlamingo3Backbone):
+    """Music Flamingo (`nvidia/music-flamingo-2601-hf`): Audio Flamingo 3's 30 s windows, up to 1200 s per clip."""
+
+    model_type = "musicflamingo"
+    display_name = "Music Flamingo"
+    config_class = MusicFlamingoConfig
+    upstream_processor = MusicFlamingoProcessor
+    base_model = MusicFlamingoLTBMModel
+    generation_model = MusicFlamingoLTBMForConditionalGeneration
+    processor = MusicFlamingoLTBMProcessor
+    tiny_name = "tiny-random-musicflamingo"
+    tiny_encoder_type = "audioflamingo3_encoder"
+    tiny_audio_tokens = ("<sound>", "<|sound_bos|>", "<|sound_eos|>")
+    tiny_chat_template = _TINY_CHAT_TEMPLATE
+
+    def audio_features(self, model: Any, inputs: Any) -> Any:
+        """`get_audio_features` also reads the prompt (which windows belong to which clip)."""
+        features = inputs["input_features"].to(model.device, model.dtype)
+        mask = inputs["input_features_mask"].to(model.device)
+        return model.get_audio_features(features, mask, inputs["input_ids"].to(model.device))
+
+    def tiny_config_kwargs(self, tokenizer: Any) -> dict[str, Any]:
+        return {
+            "audio_bos_token_id": tokenizer.convert_tokens_to_ids("<|sound_bos|>"),
+            "audio_eos_token_id": tokenizer.convert_tokens_to_ids("<|sound_eos|>"),
+        }

@@ -1,0 +1,75 @@
+"""The backbone adapter: each registered backbone declares consistent classes, and everything that lists backbones
+(Auto classes, tiny models, the CLI, the unit helpers) reads the registry."""
+
+import pytest
+import transformers
+from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+import hf_ltbm
+from hf_ltbm.backbones import BACKBONES, Backbone, backbone_for, get_backbone, register_backbone
+from hf_ltbm.cli.common import SUPPORTED_MODEL_TYPES
+from hf_ltbm.models import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
+from hf_ltbm.processing import MergeSettingProcessorMixin, max_audio_seconds, units_per_clip
+from hf_ltbm.tiny import TINY_MODELS, build_tiny_model, build_tiny_processor
+
+BACKBONE_LIST = list(BACKBONES.values())
+
+
+def test_the_registry_lists_the_paper_backbones_first_everywhere():
+    assert list(BACKBONES)[:2] == ["qwen2_audio", "audioflamingo3"]
+    assert SUPPORTED_MODEL_TYPES == tuple(BACKBONES)
+    assert TINY_MODELS == tuple(b.tiny_name for b in BACKBONE_LIST)
+    assert TINY_MODELS[:2] == ("tiny-random-qwen2-audio", "tiny-random-audioflamingo3")
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_LIST, ids=repr)
+def test_each_declaration_is_consistent_and_registered(backbone):
+    assert backbone.config_class.model_type == backbone.model_type
+    assert issubclass(backbone.base_model, AudioTokenMergeModelMixin)
+    assert issubclass(backbone.generation_model, AudioTokenMergeGenerationMixin)
+    assert issubclass(backbone.processor, (MergeSettingProcessorMixin, backbone.upstream_processor))
+    assert backbone.generation_model._model_class is backbone.base_model
+    config = backbone.config_class()
+    assert AutoModel._model_mapping[type(config)] is backbone.base_model
+    autos = [AutoModelForSeq2SeqLM, AutoModelForPreTraining]
+    autos += [getattr(transformers, name) for name in backbone.extra_auto_classes]
+    assert all(auto._model_mapping[type(config)] is backbone.generation_model for auto in autos)
+    assert PROCESSOR_MAPPING[type(config)] is backbone.processor
+    assert backbone_for(config) is backbone and get_backbone(backbone.model_type) is backbone
+    assert getattr(hf_ltbm, backbone.generation_model.__name__) is backbone.generation_model
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_LIST, ids=repr)
+def test_tiny_models_and_unit_helpers_come_from_the_declaration(backbone):
+    processor = build_tiny_processor(backbone.tiny_name)
+    assert type(processor) is backbone.processor and backbone_for(processor) is backbone
+    model, _ = build_tiny_model(backbone.tiny_name)
+    assert type(model) is backbone.generation_model and backbone_for(model) is backbone
+    assert units_per_clip(processor, [16000, 40 * 16000]) == backbone.units_per_clip(processor, [16000, 40 * 16000])
+    assert max_audio_seconds(processor) == backbone.max_audio_seconds(processor)
+
+
+def test_unit_helpers_per_backbone():
+    qwen, af3 = (build_tiny_processor(name) for name in TINY_MODELS[:2])
+    assert units_per_clip(qwen, [16000, 40 * 16000]) == [1, 1] and max_audio_seconds(qwen) == 30
+    assert units_per_clip(af3, [16000, 40 * 16000, 30 * 16000]) == [1, 2, 1] and max_audio_seconds(af3) == 600
+
+
+def test_unknown_backbones_are_named():
+    with pytest.raises(
+        ValueError, match="no backbone for model_type 'whisper'; supported: qwen2_audio, audioflamingo3"
+    ):
+        get_backbone("whisper")
+    assert backbone_for(object()) is None
+    with pytest.raises(ValueError, match="WhisperProcessor is not the processor of a backbone"):
+        units_per_clip(transformers.WhisperProcessor.__new__(transformers.WhisperProcessor), [1])
+
+
+def test_a_model_type_is_registered_once():
+    class Duplicate(Backbone):
+        model_type = "qwen2_audio"
+
+    with pytest.raises(ValueError, match="already registered for model_type 'qwen2_audio'"):
+        register_backbone(Duplicate)
+    assert type(BACKBONES["qwen2_audio"]).__name__ == "Qwen2AudioBackbone"
