@@ -193,7 +193,7 @@ HOP = 160  # samples per mel frame
 
 @functools.cache
 def _tiny_model(name):
-    return (QWEN if name == "qwen2_audio" else AF3).models()[1]
+    return {"qwen2_audio": QWEN, "audioflamingo3": AF3, "musicflamingo": MUSICFLAMINGO}[name].models()[1]
 
 
 def _expected_placeholders(samples: int, setting: hf_ltbm.AudioTokenMergeConfig) -> int:
@@ -216,17 +216,16 @@ def clip_lengths(draw, max_windows: int):
 
 
 @settings(max_examples=100)
-@given(data=st.data(), name=st.sampled_from(["qwen2_audio", "audioflamingo3"]), setting=merge_settings())
+@given(data=st.data(), name=st.sampled_from(list(_PROCESSORS)), setting=merge_settings())
 def test_placeholders_per_row_equal_each_rows_merged_count_at_any_length(data, name, setting):
-    """For batches mixing clip lengths around every window boundary, and (AF3) any `max_audio_len`: each row gets
-    exactly the sum of its windows' merged counts, worked out from the clip's length alone; `generate()` runs on the
-    merging processor's prompts and gives the same tokens as the stock processor's (compacted in the model); a clip
-    longer than the backbone takes is refused by length, never cut or spread over other rows."""
+    """For batches mixing clip lengths around every window boundary, and (AF3, Music Flamingo) any `max_audio_len`:
+    each row gets exactly the sum of its windows' merged counts, worked out from the clip's length alone; `generate()`
+    runs on the merging processor's prompts and gives the same tokens as the stock processor's (compacted in the
+    model); a clip longer than the backbone takes is refused by length, never cut or spread over other rows."""
+    make, merging_cls, prompt = _PROCESSORS[name]
     if name == "qwen2_audio":
-        make, merging_cls, prompt, kept = qwen2_audio_processor, Qwen2AudioLTBMProcessor, QWEN_PROMPT, 1
-        kwargs = {}
+        kwargs, kept = {}, 1
     else:
-        make, merging_cls, prompt = audioflamingo3_processor, AudioFlamingo3LTBMProcessor, AF3_PROMPT
         max_audio_len = data.draw(st.one_of(st.integers(2, 8), st.floats(2.0, 8.0)), label="max_audio_len")
         kwargs = {"max_audio_len": max_audio_len}
         kept = int(max_audio_len // (WINDOW // RATE))
