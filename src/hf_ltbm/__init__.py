@@ -1,10 +1,10 @@
 """hf-ltbm: training-free audio-token compression for audio-language models in Hugging Face transformers.
 
 `merge_tokens` and the method registry are pure PyTorch; `AudioTokenMergeConfig` is the setting a model carries; the
-model and processor classes (one file per backbone in `hf_ltbm.backbones`) make Qwen2-Audio, Audio Flamingo 3 and
-Music Flamingo run their language model on merged audio tokens; `audio_token_merge` switches a loaded model's
-setting for a block. Importing the package registers the merging classes with transformers' Auto classes and the
-"audio-text-to-text" pipeline.
+model and processor classes (one file per backbone in `hf_ltbm.backbones`) make Qwen2-Audio, Audio Flamingo 3,
+Music Flamingo and Voxtral run their language model on merged audio tokens; `audio_token_merge` switches a loaded
+model's setting for a block. Importing the package registers the merging classes with transformers' Auto classes and
+the "audio-text-to-text" pipeline.
 """
 
 from . import compat  # noqa: F401  (first: a transformers release without the hooks used raises a clear ImportError)
@@ -19,6 +19,9 @@ from .backbones import (
     Qwen2AudioLTBMForConditionalGeneration,
     Qwen2AudioLTBMModel,
     Qwen2AudioLTBMProcessor,
+    VoxtralLTBMForConditionalGeneration,
+    VoxtralLTBMModel,
+    VoxtralLTBMProcessor,
 )
 from .config import AudioTokenMergeConfig
 from .context import audio_token_merge
@@ -56,6 +59,9 @@ __all__ = [
     "Qwen2AudioLTBMModel",
     "Qwen2AudioLTBMProcessor",
     "TokenReducer",
+    "VoxtralLTBMForConditionalGeneration",
+    "VoxtralLTBMModel",
+    "VoxtralLTBMProcessor",
     "audio_token_merge",
     "available_methods",
     "build_method",

@@ -164,6 +164,7 @@ from transformers.masking_utils import (  # noqa: E402
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS  # noqa: E402
 
 __all__ += [
+    "chat_template_processor_kwargs",
     "ALL_ATTENTION_FUNCTIONS",
     "ALL_MASK_ATTENTION_FUNCTIONS",
     "AttentionMaskInterface",
@@ -383,3 +384,12 @@ def prepare_pipeline_generate_kwargs(pipeline: Any, generate_kwargs: dict[str, A
     config = copy.deepcopy(kwargs.pop("generation_config", None) or pipeline.generation_config)
     others = config.update(**kwargs)  # sets the generation parameters, returns the rest
     return {**others, "generation_config": config}
+
+
+def chat_template_processor_kwargs(apply_chat_template: Callable, **kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments for a processor's `apply_chat_template` that are meant for its `__call__` (`padding`, ...):
+    under `processor_kwargs` where the method takes it (transformers 5.20 and later, which warn about them loose),
+    loose otherwise (5.19)."""
+    if "processor_kwargs" in signature(apply_chat_template).parameters:
+        return {"processor_kwargs": kwargs}
+    return kwargs

@@ -30,7 +30,8 @@ class MergeMap:
         setting (`AudioTokenMergeConfig`): the setting.
         assignments (`list[torch.LongTensor]`): per unit (30 s window), `[N_u]` output index of each encoder token
             (`-1`: dropped).
-        seconds_per_token (`float`): duration of one encoder token (0.04 s for Qwen2-Audio and AF3).
+        seconds_per_token (`float`): duration of one encoder token (0.04 s for Qwen2-Audio and AF3, 0.08 s for
+            Voxtral).
         unit_seconds (`float`): duration of one unit (30 s).
     """
 
@@ -94,11 +95,9 @@ def merge_maps(model: Any, processor: Any, audio: np.ndarray, settings: Sequence
     The model's own setting is restored afterwards.
     """
     extractor = processor.feature_extractor
-    inputs = processor(
-        text=processor.audio_token, audio=[audio], sampling_rate=extractor.sampling_rate, return_tensors="pt"
-    )
     backbone = get_backbone(model.config.model_type)
-    seconds_per_token = 4 * extractor.hop_length / extractor.sampling_rate  # conv stride 2, then pooling by 2
+    inputs = backbone.encode_audio(processor, audio)
+    seconds_per_token = backbone.mel_frames_per_token * extractor.hop_length / extractor.sampling_rate
     maps = []
     for setting in settings:
         parsed = AudioTokenMergeConfig.from_value(setting)

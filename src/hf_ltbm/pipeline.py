@@ -29,6 +29,7 @@ from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
 from .audio import check_audio, load_audio
+from .backbones import backbone_for
 from .compat import prepare_pipeline_generate_kwargs
 from .context import audio_token_merge as _merge_setting
 from .processing import units_per_clip
@@ -111,8 +112,6 @@ def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
         return processor.apply_chat_template(
             [{"role": "user", "content": parts}], tokenize=False, add_generation_prompt=True
         )
-    from .backbones import backbone_for
-
     backbone = backbone_for(processor)
     audio = token if backbone is None else backbone.plain_prompt_audio(processor)
     return audio * num_audio + text
@@ -281,22 +280,64 @@ class AudioTextToTextPipeline(Pipeline):
             )
         return build_prompt(processor, DEFAULT_PROMPT if sample.text is None else sample.text, len(sample.audio))
 
+    def _conversation(self, sample: _Sample, clips: list) -> list[dict]:
+        """The chat of a sample with its loaded waveforms in the audio parts (for `chat_only` backbones): a chat's own
+        messages, or one user turn with the clips where the text holds the audio placeholder (else first)."""
+        arrays = iter(clips)
+        if sample.messages is not None:
+            turns = []
+            for message in sample.messages:
+                content = message["content"]
+                if isinstance(content, (list, tuple)):
+                    content = [
+                        {"type": "audio", "audio": next(arrays)}
+                        if isinstance(part, dict) and part.get("type") == "audio"
+                        else part
+                        for part in content
+                    ]
+                turns.append({**message, "content": content})
+            return turns
+        text = DEFAULT_PROMPT if sample.text is None else sample.text
+        pieces = text.split(self.processor.audio_token)
+        if len(pieces) == 1:
+            pieces = [""] * len(clips) + [text]
+        elif len(pieces) - 1 != len(clips):
+            raise ValueError(
+                f"The prompt holds {len(pieces) - 1} audio placeholder(s) for {len(clips)} clip(s): {text!r}."
+            )
+        content: list[dict] = []
+        for index, piece in enumerate(pieces):
+            if index:
+                content.append({"type": "audio", "audio": next(arrays)})
+            if piece.strip():
+                content.append({"type": "text", "text": piece.strip()})
+        return [{"role": "user", "content": content}]
+
     def preprocess(self, batch: _Batch, continue_final_message: Optional[bool] = None) -> dict[str, Any]:
         rate = self.processor.feature_extractor.sampling_rate
+        backbone = backbone_for(self.processor)
+        chat_only = backbone is not None and backbone.chat_only
         prompts, audio, clips_per_sample = [], [], []
         for sample in batch:
-            prompts.append(self._prompt(sample, continue_final_message))
-            audio.extend(load_audio(source, rate) for source in sample.audio)
+            clips = [load_audio(source, rate) for source in sample.audio]
+            prompts.append(
+                self._conversation(sample, clips) if chat_only else self._prompt(sample, continue_final_message)
+            )
+            audio.extend(clips)
             clips_per_sample.append(len(sample.audio))
-        # Padding is for the text only: a top-level `padding` also reaches the feature extractor, and the stock Audio
-        # Flamingo 3 processor then pads the features to the batch's longest clip, which its encoder cannot take.
-        inputs = self.processor(
-            text=prompts,
-            audio=audio or None,
-            sampling_rate=rate,
-            text_kwargs={"padding": True, "padding_side": "left"},
-            return_tensors="pt",
-        ).to(dtype=self.dtype)
+        if chat_only:  # mistral-common writes the prompt (and its audio placeholders) from the chat
+            inputs = backbone.encode_chats(self.processor, prompts, rate).to(dtype=self.dtype)
+        else:
+            # Padding is for the text only: a top-level `padding` also reaches the feature extractor, and the stock
+            # Audio Flamingo 3 processor then pads the features to the batch's longest clip, which its encoder cannot
+            # take.
+            inputs = self.processor(
+                text=prompts,
+                audio=audio or None,
+                sampling_rate=rate,
+                text_kwargs={"padding": True, "padding_side": "left"},
+                return_tensors="pt",
+            ).to(dtype=self.dtype)
         units = units_per_clip(self.processor, [len(clip) for clip in audio])
         return {
             "model_inputs": dict(inputs),
@@ -309,8 +350,11 @@ class AudioTextToTextPipeline(Pipeline):
 
     def _forward(self, batch: dict[str, Any], generate_kwargs: Optional[dict] = None) -> dict[str, Any]:
         inputs = batch["model_inputs"]
-        mask_name = "feature_attention_mask" if "feature_attention_mask" in inputs else "input_features_mask"
-        feature_mask = inputs.get(mask_name)
+        if hasattr(self.model, "_unit_mask"):  # a merging model: its backbone's feature mask (or all frames)
+            feature_mask = self.model._unit_mask(inputs)
+        else:
+            mask_name = "feature_attention_mask" if "feature_attention_mask" in inputs else "input_features_mask"
+            feature_mask = inputs.get(mask_name)
         before = after = None
         if feature_mask is not None:
             counts = getattr(self.model, "audio_token_counts", None)

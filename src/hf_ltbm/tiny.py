@@ -14,7 +14,14 @@ import torch
 
 from .config import MergeSetting
 
-__all__ = ["TINY_MODELS", "build_tiny_model", "build_tiny_processor", "tiny_tokenizer"]
+__all__ = [
+    "TINY_MODELS",
+    "build_tiny_model",
+    "build_tiny_processor",
+    "tiny_audio_config",
+    "tiny_text_config",
+    "tiny_tokenizer",
+]
 
 from .backbones import BACKBONES, Backbone
 
@@ -54,7 +61,7 @@ def tiny_tokenizer(audio_tokens: list[str]):
     )
 
 
-def _text_config(tokenizer) -> dict[str, Any]:
+def tiny_text_config(tokenizer) -> dict[str, Any]:
     return dict(
         model_type="qwen2",
         vocab_size=len(tokenizer),
@@ -71,7 +78,7 @@ def _text_config(tokenizer) -> dict[str, Any]:
     )
 
 
-def _audio_config(model_type: str) -> dict[str, Any]:
+def tiny_audio_config(model_type: str) -> dict[str, Any]:
     return dict(
         model_type=model_type,
         num_mel_bins=128,
@@ -93,14 +100,7 @@ def _backbone(name: str) -> Backbone:
 def build_tiny_processor(name: str = "tiny-random-qwen2-audio", audio_token_merge: MergeSetting = None) -> Any:
     """The merging processor of one of `TINY_MODELS` (Whisper features at 16 kHz, 128 mel bins, 30 s windows; an
     in-process word-level tokenizer with a chat template), without building the model."""
-    from transformers import WhisperFeatureExtractor
-
-    backbone = _backbone(name)
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
-    tokenizer = tiny_tokenizer(list(backbone.tiny_audio_tokens))
-    return backbone.processor(
-        features, tokenizer, chat_template=backbone.tiny_chat_template, audio_token_merge=audio_token_merge
-    )
+    return _backbone(name).tiny_processor(audio_token_merge)
 
 
 def build_tiny_model(
@@ -115,12 +115,7 @@ def build_tiny_model(
     backbone = _backbone(name)
     processor = build_tiny_processor(name, audio_token_merge)
     tokenizer = processor.tokenizer
-    config = backbone.config_class(
-        audio_config=_audio_config(backbone.tiny_encoder_type),
-        text_config=_text_config(tokenizer),
-        audio_token_id=tokenizer.convert_tokens_to_ids(processor.audio_token),
-        **backbone.tiny_config_kwargs(tokenizer),
-    )
+    config = backbone.tiny_config(processor)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = backbone.generation_model(config, audio_token_merge=audio_token_merge)

@@ -10,6 +10,8 @@ import hf_ltbm
 from hf_ltbm.models.size_aware import size_aware_name, with_size_bias
 from hf_ltbm.tiny import TINY_MODELS, build_tiny_model
 
+from ..encoding import encode
+
 
 class _Module(torch.nn.Module):
     num_key_value_groups = 1
@@ -59,9 +61,7 @@ def clip(seconds, seed=0):
 
 
 def inputs(processor, audio, merged=True):
-    prompts = [hf_ltbm.build_prompt(processor, "caption")] * len(audio)
-    kw = dict(sampling_rate=16000, padding=True, padding_side="left", return_tensors="pt")
-    return processor(text=prompts, audio=audio, **kw)
+    return encode(processor, "caption", audio)
 
 
 SIZE_AWARE = {"method": "ltbm", "keep_ratio": 0.25, "size_aware_attention": True}
@@ -92,12 +92,12 @@ def test_the_bias_stays_on_the_cached_keys_while_decoding(name):
     out = model.generate(**batch, max_new_tokens=4, do_sample=False, return_dict_in_generate=True, output_logits=True)
     sequences = out.sequences
     mask = torch.cat([batch["attention_mask"], torch.ones(2, 4, dtype=torch.long)], dim=1)
-    mask_name = "feature_attention_mask" if "feature_attention_mask" in batch else "input_features_mask"
+    units = {model._audio_mask_name: batch[model._audio_mask_name]} if model._audio_mask_name else {}
     full = model(
         input_ids=sequences[:, :-1],
         attention_mask=mask[:, :-1],
         input_features=batch["input_features"],
-        **{mask_name: batch[mask_name]},
+        **units,
         use_cache=False,
     )
     torch.testing.assert_close(full.logits[:, -1], out.logits[-1], rtol=1e-4, atol=1e-4)

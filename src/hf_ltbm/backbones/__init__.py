@@ -22,6 +22,12 @@ from .musicflamingo import (
     MusicFlamingoLTBMModel,
     MusicFlamingoLTBMProcessor,
 )
+from .voxtral import (
+    VoxtralBackbone,
+    VoxtralLTBMForConditionalGeneration,
+    VoxtralLTBMModel,
+    VoxtralLTBMProcessor,
+)
 
 # isort: on
 
@@ -40,6 +46,10 @@ __all__ = [
     "Qwen2AudioLTBMForConditionalGeneration",
     "Qwen2AudioLTBMModel",
     "Qwen2AudioLTBMProcessor",
+    "VoxtralBackbone",
+    "VoxtralLTBMForConditionalGeneration",
+    "VoxtralLTBMModel",
+    "VoxtralLTBMProcessor",
     "backbone_for",
     "get_backbone",
     "register_backbone",

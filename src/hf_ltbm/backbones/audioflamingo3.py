@@ -28,6 +28,7 @@ __all__ = [
     "AudioFlamingo3LTBMForConditionalGeneration",
     "AudioFlamingo3LTBMModel",
     "AudioFlamingo3LTBMProcessor",
+    "WindowedMergeProcessorMixin",
     "audioflamingo3_windows",
     "windows_per_clip",
 ]
@@ -109,7 +110,42 @@ class AudioFlamingo3LTBMForConditionalGeneration(
         return self._dispatch_forward(super().forward, args, kwargs)
 
 
-class AudioFlamingo3LTBMProcessor(MergeSettingProcessorMixin, AudioFlamingo3Processor):
+class WindowedMergeProcessorMixin(MergeSettingProcessorMixin):
+    """What the processors of backbones that cut clips into 30 s windows share (Audio Flamingo 3, Music Flamingo):
+    the too-long-audio message and the merged placeholder count of each clip (the sum over its windows). Features are
+    always padded to whole windows (the encoder needs them; upstream crashes when `padding` reaches the feature
+    extractor), and the placeholders go through the upstream `replace_audio_token` (with any markers around them)."""
+
+    _family: str
+
+    def _duration_limit(self) -> tuple[str, str]:
+        window, kept = audioflamingo3_windows(self)
+        seconds = window / self.feature_extractor.sampling_rate
+        if kept < 1:
+            raise ValueError(
+                f"max_audio_len={self.max_audio_len!r} keeps no {seconds:g} s window: {self._family} takes audio in "
+                "whole windows, so `max_audio_len` must be at least one window long."
+            )
+        return (
+            f"{self._family} (max_audio_len={self.max_audio_len}: {kept} whole {seconds:g} s windows)",
+            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
+        )
+
+    def _process_audio(self, audio, **kwargs):
+        self.check_audio_lengths([int(np.asarray(clip).shape[0]) for clip in audio], int(kwargs["sampling_rate"]))
+        kwargs["padding"] = "max_length"
+        audio_inputs, replacements = super()._process_audio(audio, **kwargs)
+        if self.audio_token_merge is None:
+            return audio_inputs, replacements
+        windows = windows_per_clip(self, [int(np.asarray(clip).shape[0]) for clip in audio])
+        per_window = [self.merged_length(n) for n in tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
+        starts = np.cumsum([0] + windows)
+        counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]
+        audio_inputs["num_audio_tokens"] = torch.tensor(counts)
+        return audio_inputs, [self.replace_audio_token(audio_inputs, audio_idx=i) for i in range(len(counts))]
+
+
+class AudioFlamingo3LTBMProcessor(WindowedMergeProcessorMixin, AudioFlamingo3Processor):
     """`AudioFlamingo3Processor` that emits `sum_w output_length(N_w, ...)` `<sound>` placeholders per clip.
 
     Each clip is cut into 30 s windows `w` of `N_w` encoder tokens (750 for a full window), one row of
@@ -125,19 +161,7 @@ class AudioFlamingo3LTBMProcessor(MergeSettingProcessorMixin, AudioFlamingo3Proc
     """
 
     _upstream_class = AudioFlamingo3Processor
-
-    def _duration_limit(self) -> tuple[str, str]:
-        window, kept = audioflamingo3_windows(self)
-        seconds = window / self.feature_extractor.sampling_rate
-        if kept < 1:
-            raise ValueError(
-                f"max_audio_len={self.max_audio_len!r} keeps no {seconds:g} s window: Audio Flamingo 3 takes "
-                "audio in whole windows, so `max_audio_len` must be at least one window long."
-            )
-        return (
-            f"Audio Flamingo 3 (max_audio_len={self.max_audio_len}: {kept} whole {seconds:g} s windows)",
-            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
-        )
+    _family = "Audio Flamingo 3"
 
     def __init__(
         self,
@@ -158,19 +182,6 @@ class AudioFlamingo3LTBMProcessor(MergeSettingProcessorMixin, AudioFlamingo3Proc
             default_transcription_prompt=default_transcription_prompt,
             max_audio_len=max_audio_len,
         )
-
-    def _process_audio(self, audio, **kwargs):
-        self.check_audio_lengths([int(np.asarray(clip).shape[0]) for clip in audio], int(kwargs["sampling_rate"]))
-        kwargs["padding"] = "max_length"
-        audio_inputs, replacements = super()._process_audio(audio, **kwargs)
-        if self.audio_token_merge is None:
-            return audio_inputs, replacements
-        windows = windows_per_clip(self, [int(np.asarray(clip).shape[0]) for clip in audio])
-        per_window = [self.merged_length(n) for n in tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
-        starts = np.cumsum([0] + windows)
-        counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]
-        audio_inputs["num_audio_tokens"] = torch.tensor(counts)
-        return audio_inputs, [self.audio_token * c for c in counts]
 
 
 _TINY_CHAT_TEMPLATE = (

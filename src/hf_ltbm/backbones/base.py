@@ -45,6 +45,11 @@ class Backbone:
     tiny_encoder_type: ClassVar[str]
     tiny_audio_tokens: ClassVar[tuple[str, ...]]
     tiny_chat_template: ClassVar[str]
+    #: Whether prompts can only be built from chats by the processor (`encode_chats`), never from text holding audio
+    #: placeholders (Voxtral: mistral-common writes the placeholders and its `__call__` refuses them).
+    chat_only: ClassVar[bool] = False
+    #: Mel frames (10 ms each) per audio token: 4 for the Whisper-style encoders (25 tokens/s), 8 for Voxtral.
+    mel_frames_per_token: ClassVar[int] = 4
 
     def units_per_clip(self, processor: Any, num_samples: list[int]) -> list[int]:
         """How many audio-encoder units (rows of `input_features`) each clip of `num_samples[i]` samples becomes
@@ -55,6 +60,15 @@ class Backbone:
         """The longest clip `processor`'s backbone takes whole. Default: the feature extractor's window (30 s)."""
         extractor = processor.feature_extractor
         return extractor.n_samples / extractor.sampling_rate
+
+    def encode_audio(self, processor: Any, audio: Any) -> Any:
+        """The processor's inputs for one clip (a waveform at its sampling rate) with no text but its placeholder."""
+        rate = processor.feature_extractor.sampling_rate
+        if self.chat_only:
+            return self.encode_chats(
+                processor, [[{"role": "user", "content": [{"type": "audio", "audio": audio}]}]], rate
+            )
+        return processor(text=processor.audio_token, audio=[audio], sampling_rate=rate, return_tensors="pt")
 
     def audio_features(self, model: Any, inputs: Any) -> Any:
         """`model.get_audio_features` on a processor's output `inputs` (features and the per-unit mask, moved to the
@@ -67,6 +81,36 @@ class Backbone:
         """What one clip is in a prompt written without a chat template. Default: the audio placeholder (processors
         that wrap it in markers, such as Music Flamingo's, add them themselves)."""
         return processor.audio_token
+
+    def encode_chats(self, processor: Any, conversations: list[list[dict]], sampling_rate: int) -> Any:
+        """Model inputs for a batch of chats whose audio parts hold waveforms (`{"type": "audio", "audio": array}`),
+        left-padded, for a `chat_only` backbone."""
+        raise NotImplementedError(f"{type(self).__name__} builds prompts from text; it has no encode_chats.")
+
+    def tiny_processor(self, audio_token_merge: Any) -> Any:
+        """The merging processor of the family's tiny model: Whisper features at 16 kHz, 128 mel bins, 30 s windows,
+        an in-process word-level tokenizer with `tiny_audio_tokens` and `tiny_chat_template`."""
+        from transformers import WhisperFeatureExtractor
+
+        from ..tiny import tiny_tokenizer
+
+        features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
+        tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens))
+        return self.processor(
+            features, tokenizer, chat_template=self.tiny_chat_template, audio_token_merge=audio_token_merge
+        )
+
+    def tiny_config(self, processor: Any) -> Any:
+        """The tiny model's config for `processor`'s tokenizer: tiny widths, the real audio front end."""
+        from ..tiny import tiny_audio_config, tiny_text_config
+
+        tokenizer = processor.tokenizer
+        return self.config_class(
+            audio_config=tiny_audio_config(self.tiny_encoder_type),
+            text_config=tiny_text_config(tokenizer),
+            audio_token_id=tokenizer.convert_tokens_to_ids(processor.audio_token),
+            **self.tiny_config_kwargs(tokenizer),
+        )
 
     def tiny_config_kwargs(self, tokenizer: Any) -> dict[str, Any]:
         """Config arguments of the tiny model beyond the audio / text configs and `audio_token_id` (token ids of the

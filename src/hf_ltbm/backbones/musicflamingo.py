@@ -17,7 +17,6 @@ from functools import partial
 from math import pi
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import MusicFlamingoConfig, MusicFlamingoProcessor
@@ -32,8 +31,7 @@ from ..compat import mirrors
 from ..config import MergeSetting
 from ..models.compaction import plan_placeholders
 from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin, AudioTokenMergeOutput
-from ..processing import MergeSettingProcessorMixin, tokens_per_unit
-from .audioflamingo3 import AudioFlamingo3Backbone, audioflamingo3_windows, windows_per_clip
+from .audioflamingo3 import AudioFlamingo3Backbone, WindowedMergeProcessorMixin
 from .base import register_backbone
 
 __all__ = [
@@ -188,7 +186,7 @@ class MusicFlamingoLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, 
         return self._dispatch_forward(super().forward, args, kwargs)
 
 
-class MusicFlamingoLTBMProcessor(MergeSettingProcessorMixin, MusicFlamingoProcessor):
+class MusicFlamingoLTBMProcessor(WindowedMergeProcessorMixin, MusicFlamingoProcessor):
     """`MusicFlamingoProcessor` that emits `<|sound_bos|>` + `sum_w output_length(N_w)` `<sound>` + `<|sound_eos|>`
     per clip (30 s windows `w`, as Audio Flamingo 3). Features are the upstream ones; with a merge setting only
     `input_ids` / `attention_mask` are shorter. Audio longer than `max_audio_len` raises instead of being truncated.
@@ -200,6 +198,7 @@ class MusicFlamingoLTBMProcessor(MergeSettingProcessorMixin, MusicFlamingoProces
     """
 
     _upstream_class = MusicFlamingoProcessor
+    _family = "Music Flamingo"
 
     def __init__(
         self,
@@ -222,32 +221,6 @@ class MusicFlamingoLTBMProcessor(MergeSettingProcessorMixin, MusicFlamingoProces
             audio_eos_token=audio_eos_token,
             max_audio_len=max_audio_len,
         )
-
-    def _duration_limit(self) -> tuple[str, str]:
-        window, kept = audioflamingo3_windows(self)
-        seconds = window / self.feature_extractor.sampling_rate
-        if kept < 1:
-            raise ValueError(
-                f"max_audio_len={self.max_audio_len!r} keeps no {seconds:g} s window: Music Flamingo takes audio in "
-                "whole windows, so `max_audio_len` must be at least one window long."
-            )
-        return (
-            f"Music Flamingo (max_audio_len={self.max_audio_len}: {kept} whole {seconds:g} s windows)",
-            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
-        )
-
-    def _process_audio(self, audio, **kwargs):
-        self.check_audio_lengths([int(np.asarray(clip).shape[0]) for clip in audio], int(kwargs["sampling_rate"]))
-        kwargs["padding"] = "max_length"  # the encoder takes whole 30 s windows
-        audio_inputs, replacements = super()._process_audio(audio, **kwargs)
-        if self.audio_token_merge is None:
-            return audio_inputs, replacements
-        windows = windows_per_clip(self, [int(np.asarray(clip).shape[0]) for clip in audio])
-        per_window = [self.merged_length(n) for n in tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
-        starts = np.cumsum([0] + windows)
-        counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]
-        audio_inputs["num_audio_tokens"] = torch.tensor(counts)
-        return audio_inputs, [self.replace_audio_token(audio_inputs, audio_idx=i) for i in range(len(counts))]
 
 
 _TINY_CHAT_TEMPLATE = (

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..backbones import backbone_for
 from ..context import audio_token_merge
 from ..inspection import MergeMap, merge_maps
 from ..pipeline import DEFAULT_PROMPT, build_prompt
@@ -135,11 +136,22 @@ def run(args: argparse.Namespace) -> int:
     prepared = []
     for setting in settings:
         with audio_token_merge(model, setting, processor):
-            inputs = processor(
-                text=build_prompt(processor, args.prompt), audio=[audio], sampling_rate=rate, return_tensors="pt"
-            ).to(model.device)
+            backbone = backbone_for(processor)
+            if backbone is not None and backbone.chat_only:  # the prompt is written from a chat (Voxtral)
+                chat = [
+                    {
+                        "role": "user",
+                        "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": args.prompt}],
+                    }
+                ]
+                inputs = backbone.encode_chats(processor, [chat], rate)
+            else:
+                inputs = processor(
+                    text=build_prompt(processor, args.prompt), audio=[audio], sampling_rate=rate, return_tensors="pt"
+                )
+            inputs = inputs.to(model.device)
             inputs["input_features"] = inputs["input_features"].to(model.dtype)
-            mask = inputs.get("feature_attention_mask", inputs.get("input_features_mask"))
+            mask = model._unit_mask(inputs)
             prepared.append((inputs, *(int(c.sum()) for c in model.audio_token_counts(mask))))
     times: list[list[float]] = [[] for _ in settings]
     outputs: list[Any] = [None] * len(settings)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import tarfile
 import zipfile
@@ -481,6 +482,6 @@ def read_item_audio(item: EvalItem, sampling_rate: int, max_seconds: Optional[fl
         wave = load_audio(item.audio_source(), sampling_rate)
     except AudioInputError as err:
         raise AudioInputError(f"Item {item.id!r}: {err}") from err
-    if max_seconds is not None and len(wave) > int(max_seconds * sampling_rate):
+    if max_seconds is not None and math.isfinite(max_seconds) and len(wave) > int(max_seconds * sampling_rate):
         return wave[: int(max_seconds * sampling_rate)], True
     return wave, False

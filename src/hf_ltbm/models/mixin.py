@@ -134,7 +134,9 @@ class _SettingAccess:
 
     config: Any
     _upstream_class: type
-    _audio_mask_name: str
+    #: The upstream name of the per-unit feature mask argument; `None` for a backbone whose units are always whole
+    #: windows and that takes no mask (Voxtral): every mel frame of every unit is then valid.
+    _audio_mask_name: Optional[str]
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
@@ -156,7 +158,17 @@ class _SettingAccess:
     @classmethod
     def merging_parameters(cls) -> frozenset[str]:
         """The upstream forward parameters the merging path of this class implements."""
-        return cls._merging_parameters | {cls._audio_mask_name}
+        return cls._merging_parameters | ({cls._audio_mask_name} if cls._audio_mask_name else set())
+
+    def _unit_mask(self, kwargs: dict[str, Any]) -> Optional[torch.Tensor]:
+        """The per-unit feature mask `[U, frames]` of a call's keyword arguments: the backbone's own argument, or all
+        ones for a backbone without one (`None` without audio)."""
+        if self._audio_mask_name is not None:
+            return kwargs.get(self._audio_mask_name)
+        features = kwargs.get("input_features")
+        if features is None:
+            return None
+        return torch.ones(features.shape[0], features.shape[-1], dtype=torch.long, device=features.device)
 
     def _dispatch_forward(self, upstream_forward: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         """`upstream_forward(*args, **kwargs)` (the upstream class's forward, bound) when merging is off, bit-identical
@@ -265,6 +277,11 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         """Runs the audio encoder exactly as upstream does; returns its output `[U, T, D_audio]`."""
         raise NotImplementedError
 
+    def _merge_inputs_at_token_rate(self, inputs: Any) -> Any:
+        """Encoder keys / attention scores (`capture_merge_inputs`, pooled by 2 from the encoder's frames, as Whisper
+        pools its output) at this backbone's token rate. Default: as they are."""
+        return inputs
+
     # ------------------------------------------------------------------------------------------------ audio path
     def get_audio_features(
         self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any
@@ -290,6 +307,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         num_input = self._audio_unit_lengths(feature_mask)
         with capture_merge_inputs(self.audio_tower, setting, feature_mask.sum(-1)) as merge_inputs:
             hidden = self._run_encoder(input_features, feature_mask)
+        merge_inputs = self._merge_inputs_at_token_rate(merge_inputs)
         merged = merge_units(
             hidden, num_input, setting, self.multi_modal_projector, merge_inputs, before_projection=before_projection
         )
@@ -345,7 +363,8 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         """The forward of a merging model; the per-unit feature mask arrives under the backbone's own name
         (`_audio_mask_name`), and the KV cache as `kv_cache`, whichever name the caller used
         (`compat.bind_forward`)."""
-        feature_mask = kwargs.pop(self._audio_mask_name, None)
+        feature_mask = self._unit_mask({**kwargs, "input_features": input_features})
+        kwargs.pop(self._audio_mask_name, None)
         setting = self.audio_token_merge
         size_aware = setting is not None and setting.size_aware_attention
         key_log_sizes = kwargs.pop("key_log_sizes", None)  # decoding: the bias of every cached key (and the new)
@@ -425,7 +444,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
     ) -> AudioTokenMergeOutput:
         """The merged audio tokens of a prompt whose placeholders `plan` matched to the units. Backbones whose audio
         embedding depends on where the placeholders sit (Music Flamingo) override it."""
-        return self.get_audio_features(input_features, feature_mask)
+        return self._merged_audio_features(input_features, feature_mask)
 
     def _prompt_log_sizes(self, audio: AudioTokenMergeOutput, fill: torch.Tensor) -> torch.Tensor:
         """`[B, L]` float32: `log(size)` of the merged audio token at each filled placeholder, 0 elsewhere."""
@@ -524,7 +543,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         """`GenerationMixin.generate`; with a stock-processor prompt (compacted at prefill) it refuses assisted
         decoding, chunked prefill and a filled KV cache with a `ValueError` (see the class docstring)."""
         input_ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
-        if self._will_compact(input_ids, kwargs.get(self._audio_mask_name)):
+        if self._will_compact(input_ids, self._unit_mask(kwargs)):
             generation_config = kwargs.get("generation_config") or self.generation_config
             problems = []
             if (
@@ -573,15 +592,16 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         extra = call.get("kwargs", {})
         # A compiled-cache prefill gets a 4D mask sized for the uncompacted prompt: hand the 2D mask to the language
         # model instead, which builds its own mask after compaction.
-        if call.get("is_first_iteration") and self._will_compact(call["input_ids"], extra.get(self._audio_mask_name)):
+        if call.get("is_first_iteration") and self._will_compact(call["input_ids"], self._unit_mask(extra)):
             model_inputs["attention_mask"] = call.get("attention_mask")
         return model_inputs
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """Repeats inputs for beam search / `num_return_sequences`, moving each row's audio units (clips or windows)
         as a block: upstream repeats them unit by unit, which scrambles rows holding several units."""
+        feature_mask = self._unit_mask(model_kwargs)
         features = model_kwargs.pop("input_features", None)
-        feature_mask = model_kwargs.pop(self._audio_mask_name, None)
+        model_kwargs.pop(self._audio_mask_name, None)
         input_ids_before = input_ids
         input_ids, model_kwargs = super()._expand_inputs_for_generation(
             expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
@@ -594,7 +614,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             feature_mask = None if feature_mask is None else feature_mask.repeat_interleave(expand_size, dim=0)
         if features is not None:
             model_kwargs["input_features"] = features
-        if feature_mask is not None:
+        if feature_mask is not None and self._audio_mask_name is not None:
             model_kwargs[self._audio_mask_name] = feature_mask
         return input_ids, model_kwargs
 

@@ -22,6 +22,8 @@ else:
 
 from hf_ltbm.integrations.lmms_eval.model import audio_chat, merge_setting  # noqa: E402
 
+from ...encoding import encode  # noqa: E402
+
 TASK_YAML = """
 task: hf_ltbm_tiny_audio
 dataset_path: json
@@ -90,10 +92,7 @@ def _direct(folder, setting, audio_paths):
     processor = AutoProcessor.from_pretrained(folder, audio_token_merge=setting)
     texts = []
     for path in audio_paths:
-        prompt = hf_ltbm.build_prompt(processor, "describe the sound")
-        inputs = processor(
-            text=[prompt], audio=[hf_ltbm.load_audio(path, 16000)], sampling_rate=16000, return_tensors="pt"
-        )
+        inputs = encode(processor, "describe the sound", [hf_ltbm.load_audio(path, 16000)])
         out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
         texts.append(processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0])
     return texts

@@ -208,3 +208,9 @@ class MusicFlamingoLTBM(HFLTBMAudioModel):
     it stands for (default nvidia/music-flamingo-2601-hf)."""
 
     default_pretrained = "nvidia/music-flamingo-2601-hf"
+
+
+class VoxtralLTBM(HFLTBMAudioModel):
+    """`--model hf_ltbm_voxtral`: Voxtral with merged audio tokens (default mistralai/Voxtral-Mini-3B-2507)."""
+
+    default_pretrained = "mistralai/Voxtral-Mini-3B-2507"

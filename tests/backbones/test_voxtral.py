@@ -1,0 +1,166 @@
+"""Voxtral: model classes for chunks without a feature mask, and the merging processor that shortens
+mistral-common's placeholder runs, on tiny configs and a tiny tekken tokenizer (the shared model tests build
+prompts with partial windows, which Voxtral does not have; the pipeline, tiny-model and size-aware tests cover it
+through `TINY_MODELS`)."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import VoxtralConfig, VoxtralForConditionalGeneration, VoxtralProcessor, WhisperFeatureExtractor
+
+import hf_ltbm
+from hf_ltbm.backbones.voxtral import VoxtralLTBMForConditionalGeneration, VoxtralLTBMProcessor, tiny_tekken_tokenizer
+from hf_ltbm.compat import output_cache
+
+mistral_common = pytest.importorskip("mistral_common", reason="Voxtral's processor needs mistral-common")
+
+AUDIO, BEGIN_AUDIO = 24, 25
+
+
+def config(max_source_positions=1500, vocab=356):
+    return VoxtralConfig(
+        audio_config=dict(
+            hidden_size=16,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_mel_bins=128,
+            max_source_positions=max_source_positions,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+        ),
+        audio_token_id=AUDIO,
+    )
+
+
+def models(**kwargs):
+    torch.manual_seed(0)
+    upstream = VoxtralForConditionalGeneration(config(**kwargs)).eval()
+    ours = VoxtralLTBMForConditionalGeneration(config(**kwargs)).eval()
+    ours.load_state_dict(upstream.state_dict())
+    return upstream, ours
+
+
+def prompts(chunks_per_row, per_chunk):
+    """mistral-common's layout: `<s> [INST] [BEGIN_AUDIO] [AUDIO]*(per_chunk * chunks) text [/INST]`, left-padded."""
+    rows = [[1, 3, BEGIN_AUDIO] + [AUDIO] * (per_chunk * c) + [40, 41, 4] for c in chunks_per_row]
+    width = max(map(len, rows))
+    ids, mask = torch.full((len(rows), width), 11), torch.zeros(len(rows), width, dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row) :], mask[r, width - len(row) :] = torch.tensor(row), 1
+    return ids, mask
+
+
+def test_merging_off_and_keep_one_are_upstream_and_both_prompt_paths_agree():
+    upstream, ours = models(max_source_positions=100)  # 2 s chunks: 100 frames, 25 tokens
+    features = torch.randn(3, 128, 200, generator=torch.Generator().manual_seed(0))
+    ids, mask = prompts([2, 1], 25)
+    with torch.no_grad():
+        expected = upstream(input_ids=ids, attention_mask=mask, input_features=features).logits
+        assert torch.equal(ours(input_ids=ids, attention_mask=mask, input_features=features).logits, expected)
+        ours.set_audio_token_merge({"method": "ltbm", "keep_ratio": 1.0})
+        assert torch.equal(ours(input_ids=ids, attention_mask=mask, input_features=features).logits, expected)
+        setting = {"method": "ltbm", "keep_ratio": 0.5}
+        ours.set_audio_token_merge(setting)
+        m = hf_ltbm.output_length(25, keep_ratio=0.5)
+        merged_ids, merged_mask = prompts([2, 1], m)
+        stock = ours(input_ids=ids, attention_mask=mask, input_features=features, use_cache=True)
+        merged = ours(input_ids=merged_ids, attention_mask=merged_mask, input_features=features, use_cache=True)
+        assert torch.allclose(stock.logits[:, -1], merged.logits[:, -1], atol=1e-5)
+        cache = output_cache(stock)
+        assert cache.get_seq_length() == merged_ids.shape[1] == 6 + 2 * m  # text + merged tokens (row 0)
+        for kwargs in ({"num_beams": 2}, {}):
+            a = ours.generate(input_ids=ids, attention_mask=mask, input_features=features, max_new_tokens=3, **kwargs)
+            b = ours.generate(
+                input_ids=merged_ids, attention_mask=merged_mask, input_features=features, max_new_tokens=3, **kwargs
+            )
+            assert torch.equal(a[:, -3:], b[:, -3:])
+        for reads_encoder in ({"method": "prune_attention"}, {"method": "ltbm", "key_source": "encoder_keys"}):
+            ours.set_audio_token_merge({**reads_encoder, "keep_ratio": 0.5})  # scores / keys pooled to 4 frames
+            audio = ours.get_audio_features(features)
+            assert audio.num_input_tokens.tolist() == [25, 25, 25] and audio.audio_token_counts.tolist() == [m, m, m]
+
+
+def _wav(seconds, seed):
+    buffer = io.BytesIO()
+    wave = (0.1 * np.random.default_rng(seed).standard_normal(int(16000 * seconds))).astype(np.float32)
+    sf.write(buffer, wave, 16000, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_the_merging_processor_shortens_mistral_commons_runs_per_chunk(tmp_path):
+    tokenizer, features = tiny_tekken_tokenizer(), WhisperFeatureExtractor(feature_size=128)
+    stock = VoxtralProcessor(features, tokenizer)
+    merging = VoxtralLTBMProcessor(features, tokenizer, audio_token_merge={"method": "ltbm", "keep_ratio": 0.5})
+    chats = [
+        [{"role": "user", "content": [{"type": "audio", "base64": _wav(35, 0)}, {"type": "text", "text": "hi"}]}],
+        [{"role": "user", "content": [{"type": "audio", "base64": _wav(5, 1)}, {"type": "text", "text": "hello"}]}],
+    ]
+    call = dict(tokenize=True, return_dict=True, return_tensors="pt", padding=True)
+    a, b = stock.apply_chat_template(chats, **call), merging.apply_chat_template(chats, **call)
+    m = hf_ltbm.output_length(375, keep_ratio=0.5)
+    assert (a["input_ids"] == AUDIO).sum(1).tolist() == [750, 375]  # 35 s = two 30 s chunks
+    assert (b["input_ids"] == AUDIO).sum(1).tolist() == [2 * m, m]
+    assert torch.equal(a["input_features"], b["input_features"])
+    text = a["attention_mask"].sum(1) - (a["input_ids"] == AUDIO).sum(1)
+    assert (b["attention_mask"].sum(1) - (b["input_ids"] == AUDIO).sum(1)).tolist() == text.tolist()
+    assert (b["attention_mask"][:, 0] == 0).tolist() == [False, True]  # left padding kept
+    _, model = models()
+    model.set_audio_token_merge({"method": "ltbm", "keep_ratio": 0.5})
+    with torch.no_grad():
+        from_stock = model.generate(**a, max_new_tokens=3, do_sample=False)
+        from_merging = model.generate(**b, max_new_tokens=3, do_sample=False)
+    assert torch.equal(from_stock[:, -3:], from_merging[:, -3:])
+
+
+def test_static_cache_and_a_saved_folder_round_trip(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoProcessor
+
+    from hf_ltbm.tiny import build_tiny_model
+
+    setting = {"method": "ltbm", "keep_ratio": 0.5}
+    model, processor = build_tiny_model("tiny-random-voxtral", audio_token_merge=setting)
+    chat = [{"role": "user", "content": [{"type": "audio", "base64": _wav(3, 2)}, {"type": "text", "text": "hi"}]}]
+    inputs = processor.apply_chat_template([chat], tokenize=True, return_dict=True, return_tensors="pt")
+    assert int((inputs["input_ids"] == AUDIO).sum()) == hf_ltbm.output_length(375, keep_ratio=0.5)
+    dynamic = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    static = model.generate(**inputs, max_new_tokens=4, do_sample=False, cache_implementation="static")
+    assert torch.equal(dynamic, static)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    loaded_processor = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is VoxtralLTBMForConditionalGeneration and loaded.audio_token_merge.keep_ratio == 0.5
+    assert type(loaded_processor) is VoxtralLTBMProcessor and loaded_processor.merge_config.keep_ratio == 0.5
+    again = loaded_processor.apply_chat_template([chat], tokenize=True, return_dict=True, return_tensors="pt")
+    assert torch.equal(again["input_ids"], inputs["input_ids"])
+    assert torch.equal(loaded.generate(**again, max_new_tokens=4, do_sample=False), dynamic)
+
+
+def test_a_transcription_request_gets_the_merged_count_and_the_stock_requests_tokens():
+    from hf_ltbm.tiny import build_tiny_model
+
+    model, merging = build_tiny_model("tiny-random-voxtral", audio_token_merge={"method": "ltbm", "keep_ratio": 0.5})
+    stock = VoxtralProcessor(merging.feature_extractor, merging.tokenizer)
+    clip = (0.1 * np.random.default_rng(0).standard_normal(16000 * 35)).astype(np.float32)
+    request = dict(model_id="mistralai/Voxtral-Mini-3B-2507", language="en", sampling_rate=16000, format=["wav"])
+    a = stock.apply_transcription_request(audio=clip, return_tensors="pt", **request)
+    b = merging.apply_transcription_request(audio=clip, return_tensors="pt", **request)
+    assert int((a["input_ids"] == AUDIO).sum()) == 750
+    assert int((b["input_ids"] == AUDIO).sum()) == 2 * hf_ltbm.output_length(375, keep_ratio=0.5)
+    with torch.no_grad():
+        from_stock = model.generate(**a, max_new_tokens=3, do_sample=False)
+        from_merging = model.generate(**b, max_new_tokens=3, do_sample=False)
+    assert torch.equal(from_stock[:, -3:], from_merging[:, -3:])
