@@ -164,3 +164,58 @@ def test_a_transcription_request_gets_the_merged_count_and_the_stock_requests_to
         from_stock = model.generate(**a, max_new_tokens=3, do_sample=False)
         from_merging = model.generate(**b, max_new_tokens=3, do_sample=False)
     assert torch.equal(from_stock[:, -3:], from_merging[:, -3:])
+
+
+def test_lora_on_the_language_model_and_an_offloaded_device_map(tmp_path):
+    """The shared PEFT and device-map tests, on Voxtral's chunks: a LoRA step, save, reload and merge give the same
+    logits; a model split across CPU and disk offload gives the single-device output."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM
+
+    setting = {"method": "ltbm", "keep_ratio": 0.5}
+    features = torch.randn(3, 128, 200, generator=torch.Generator().manual_seed(1))
+    ids, mask = prompts([2, 1], hf_ltbm.output_length(25, keep_ratio=0.5))
+    inputs = {"input_ids": ids, "attention_mask": mask, "input_features": features}
+    upstream, model = models(max_source_positions=100)
+    model.set_audio_token_merge(setting)
+    lora = LoraConfig(r=4, target_modules=r".*language_model.*\.(q_proj|v_proj)", lora_dropout=0.0)
+    peft_model = get_peft_model(model, lora)
+    for module in peft_model.modules():
+        if hasattr(module, "lora_B"):
+            for p in module.lora_B.parameters():
+                p.data.normal_(0, 0.02)
+    labels = ids.masked_fill((ids == AUDIO) | (mask == 0), -100)
+    peft_model.train()
+    peft_model(**inputs, labels=labels).loss.backward()
+    torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=0.1).step()
+    peft_model.eval()
+    with torch.no_grad():
+        expected = peft_model(**inputs).logits
+    peft_model.save_pretrained(tmp_path / "adapter")
+    _, fresh = models(max_source_positions=100)
+    fresh.set_audio_token_merge(setting)
+    reloaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
+    merged = reloaded.merge_and_unload()
+    assert type(merged) is VoxtralLTBMForConditionalGeneration
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**inputs).logits, expected, atol=1e-5, rtol=1e-4)
+
+    upstream.save_pretrained(tmp_path / "ckpt")
+    single = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ckpt", audio_token_merge=setting)
+    device_map = {
+        "model.audio_tower": "cpu",
+        "model.multi_modal_projector": "cpu",
+        "model.language_model.embed_tokens": "cpu",
+        "model.language_model.layers.0": "disk",
+        "model.language_model.norm": "cpu",
+        "model.language_model.rotary_emb": "cpu",
+        "lm_head": "disk",
+    }
+    split = AutoModelForSeq2SeqLM.from_pretrained(
+        tmp_path / "ckpt", audio_token_merge=setting, device_map=device_map, offload_folder=tmp_path / "offload"
+    )
+    assert type(split) is VoxtralLTBMForConditionalGeneration and split.hf_device_map["lm_head"] == "disk"
+    with torch.no_grad():
+        assert torch.equal(split(**inputs).logits, single(**inputs).logits)
+    greedy = {"max_new_tokens": 3, "do_sample": False}
+    assert torch.equal(split.generate(**inputs, **greedy), single.generate(**inputs, **greedy))

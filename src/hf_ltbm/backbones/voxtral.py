@@ -69,8 +69,10 @@ class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
         return hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
 
     def _merge_inputs_at_token_rate(self, inputs: MergeInputs) -> MergeInputs:
-        # captured at 750 per chunk (frames pooled by 2); a token is 4 frames: pool once more
-        for _ in range(self._frames_per_token // 4):
+        # captured at the conv frames pooled by 2 (750 per chunk); a token is 4 frames: pool pairs until it fits
+        factor = self._frames_per_token // 2
+        while factor > 1:
+            factor //= 2
             inputs = MergeInputs(
                 encoder_keys=None if inputs.encoder_keys is None else _pool_pairs(inputs.encoder_keys),
                 scores=None if inputs.scores is None else _pool_pairs(inputs.scores[..., None])[..., 0],
