@@ -26,6 +26,7 @@ from transformers.models.voxtral.modeling_voxtral import (
 
 from ..compat import chat_template_processor_kwargs, mirrors
 from ..config import MergeSetting
+from ..models.encoder_probe import pool_pairs
 from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
 from ..models.units import MergeInputs
 from ..processing import MergeSettingProcessorMixin
@@ -39,11 +40,6 @@ __all__ = [
     "shorten_audio_runs",
     "tiny_tekken_tokenizer",
 ]
-
-
-def _pool_pairs(x: torch.Tensor) -> torch.Tensor:
-    t = x.shape[1] // 2 * 2
-    return x[:, :t].unflatten(1, (t // 2, 2)).mean(2)
 
 
 class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
@@ -74,8 +70,8 @@ class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
         while factor > 1:
             factor //= 2
             inputs = MergeInputs(
-                encoder_keys=None if inputs.encoder_keys is None else _pool_pairs(inputs.encoder_keys),
-                scores=None if inputs.scores is None else _pool_pairs(inputs.scores[..., None])[..., 0],
+                encoder_keys=None if inputs.encoder_keys is None else pool_pairs(inputs.encoder_keys),
+                scores=None if inputs.scores is None else pool_pairs(inputs.scores[..., None])[..., 0],
             )
         return inputs
 

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["capture_last_layer_projections", "encoder_keys", "received_attention"]
+__all__ = ["capture_last_layer_projections", "encoder_keys", "pool_pairs", "received_attention"]
 
 
 @contextmanager
@@ -37,7 +37,7 @@ def capture_last_layer_projections(encoder: nn.Module, queries: bool, keys: bool
             handle.remove()
 
 
-def _pool_pairs(x: torch.Tensor) -> torch.Tensor:
+def pool_pairs(x: torch.Tensor) -> torch.Tensor:
     """Averages consecutive frame pairs along dim 1 (the encoder's AvgPool1d(2, 2)), dropping an odd last frame."""
     t = x.shape[1] // 2 * 2
     return x[:, :t].unflatten(1, (t // 2, 2)).mean(2)
@@ -46,7 +46,7 @@ def _pool_pairs(x: torch.Tensor) -> torch.Tensor:
 def encoder_keys(k_proj: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Last-layer keys averaged over heads and pooled to the token rate: `[U, T, D] -> [U, T // 2, D // num_heads]`."""
     u, t, d = k_proj.shape
-    return _pool_pairs(k_proj.float().view(u, t, num_heads, d // num_heads).mean(2))
+    return pool_pairs(k_proj.float().view(u, t, num_heads, d // num_heads).mean(2))
 
 
 def received_attention(
@@ -82,4 +82,4 @@ def received_attention(
         probs = probs.masked_fill(~valid[:, None, :, None], 0.0)
         total += probs.sum(dim=(1, 2))
     total = total / (num_heads * frame_lengths.to(q.device).clamp(min=1)[:, None])
-    return _pool_pairs(total[..., None])[..., 0]
+    return pool_pairs(total[..., None])[..., 0]
