@@ -61,14 +61,17 @@ class Backbone:
         extractor = processor.feature_extractor
         return extractor.n_samples / extractor.sampling_rate
 
-    def encode_audio(self, processor: Any, audio: Any) -> Any:
-        """The processor's inputs for one clip (a waveform at its sampling rate) with no text but its placeholder."""
+    def encode_audio(self, processor: Any, audio: Any, text: Optional[str] = None) -> Any:
+        """The processor's inputs for one clip (a waveform at its sampling rate) and an instruction `text` (`None`:
+        the clip alone), as a one-turn chat for a `chat_only` backbone, else as `hf_ltbm.build_prompt` writes it."""
         rate = processor.feature_extractor.sampling_rate
         if self.chat_only:
-            return self.encode_chats(
-                processor, [[{"role": "user", "content": [{"type": "audio", "audio": audio}]}]], rate
-            )
-        return processor(text=processor.audio_token, audio=[audio], sampling_rate=rate, return_tensors="pt")
+            parts = [{"type": "audio", "audio": audio}] + ([] if text is None else [{"type": "text", "text": text}])
+            return self.encode_chats(processor, [[{"role": "user", "content": parts}]], rate)
+        from ..pipeline import build_prompt
+
+        prompt = processor.audio_token if text is None else build_prompt(processor, text)
+        return processor(text=prompt, audio=[audio], sampling_rate=rate, return_tensors="pt")
 
     def audio_features(self, model: Any, inputs: Any) -> Any:
         """`model.get_audio_features` on a processor's output `inputs` (features and the per-unit mask, moved to the

@@ -20,7 +20,7 @@ import torch
 from ..backbones import backbone_for
 from ..context import audio_token_merge
 from ..inspection import MergeMap, merge_maps
-from ..pipeline import DEFAULT_PROMPT, build_prompt
+from ..pipeline import DEFAULT_PROMPT
 from ..timing import PrefillTimer
 from ..tiny import TINY_MODELS
 from .common import (
@@ -136,19 +136,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = []
     for setting in settings:
         with audio_token_merge(model, setting, processor):
-            backbone = backbone_for(processor)
-            if backbone is not None and backbone.chat_only:  # the prompt is written from a chat (Voxtral)
-                chat = [
-                    {
-                        "role": "user",
-                        "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": args.prompt}],
-                    }
-                ]
-                inputs = backbone.encode_chats(processor, [chat], rate)
-            else:
-                inputs = processor(
-                    text=build_prompt(processor, args.prompt), audio=[audio], sampling_rate=rate, return_tensors="pt"
-                )
+            inputs = backbone_for(processor).encode_audio(processor, audio, args.prompt)
             inputs = inputs.to(model.device)
             inputs["input_features"] = inputs["input_features"].to(model.dtype)
             mask = model._unit_mask(inputs)
