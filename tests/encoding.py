@@ -3,6 +3,9 @@ placeholders, or, for a backbone whose prompts are written from chats (Voxtral),
 
 import hf_ltbm
 from hf_ltbm.backbones import backbone_for
+from hf_ltbm.processing import units_per_clip
+
+from .models.tiny import tokens_for_frames
 
 
 def encode(processor, prompt, audio, prompts=None):
@@ -20,24 +23,18 @@ def encode(processor, prompt, audio, prompts=None):
     return processor(text=texts, audio=audio, **kw)
 
 
-def tokens_per_clip(processor, seconds):
-    """Audio tokens before merging of a clip of `seconds` (25 per second; Voxtral: 375 per started 30 s chunk)."""
-    backbone = backbone_for(processor)
-    if backbone is not None and backbone.chat_only:
-        return 375 * max(1, -(-int(seconds * 16000) // (30 * 16000)))
-    frames = -(-int(seconds * 16000) // 160)
-    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
-
-
 def unit_tokens(processor, seconds):
     """Audio tokens before merging of each audio unit of a clip of `seconds`: one unit (25 per second) for
     Qwen2-Audio, 30 s windows for the Flamingos, 375-token chunks (any length padded to 30 s) for Voxtral."""
-    from hf_ltbm.processing import units_per_clip
-
     samples = int(seconds * 16000)
     units = units_per_clip(processor, [samples])[0]
     backbone = backbone_for(processor)
     if backbone is not None and backbone.chat_only:
         return [375] * units
     window = 30 * 16000 if units > 1 else samples
-    return [tokens_per_clip(processor, min(window, samples - u * window) / 16000) for u in range(units)]
+    return [tokens_for_frames(-(-min(window, samples - u * window) // 160)) for u in range(units)]
+
+
+def tokens_per_clip(processor, seconds):
+    """Audio tokens before merging of a clip of `seconds` (25 per second; Voxtral: 375 per started 30 s chunk)."""
+    return sum(unit_tokens(processor, seconds))
