@@ -363,6 +363,19 @@ def _efficiency(records: list[dict[str, Any]], batches: list[dict[str, Any]]) ->
     }
 
 
+def _scored(
+    task: EvalTask, spec: RunSpec, records: list[dict[str, Any]], batches: list[dict[str, Any]], model_name: str
+) -> dict[str, Any]:
+    """The content of a run's `metrics.json`: the run's identity, the task's scores and the efficiency summary."""
+    return {
+        "model": model_name,
+        "task": task.name,
+        **spec.record(),
+        **task.score(records),
+        "efficiency": _efficiency(records, batches),
+    }
+
+
 def evaluate(
     model: Any,
     processor: Any,
@@ -502,21 +515,14 @@ def _run(
         if missing:
             raise RuntimeError(f"{path}: no prediction for {len(missing)} item(s) (e.g. {missing[:3]}).")
         batches = [*old_batches, *gathered_batches]
-        scored = task.score(records)
-        metrics = {
-            "model": config["model"],
-            "task": task.name,
-            **spec.record(),
-            **scored,
-            "efficiency": _efficiency(records, batches),
-        }
+        metrics = _scored(task, spec, records, batches, config["model"])
         _write_jsonl(path / "predictions.jsonl", records)
         _write_jsonl(path / "batches.jsonl", batches)
         task.write_outputs(records, path)  # the benchmark's own formats (e.g. MMAU's official evaluation input)
         for leftover in [*path.glob("predictions.rank*.jsonl"), *path.glob("batches.rank*.jsonl")]:
             leftover.unlink()
         _write_json(path / "metrics.json", metrics)  # written last: its presence marks the run finished
-        logger.info(f"{path}: {task.primary_metric} = {scored['metrics'].get(task.primary_metric)}")
+        logger.info(f"{path}: {task.primary_metric} = {metrics['metrics'].get(task.primary_metric)}")
     state.wait_for_everyone()
     return RunResult(spec, path, metrics, resumed_items=len(done))
 
@@ -543,13 +549,7 @@ def rescore(task: EvalTask, specs: Sequence[RunSpec], out_dir: Path, model_name:
             raise ValueError(f"{path} holds a run of task {config.get('task')!r}, not {task.name!r}.")
         records = read_jsonl(predictions)
         batches = read_jsonl(path / "batches.jsonl") if (path / "batches.jsonl").exists() else []
-        metrics = {
-            "model": config.get("model", model_name),
-            "task": task.name,
-            **spec.record(),
-            **task.score(records),
-            "efficiency": _efficiency(records, batches),
-        }
+        metrics = _scored(task, spec, records, batches, config.get("model", model_name))
         task.write_outputs(records, path)
         _write_json(path / "metrics.json", metrics)
         logger.info(f"{path}: rescored, {task.primary_metric} = {metrics['metrics'].get(task.primary_metric)}")
