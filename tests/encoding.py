@@ -1,6 +1,9 @@
 """Model inputs for a prompt and clips on any backbone: the processor's own call with the prompt's audio
 placeholders, or, for a backbone whose prompts are written from chats (Voxtral), the chat through the backbone."""
 
+from contextlib import contextmanager
+from unittest import mock
+
 import hf_ltbm
 from hf_ltbm.backbones import backbone_for
 from hf_ltbm.processing import units_per_clip
@@ -38,3 +41,26 @@ def unit_tokens(processor, seconds):
 def tokens_per_clip(processor, seconds):
     """Audio tokens before merging of a clip of `seconds` (25 per second; Voxtral: 375 per started 30 s chunk)."""
     return sum(unit_tokens(processor, seconds))
+
+
+@contextmanager
+def upstream_check_accepts_stand_in_video_processor():
+    """Within the block, transformers' processors accept a `BaseVideoProcessor` as their video processor where
+    torchvision is missing (transformers then cannot resolve the base class it checks against): the stock
+    Qwen2.5-Omni processor, built for a comparison, with the tiny model's stand-in."""
+    from transformers.processing_utils import ProcessorMixin
+    from transformers.utils import is_torchvision_available
+    from transformers.video_processing_utils import BaseVideoProcessor
+
+    original = ProcessorMixin.check_argument_for_proper_class
+
+    def check(self, argument_name, argument):
+        if argument_name == "video_processor" and isinstance(argument, BaseVideoProcessor):
+            return type(argument)
+        return original(self, argument_name, argument)
+
+    if is_torchvision_available():
+        yield
+        return
+    with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", check):
+        yield

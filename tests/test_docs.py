@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import hf_ltbm
+from hf_ltbm.compat import unavailable_backbones
 from hf_ltbm.merging import available_methods, get_method_class
 from hf_ltbm.merging.base import _REGISTRY
 
@@ -38,6 +39,9 @@ def _section(text: str, heading: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.skipif(
+    bool(unavailable_backbones()), reason="the reference documents every backbone: transformers 5.20 or later"
+)
 def test_api_reference_is_up_to_date(gen_api, api_md):
     _, generated = gen_api.split_api_md(api_md)
     assert generated == gen_api.render().lstrip("\n"), STALE

@@ -16,7 +16,7 @@ from hf_ltbm.processing import max_audio_seconds
 from hf_ltbm.tiny import TINY_MODELS, build_tiny_model
 
 from .conftest import write_clip
-from .encoding import encode, tokens_per_clip, unit_tokens
+from .encoding import encode, tokens_per_clip, unit_tokens, upstream_check_accepts_stand_in_video_processor
 
 LTBM = {"method": "ltbm", "keep_ratio": 0.5}
 
@@ -209,6 +209,10 @@ def _upstream_processor(processor):
     upstream = processor._upstream_class
     if backbone_for(processor).chat_only:  # Voxtral: mistral-common holds the template
         return upstream(processor.feature_extractor, processor.tokenizer)
+    if hasattr(processor, "video_processor"):  # Qwen2.5-Omni: upstream's check of a stand-in video processor
+        with upstream_check_accepts_stand_in_video_processor():
+            parts = (processor.image_processor, processor.video_processor, processor.feature_extractor)
+            return upstream(*parts, processor.tokenizer, chat_template=processor.chat_template)
     kwargs = {"max_audio_len": processor.max_audio_len} if hasattr(processor, "max_audio_len") else {}
     return upstream(processor.feature_extractor, processor.tokenizer, chat_template=processor.chat_template, **kwargs)
 

@@ -42,6 +42,7 @@ __all__ = [
     "CACHE_NAMES",
     "OUTPUT_CACHE_FIELD",
     "REQUIRED_HOOKS",
+    "OPTIONAL_BACKBONE_HOOKS",
     "SUPPORTED_TRANSFORMERS",
     "base_attention_functions",
     "accepted_cache_names",
@@ -59,6 +60,7 @@ __all__ = [
     "processor_class_recorded_as",
     "repair_saved_language_model_keys",
     "slice_logits_to_keep",
+    "unavailable_backbones",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,6 +127,30 @@ def _resolve(module: str, path: str) -> Any:
         if value is None:
             return None
     return value
+
+
+#: Backbones that need hooks only some supported releases have: `model_type -> ((module, path), ...)`. On a release
+#: without them the backbone is not registered (`unavailable_backbones`); the rest of hf-ltbm works.
+OPTIONAL_BACKBONE_HOOKS = {
+    # 5.19 has one flat thinker class; 5.20 split it into a base model (audio, vision, language model) and a head.
+    "qwen2_5_omni_thinker": (
+        ("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniThinkerModel"),
+        ("transformers", "Qwen2_5OmniProcessor.replace_audio_token"),
+    ),
+}
+
+
+def unavailable_backbones() -> dict[str, str]:
+    """`model_type -> why` for the backbones of `OPTIONAL_BACKBONE_HOOKS` the installed transformers cannot serve."""
+    why = {}
+    for model_type, hooks in OPTIONAL_BACKBONE_HOOKS.items():
+        missing = [f"{module}.{path}" for module, path in hooks if _resolve(module, path) is None]
+        if missing:
+            why[model_type] = (
+                f"transformers {transformers.__version__} lacks {', '.join(missing)} (added in 5.20); "
+                "pip install -U transformers"
+            )
+    return why
 
 
 def missing_hooks() -> list[str]:

@@ -8,7 +8,7 @@ on them (`--model tiny-random-qwen2-audio`), and they are handy in tests and exa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -40,9 +40,10 @@ _WORDS = (
 ).split()
 
 
-def tiny_tokenizer(audio_tokens: list[str]):
+def tiny_tokenizer(audio_tokens: list[str], named: Optional[dict[str, str]] = None):
     """A word-level fast tokenizer built in-process: `<pad> <s> </s> <unk>`, a small English vocabulary, the chat
-    markers `<|im_start|> <|im_end|>` and the backbone's `audio_tokens` as special tokens."""
+    markers `<|im_start|> <|im_end|>` and the backbone's `audio_tokens` as special tokens; `named` gives some of them
+    attribute names (`{"audio_token": "<|AUDIO|>"}`: `tokenizer.audio_token`, `tokenizer.audio_token_id`)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -58,6 +59,7 @@ def tiny_tokenizer(audio_tokens: list[str]):
         bos_token="<s>",
         additional_special_tokens=specials[4:],
         padding_side="left",
+        **({"extra_special_tokens": named} if named else {}),
     )
 
 

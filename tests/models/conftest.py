@@ -1,5 +1,5 @@
-"""Fixtures: tiny random models of every backbone (Qwen2-Audio, Audio Flamingo 3, Music Flamingo), upstream and
-merging, with the same weights."""
+"""Fixtures: tiny random models of every backbone (Qwen2-Audio, Audio Flamingo 3, Music Flamingo, Qwen2.5-Omni's
+thinker where transformers has it), upstream and merging, with the same weights."""
 
 from dataclasses import dataclass
 
@@ -14,7 +14,7 @@ from transformers import (
 import hf_ltbm
 from hf_ltbm import output_length
 
-from .tiny import audioflamingo3_config, make_batch, musicflamingo_config, qwen2_audio_config
+from .tiny import audioflamingo3_config, make_batch, musicflamingo_config, qwen2_5_omni_config, qwen2_audio_config
 
 
 @dataclass
@@ -25,6 +25,10 @@ class Backbone:
     config: callable
     mel_bins: int
     mask_name: str
+    #: The module that projects audio tokens into the language model, and the modules besides the audio encoder and
+    #: the language model (for device maps).
+    projector: str = "model.multi_modal_projector"
+    other_modules: tuple = ("model.multi_modal_projector",)
 
     def models(self, seed=0):
         torch.manual_seed(seed)
@@ -73,7 +77,25 @@ MUSICFLAMINGO = Backbone(
 )
 
 
-@pytest.fixture(params=[QWEN, AF3, MUSICFLAMINGO], ids=lambda b: b.name)
+BACKBONES = [QWEN, AF3, MUSICFLAMINGO]
+if "qwen2_5_omni_thinker" in hf_ltbm.backbones.BACKBONES:  # transformers 5.20 and later
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    BACKBONES.append(
+        Backbone(
+            "qwen2_5_omni_thinker",
+            Qwen2_5OmniThinkerForConditionalGeneration,
+            hf_ltbm.Qwen2_5OmniThinkerLTBMForConditionalGeneration,
+            qwen2_5_omni_config,
+            128,
+            "feature_attention_mask",
+            projector="model.audio_tower.proj",  # inside the audio encoder
+            other_modules=("model.visual",),
+        )
+    )
+
+
+@pytest.fixture(params=BACKBONES, ids=lambda b: b.name)
 def backbone(request):
     return request.param
 

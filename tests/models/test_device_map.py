@@ -8,7 +8,6 @@ from .conftest import TEXTS, UNITS
 SETTING = {"method": "ltbm", "keep_ratio": 0.5}
 DEVICE_MAP = {
     "model.audio_tower": "cpu",
-    "model.multi_modal_projector": "cpu",
     "model.language_model.embed_tokens": "cpu",
     "model.language_model.layers.0": "cpu",
     "model.language_model.layers.1": "disk",
@@ -22,8 +21,9 @@ def test_offloaded_model_matches_single_device(backbone, tmp_path):
     up, _ = backbone.models()
     up.save_pretrained(tmp_path / "ckpt")
     single = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ckpt", audio_token_merge=SETTING)
+    device_map = {**DEVICE_MAP, **dict.fromkeys(backbone.other_modules, "cpu")}
     split = AutoModelForSeq2SeqLM.from_pretrained(
-        tmp_path / "ckpt", audio_token_merge=SETTING, device_map=DEVICE_MAP, offload_folder=tmp_path / "offload"
+        tmp_path / "ckpt", audio_token_merge=SETTING, device_map=device_map, offload_folder=tmp_path / "offload"
     )
     assert type(split) is backbone.merging and split.hf_device_map["lm_head"] == "disk"
     inputs = backbone.inputs(UNITS, TEXTS)

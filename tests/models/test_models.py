@@ -172,7 +172,7 @@ def test_labels_loss_agrees_between_paths_and_reaches_projector(backbone):
         loss = ours(**inputs, labels=labels).loss
         loss.backward()
         losses.append(loss.detach())
-        grads.append(next(ours.model.multi_modal_projector.parameters()).grad.clone())
+        grads.append(next(ours.get_submodule(backbone.projector).parameters()).grad.clone())
     torch.testing.assert_close(losses[0], losses[1])
     torch.testing.assert_close(grads[0], grads[1])
     assert float(grads[0].abs().sum()) > 0
@@ -357,6 +357,9 @@ def test_inputs_that_cannot_be_served_are_refused_before_any_weights_run(backbon
     ours.set_audio_token_merge(SETTING)
     inputs = backbone.inputs(UNITS, TEXTS)
     edit, message = _break(case)
+    if case == "frames" and backbone.name == "qwen2_5_omni_thinker":
+        # features of any padded length are the thinker's; shorter valid audio changes the placeholder count
+        message = r"hold 124 .* placeholder tokens.*121 tokens before merging"
     edit(inputs, backbone.mask_name)
     ran = []
     hooks = [m.register_forward_pre_hook(lambda m, a: ran.append(type(m).__name__)) for m in ours.modules()]

@@ -71,6 +71,31 @@ def musicflamingo_config(**kwargs) -> MusicFlamingoConfig:
     )
 
 
+def qwen2_5_omni_config(**kwargs):
+    """Qwen2.5-Omni's thinker: its audio encoder (attention in 200-frame chunks), a one-block vision encoder and a
+    language model with 3D rotary sections covering its head size (8)."""
+    from transformers import Qwen2_5OmniThinkerConfig
+
+    audio = dict(_audio_config(128, "qwen2_5_omni_audio_encoder"), n_window=100, output_dim=32)
+    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32)
+    text = _text_config(
+        model_type="qwen2_5_omni_text", rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1]}
+    )
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=audio,
+        vision_config=dict(vision, fullatt_block_indexes=[0]),
+        text_config=text,
+        audio_token_index=AUDIO_TOKEN_ID,
+        image_token_index=154,
+        video_token_index=155,
+        audio_start_token_id=152,
+        audio_end_token_id=153,
+        **kwargs,
+    )
+    config.vision_start_token_id = 156
+    return config
+
+
 def mel_frames() -> int:
     return MAX_SOURCE_POSITIONS * 2
 

@@ -31,6 +31,16 @@ from .voxtral import (
 
 # isort: on
 
+from ..compat import unavailable_backbones
+
+if "qwen2_5_omni_thinker" not in unavailable_backbones():
+    from .qwen2_5_omni import (  # noqa: F401
+        Qwen2_5OmniBackbone,
+        Qwen2_5OmniThinkerLTBMForConditionalGeneration,
+        Qwen2_5OmniThinkerLTBMModel,
+        Qwen2_5OmniThinkerLTBMProcessor,
+    )
+
 __all__ = [
     "BACKBONES",
     "AudioFlamingo3Backbone",
@@ -54,3 +64,10 @@ __all__ = [
     "get_backbone",
     "register_backbone",
 ]
+if "qwen2_5_omni_thinker" in BACKBONES:
+    __all__ += [
+        "Qwen2_5OmniBackbone",
+        "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
+        "Qwen2_5OmniThinkerLTBMModel",
+        "Qwen2_5OmniThinkerLTBMProcessor",
+    ]

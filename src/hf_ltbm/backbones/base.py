@@ -139,6 +139,11 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
 def get_backbone(model_type: str) -> Backbone:
     """The backbone registered for `model_type`; a `ValueError` lists the supported ones otherwise."""
     if model_type not in BACKBONES:
+        from ..compat import unavailable_backbones
+
+        why = unavailable_backbones().get(model_type)
+        if why is not None:
+            raise ValueError(f"hf-ltbm's backbone for model_type {model_type!r} is unavailable here: {why}.")
         raise ValueError(f"hf-ltbm has no backbone for model_type {model_type!r}; supported: {', '.join(BACKBONES)}.")
     return BACKBONES[model_type]
 

@@ -358,11 +358,12 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         inputs_embeds: Optional[torch.Tensor] = None,
         labels: Optional[torch.LongTensor] = None,
         use_cache: Optional[bool] = None,
+        position_inputs: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> AudioTokenMergeModelOutput:
         """The forward of a merging model; the per-unit feature mask arrives under the backbone's own name
         (`_audio_mask_name`), and the KV cache as `kv_cache`, whichever name the caller used
-        (`compat.bind_forward`)."""
+        (`compat.bind_forward`). `position_inputs` go to `_language_model_positions` (a backbone's own arguments)."""
         feature_mask = self._unit_mask({**kwargs, "input_features": input_features})
         kwargs.pop(self._audio_mask_name, None)
         setting = self.audio_token_merge
@@ -388,6 +389,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
                 )
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+        audio = None
         if plan is not None:
             audio = self._prompt_audio_features(input_features, feature_mask, input_ids, plan)
             audio_embeds, counts = audio.pooler_output, audio.audio_token_counts
@@ -397,9 +399,19 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             )
             if size_aware:
                 key_log_sizes = self._prompt_log_sizes(audio, plan.fill.to(inputs_embeds.device))
+        positions = None
+        if position_ids is None:
+            positions = self._language_model_positions(
+                input_ids, attention_mask, inputs_embeds, audio, plan, kv_cache, **(position_inputs or {})
+            )
+        if plan is not None:
             if plan.compacts:
                 left = infer_left_padding(attention_mask, default_left=getattr(self, "padding_side", "left") == "left")
                 given_positions = position_ids is not None
+                if positions is not None:  # [..., B, L] -> [..., B, L'], compacted like the embeddings
+                    flat = positions.reshape(-1, *positions.shape[-2:]).permute(1, 2, 0)
+                    flat = compact_sequence(plan.keep, left, flat, attention_mask)[0]
+                    positions = flat.permute(2, 0, 1).reshape(*positions.shape[:-1], flat.shape[1])
                 inputs_embeds, attention_mask, labels, key_log_sizes = compact_sequence(
                     plan.keep,
                     left,
@@ -410,6 +422,8 @@ class AudioTokenMergeModelMixin(_SettingAccess):
                     key_log_sizes=key_log_sizes,
                 )
                 position_ids = generation_position_ids(attention_mask) if given_positions else None
+        if positions is not None:
+            position_ids = positions
 
         if size_aware and key_log_sizes is None and inputs_embeds is not None:  # a prompt without audio
             key_log_sizes = inputs_embeds.new_zeros(inputs_embeds.shape[:2], dtype=torch.float32)
@@ -445,6 +459,21 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         """The merged audio tokens of a prompt whose placeholders `plan` matched to the units. Backbones whose audio
         embedding depends on where the placeholders sit (Music Flamingo) override it."""
         return self._merged_audio_features(input_features, feature_mask)
+
+    def _language_model_positions(
+        self,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: Optional[torch.Tensor],
+        inputs_embeds: torch.Tensor,
+        audio: Optional[AudioTokenMergeOutput],
+        plan: Any,
+        kv_cache: Any,
+        **position_inputs: Any,
+    ) -> Optional[torch.Tensor]:
+        """Position ids `[..., B, L]` for the prompt as it stands before compaction (compacted with it), when the
+        caller gave none; `None` lets the language model number the positions. `audio` / `plan` are `None` in a step
+        without audio. Backbones whose positions carry time (Qwen2.5-Omni's multimodal rotary ids) override it."""
+        return None
 
     def _prompt_log_sizes(self, audio: AudioTokenMergeOutput, fill: torch.Tensor) -> torch.Tensor:
         """`[B, L]` float32: `log(size)` of the merged audio token at each filled placeholder, 0 elsewhere."""
@@ -592,9 +621,16 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         extra = call.get("kwargs", {})
         # A compiled-cache prefill gets a 4D mask sized for the uncompacted prompt: hand the 2D mask to the language
         # model instead, which builds its own mask after compaction.
-        if call.get("is_first_iteration") and self._will_compact(call["input_ids"], self._unit_mask(extra)):
+        if self._needs_2d_mask(bool(call.get("is_first_iteration")), call["input_ids"], self._unit_mask(extra)):
             model_inputs["attention_mask"] = call.get("attention_mask")
         return model_inputs
+
+    def _needs_2d_mask(
+        self, first: bool, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]
+    ) -> bool:
+        """Whether a generation step (`first`: the prefill) needs the 2D attention mask rather than a prepared 4D
+        one: a prefill that compacts the prompt; backbones that compute positions from it add their steps."""
+        return first and self._will_compact(input_ids, feature_mask)
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """Repeats inputs for beam search / `num_return_sequences`, moving each row's audio units (clips or windows)

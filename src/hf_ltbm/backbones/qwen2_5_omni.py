@@ -1,0 +1,567 @@
+"""Qwen2.5-Omni's thinker (text output): one merge per audio clip, with time-aligned multimodal rotary positions.
+
+The thinker's audio encoder packs every clip's frames into one sequence (attention within 2 s chunks), pools them by
+2 (25 tokens per second) and projects them (`ln_post`, `proj`) inside the encoder. Merging runs between the pooling
+and that projection (`space="encoder"`), or on the projected tokens (`space="projector"`).
+
+Positions. The language model rotates each token by a 3D position (time, height, width); an audio token's three are
+its time in 40 ms steps from the start of its clip's run (`get_rope_index`), and the text after a clip starts after
+its last frame. A merged token stands for several frames: it gets the **size-weighted mean position of its members,
+rounded to the nearest step** (half up). The mean is the time whose rotation best matches the members' rotations for
+small spreads; it equals a kept token's own position, so at keep ratio 1.0 every position is upstream's exactly.
+Rounding keeps positions integers, as upstream's are (and as vLLM stores them). Text, images and videos keep the
+positions upstream gives the unmerged prompt, so the positions after a merged clip keep meaning time and the prompt has
+a gap where the dropped frames were (`rope_deltas`, used while decoding, records it). Upstream's positions are computed
+on the unmerged prompt: a prompt from the merging processor has its runs expanded back to `N` placeholders first.
+
+Audio interleaved with video (`use_audio_in_video=True`) is not merged: its 2 s chunks interleave with the video's
+by the unmerged token count, and merging with it raises a `ValueError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+    Qwen2_5OmniPreTrainedModelForConditionalGeneration,
+    Qwen2_5OmniThinkerModel,
+)
+from transformers.utils import is_torchvision_available
+from transformers.video_processing_utils import BaseVideoProcessor
+
+from .. import compat
+from ..compat import mirrors
+from ..config import MergeSetting
+from ..merging import MergeResult
+from ..models.encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
+from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin, AudioTokenMergeOutput
+from ..models.units import MergeInputs, member_positions, merge_units
+from ..processing import MergeSettingProcessorMixin
+from .base import Backbone, register_backbone
+
+__all__ = [
+    "Qwen2_5OmniBackbone",
+    "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
+    "Qwen2_5OmniThinkerLTBMModel",
+    "Qwen2_5OmniThinkerLTBMProcessor",
+    "expand_placeholder_runs",
+    "merged_token_positions",
+]
+
+_STASHED_GRIDS = "hf_ltbm_grids"
+_AUDIO_IN_VIDEO = (
+    "Merging audio that arrives with video (`use_audio_in_video=True`) is not supported: its 2 s chunks interleave "
+    "with the video's by the unmerged token count. Pass the audio as its own clip, or turn merging off."
+)
+
+
+def expand_placeholder_runs(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    placeholder: torch.Tensor,
+    in_prompt: torch.Tensor,
+    num_input: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The unmerged prompt of a prompt whose units hold `in_prompt[u]` placeholders each: unit `u`'s run grows to
+    `num_input[u]` placeholders (its last placeholder is repeated).
+
+    Args:
+        input_ids, attention_mask (`torch.LongTensor` of shape `[B, L]`): the prompt.
+        placeholder (`torch.BoolTensor` of shape `[B, L]`): where the audio placeholders sit (units in row-major
+            order, each a run of `in_prompt[u]`).
+        in_prompt, num_input (`torch.LongTensor` of shape `[U]`): placeholders per unit in the prompt and unmerged.
+
+    Returns:
+        `(input_ids [B, L_full], attention_mask [B, L_full], index [B, L])`: the unmerged prompt (rows right-padded
+        with masked copies of the pad) and where each token of the prompt lands in it (a unit's placeholders at its
+        first frames).
+    """
+    repeats = torch.ones_like(input_ids)
+    rows, cols = placeholder.nonzero(as_tuple=True)
+    has = in_prompt > 0
+    last = (in_prompt.cumsum(0) - 1)[has].to(rows.device)
+    repeats[rows[last], cols[last]] += (num_input - in_prompt)[has].to(repeats.device)
+    index = repeats.cumsum(1) - repeats
+    full_ids = pad_sequence(
+        [row.repeat_interleave(r) for row, r in zip(input_ids, repeats)], batch_first=True, padding_value=0
+    )
+    full_mask = pad_sequence(
+        [row.repeat_interleave(r) for row, r in zip(attention_mask, repeats)], batch_first=True, padding_value=0
+    )
+    return full_ids, full_mask, index
+
+
+def merged_token_positions(unit_starts: torch.Tensor, result: MergeResult) -> torch.Tensor:
+    """`[R, M_max]` long: the position of each merged token, `start + round(mean member frame)` (half up).
+
+    Args:
+        unit_starts (`torch.LongTensor` of shape `[R]`): the position of each merged row's first frame.
+        result (`MergeResult`): the merge of those rows.
+    """
+    return unit_starts[:, None] + torch.floor(member_positions(result) + 0.5).long().to(unit_starts.device)
+
+
+class Qwen2_5OmniThinkerLTBMModel(AudioTokenMergeModelMixin, Qwen2_5OmniThinkerModel):
+    """`Qwen2_5OmniThinkerModel` whose language model runs on merged audio tokens (one merge per clip), each at the
+    mean time of the frames it stands for (module docstring). Images and videos go through upstream's encoders.
+
+    Accepts an extra `audio_token_merge` argument, stored in `config.audio_token_merge` (see `Qwen2AudioLTBMModel`).
+    """
+
+    _upstream_class = Qwen2_5OmniThinkerModel
+    _audio_mask_name = "feature_attention_mask"
+    _merging_parameters = AudioTokenMergeModelMixin._merging_parameters | {
+        "pixel_values",
+        "pixel_values_videos",
+        "image_grid_thw",
+        "video_grid_thw",
+        "use_audio_in_video",
+        "video_second_per_grid",
+        "mm_encoder_outputs",
+    }
+
+    # -------------------------------------------------------------------------------------------------- audio
+    def _check_audio_inputs(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> None:
+        """`input_features [U, num_mel_bins, frames]` and `feature_attention_mask [U, frames]` (any padded length:
+        the encoder reads the valid frames only)."""
+        bins, frames = self.config.audio_config.num_mel_bins, input_features.shape[-1]
+        if input_features.dim() != 3 or input_features.shape[1] != bins:
+            raise ValueError(
+                f"`input_features` must have shape [units, num_mel_bins, frames] = [U, {bins}, {frames}] (any number "
+                f"of frames), got {tuple(input_features.shape)}."
+            )
+        if tuple(feature_mask.shape) != (input_features.shape[0], frames):
+            raise ValueError(
+                f"`{self._audio_mask_name}` must have shape [units, frames] = [{input_features.shape[0]}, {frames}] "
+                f"(one row per row of `input_features`), got {tuple(feature_mask.shape)}."
+            )
+
+    def _merged_audio_features(
+        self, input_features: torch.Tensor, feature_mask: torch.Tensor, before_projection: Any = None
+    ) -> AudioTokenMergeOutput:
+        """Runs upstream's encoder, reads its pooled states before `ln_post` / `proj` (a forward pre-hook) and the
+        last layer's keys / attention scores, merges each clip and projects it with the encoder's own `ln_post` and
+        `proj`."""
+        setting = self.audio_token_merge
+        tower = self.audio_tower
+        mel_lengths = feature_mask.sum(-1).long()
+        frames, num_input = tower._get_feat_extract_output_lengths(mel_lengths)
+        pooled: list[torch.Tensor] = []
+        handle = tower.ln_post.register_forward_pre_hook(lambda _m, args: pooled.append(args[0].detach()))
+        want_keys = setting.uses_keys and setting.key_source == "encoder_keys"
+        try:
+            with capture_last_layer_projections(tower, queries=setting.requires_scores, keys=True) as captured:
+                features = input_features.permute(0, 2, 1)[feature_mask.bool()].permute(1, 0)
+                tower(features, feature_lens=mel_lengths, aftercnn_lens=frames)
+        finally:
+            handle.remove()
+        hidden = pad_sequence(list(torch.split(pooled[0], num_input.tolist())), batch_first=True)
+        inputs = self._packed_merge_inputs(captured, frames, mel_lengths, want_keys, setting.requires_scores)
+
+        def project(tokens: torch.Tensor) -> torch.Tensor:
+            return tower.proj(tower.ln_post(tokens))
+
+        merged = merge_units(hidden, num_input, setting, project, inputs)
+        return AudioTokenMergeOutput(
+            last_hidden_state=hidden,
+            pooler_output=merged.tokens,
+            audio_token_counts=merged.counts.to(num_input.device),
+            num_input_tokens=num_input,
+            merge_result=merged.result,
+        )
+
+    def _packed_merge_inputs(
+        self,
+        captured: dict[str, torch.Tensor],
+        frames: torch.Tensor,
+        mel_lengths: torch.Tensor,
+        want_keys: bool,
+        want_scores: bool,
+    ) -> MergeInputs:
+        """Encoder keys / attention scores per clip `[U, N_max, ...]` from the last layer's packed projections
+        `[sum(frames), D]`: keys are split per clip; scores are the attention each frame receives within its 2 s
+        chunk (the encoder attends within chunks), both pooled by pairs like the encoder's output."""
+        attn = self.audio_tower.layers[-1].self_attn
+        inputs = MergeInputs()
+        if want_keys:
+            keys = pad_sequence(list(torch.split(captured["k_proj"], frames.tolist())), batch_first=True)
+            inputs.encoder_keys = encoder_keys(keys, attn.num_heads)
+        if want_scores:
+            # the encoder's attention chunks: each clip's mel frames cut into pieces of `2 * n_window`
+            window = 2 * self.audio_tower.n_window
+            chunk_mels = [
+                [window] * (n // window) + ([n % window] if n % window else []) for n in mel_lengths.tolist()
+            ]
+            chunk_frames = (torch.tensor([m for clip in chunk_mels for m in clip]) - 1) // 2 + 1
+            sizes = chunk_frames.tolist()
+
+            def split(packed: torch.Tensor) -> torch.Tensor:
+                return pad_sequence(list(torch.split(packed, sizes)), batch_first=True)
+
+            scores = received_attention(
+                split(captured["q_proj"]), split(captured["k_proj"]), attn.num_heads, attn.scaling, chunk_frames
+            )
+            pooled = [row[: n // 2] for row, n in zip(scores, sizes)]  # chunks hold whole pairs but a clip's last
+            counts = [len(clip) for clip in chunk_mels]
+            starts = [sum(counts[:i]) for i in range(len(counts))]
+            clips = [torch.cat(pooled[s : s + k]) for s, k in zip(starts, counts)]
+            inputs.scores = pad_sequence(clips, batch_first=True)
+        return inputs
+
+    def get_audio_features(
+        self,
+        input_features: torch.Tensor,
+        feature_attention_mask: Optional[torch.Tensor] = None,
+        audio_feature_lengths: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ):
+        """Upstream `get_audio_features` when merging is off; otherwise encodes each clip, merges it and projects it.
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `[num_clips, num_mel_bins, frames]`): log-mel features.
+            feature_attention_mask (`torch.LongTensor` of shape `[num_clips, frames]`): valid mel frames per clip.
+
+        Returns:
+            Merging on: `AudioTokenMergeOutput` with `pooler_output [sum(M_c), hidden_size]` (clips concatenated),
+            `audio_token_counts [num_clips]` (`M_c`) and `num_input_tokens [num_clips]` (`N_c`).
+        """
+        if self.audio_token_merge is None:
+            return Qwen2_5OmniThinkerModel.get_audio_features(
+                self, input_features, feature_attention_mask, audio_feature_lengths, **kwargs
+            )
+        if feature_attention_mask is None:
+            raise ValueError("Merging needs `feature_attention_mask` (the processor's), not `audio_feature_lengths`.")
+        return self._merged_audio_features(input_features, feature_attention_mask)
+
+    # ---------------------------------------------------------------------------------------------- positions
+    def _language_model_positions(
+        self,
+        input_ids: Optional[torch.Tensor],
+        attention_mask: Optional[torch.Tensor],
+        inputs_embeds: torch.Tensor,
+        audio: Optional[AudioTokenMergeOutput],
+        plan: Any,
+        kv_cache: Any,
+        **position_inputs: Any,
+    ) -> Optional[torch.Tensor]:
+        """Upstream's 3D positions `[3, B, L]` for the unmerged prompt, with each merged token at the rounded mean
+        position of its members (module docstring); in a step without audio (decoding), upstream's positions."""
+        grids = {key: position_inputs.get(key) for key in ("image_grid_thw", "video_grid_thw")}
+        seconds = position_inputs.get("video_second_per_grid")
+        if audio is None:
+            cache = {compat.cache_parameter(self.compute_3d_position_ids): kv_cache}
+            positions = self.compute_3d_position_ids(
+                input_ids=input_ids,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                use_audio_in_video=False,
+                audio_feature_lengths=None,
+                video_second_per_grid=seconds,
+                **grids,
+                **cache,
+            )
+            # while decoding, upstream numbers every position of the attention mask: keep the new tokens'
+            return None if positions is None else positions[..., -inputs_embeds.shape[1] :]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        num_input, num_output = audio.num_input_tokens, audio.audio_token_counts
+        placeholder = input_ids == self.config.audio_token_id
+        in_prompt = num_input if plan.compacts else num_output
+        full_ids, full_mask, index = expand_placeholder_runs(
+            input_ids, attention_mask, placeholder, in_prompt, num_input
+        )
+        full, _ = self.get_rope_index(
+            full_ids,
+            grids["image_grid_thw"],
+            grids["video_grid_thw"],
+            full_mask,
+            False,
+            position_inputs.get("audio_seqlens"),
+            seconds,
+        )
+        positions = full.gather(2, index.to(full.device)[None].expand(3, -1, -1))
+        # each unit's first placeholder in the prompt, and the position of its first frame
+        rows, cols = placeholder.nonzero(as_tuple=True)
+        firsts = (in_prompt.cumsum(0) - in_prompt).to(rows.device)
+        has_tokens = (num_input > 0).to(rows.device)
+        first_rows, first_cols = rows[firsts[has_tokens]], cols[firsts[has_tokens]]
+        starts = positions[0, first_rows, first_cols]  # audio positions are equal on all three axes
+        merged = merged_token_positions(starts, audio.merge_result)
+        valid = torch.arange(merged.shape[1], device=merged.device)[None] < audio.merge_result.lengths[:, None].to(
+            merged.device
+        )
+        positions[:, plan.fill.to(positions.device)] = merged[valid].to(positions.device)[None].expand(3, -1)
+        return positions
+
+    def _merging_forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        pixel_values: Optional[torch.Tensor] = None,
+        pixel_values_videos: Optional[torch.Tensor] = None,
+        image_grid_thw: Optional[torch.LongTensor] = None,
+        video_grid_thw: Optional[torch.LongTensor] = None,
+        use_audio_in_video: Optional[bool] = None,
+        video_second_per_grid: Optional[torch.Tensor] = None,
+        mm_encoder_outputs: Optional[dict[str, Any]] = None,
+        **kwargs: Any,
+    ):
+        """Images and videos are embedded by upstream's encoders (or taken from `mm_encoder_outputs`) into their
+        placeholders; audio is merged, and the positions are time-aligned (`_language_model_positions`). Sets
+        `rope_deltas` for decoding."""
+        if use_audio_in_video:
+            raise ValueError(_AUDIO_IN_VIDEO)
+        # grids that `generate` set aside before it encoded the images (`_prepare_position_ids_for_generation`)
+        stashed = kwargs.pop(_STASHED_GRIDS, None) or {}
+        image_grid_thw = stashed.get("image_grid_thw") if image_grid_thw is None else image_grid_thw
+        video_grid_thw = stashed.get("video_grid_thw") if video_grid_thw is None else video_grid_thw
+        encoded = mm_encoder_outputs or {}
+        if (
+            inputs_embeds is None
+            and input_ids is not None
+            and (encoded or pixel_values is not None or pixel_values_videos is not None)
+        ):
+            inputs_embeds = self.get_input_embeddings()(input_ids)  # without images the mixin embeds after its checks
+        for modality, pixels, grid, get, token_id in (
+            ("image", pixel_values, image_grid_thw, self.get_image_features, self.config.image_token_id),
+            ("video", pixel_values_videos, video_grid_thw, self.get_video_features, self.config.video_token_id),
+        ):
+            output = encoded.get(modality)
+            if output is None and pixels is not None:
+                output = get(pixels, grid, return_dict=True)
+            if output is not None:
+                embeds = output.pooler_output
+                embeds = torch.cat(embeds) if isinstance(embeds, (list, tuple)) else embeds
+                mask = (input_ids == token_id)[..., None].to(inputs_embeds.device)
+                inputs_embeds = inputs_embeds.masked_scatter(
+                    mask, embeds.to(inputs_embeds.device, inputs_embeds.dtype)
+                )
+        feature_mask = kwargs.get(self._audio_mask_name)
+        position_inputs = {
+            "image_grid_thw": image_grid_thw,
+            "video_grid_thw": video_grid_thw,
+            "video_second_per_grid": video_second_per_grid,
+            "audio_seqlens": None if feature_mask is None else feature_mask.sum(-1),
+        }
+        outputs = super()._merging_forward(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, position_inputs=position_inputs, **kwargs
+        )
+        if outputs.audio_token_counts is not None and outputs.position_ids is not None:
+            mask = outputs.attention_mask
+            if mask is None:
+                mask = torch.ones(outputs.position_ids.shape[1:], dtype=torch.long, device=outputs.position_ids.device)
+            last = outputs.position_ids.masked_fill(mask[None] == 0, -1).amax(dim=(0, 2))
+            self.rope_deltas = (last + 1 - mask.sum(-1)).unsqueeze(1)
+        return outputs
+
+    @mirrors(Qwen2_5OmniThinkerModel.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream `Qwen2_5OmniThinkerModel.forward` (same signature) when merging is off; otherwise the merged audio
+        tokens replace the placeholders at time-aligned positions and a prompt with the unmerged count is
+        compacted."""
+        return self._dispatch_forward(super().forward, args, kwargs)
+
+    def _placeholder_name(self) -> str:
+        return "<|AUDIO|>"
+
+
+class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
+    AudioTokenMergeGenerationMixin, Qwen2_5OmniThinkerForConditionalGeneration
+):
+    """`Qwen2_5OmniThinkerForConditionalGeneration` whose language model runs on merged audio tokens (one merge per
+    clip) at time-aligned positions. Works with prompts from the merging processor and from the stock processor
+    (compacted at prefill). With no merge setting it is the upstream class.
+    """
+
+    _upstream_class = Qwen2_5OmniThinkerForConditionalGeneration
+    _model_class = Qwen2_5OmniThinkerLTBMModel
+    _pretrained_base = Qwen2_5OmniPreTrainedModelForConditionalGeneration
+    _audio_mask_name = "feature_attention_mask"
+    _merging_parameters = (
+        AudioTokenMergeGenerationMixin._merging_parameters | Qwen2_5OmniThinkerLTBMModel._merging_parameters
+    )
+
+    def __init__(self, config: Qwen2_5OmniThinkerConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        # the attributes upstream's __init__ sets besides its modules
+        self.vocab_size = config.text_config.vocab_size
+        self.spatial_merge_size = config.vision_config.spatial_merge_size
+
+    def _prepare_position_ids_for_generation(self, inputs_tensor: torch.Tensor, model_kwargs: dict[str, Any]):
+        """Upstream's 3D positions, except for a prompt with audio while merging: a merged token's position depends on
+        the merge, so the prefill computes the positions (and `rope_deltas` for the tokens after it)."""
+        if self.audio_token_merge is None or model_kwargs.get("input_features") is None:
+            return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
+        if model_kwargs.get("use_audio_in_video"):
+            raise ValueError(_AUDIO_IN_VIDEO)
+        # `generate` encodes images and videos next and drops their grids, which the prefill's positions need
+        grids = {key: model_kwargs[key] for key in ("image_grid_thw", "video_grid_thw") if key in model_kwargs}
+        if grids:
+            model_kwargs[_STASHED_GRIDS] = grids
+        self.model.rope_deltas = None
+        return None
+
+    def _needs_2d_mask(
+        self, first: bool, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]
+    ) -> bool:
+        """Every step of a prompt with audio while merging: the positions come from the 2D mask (and `rope_deltas`),
+        not from `generate`'s position ids."""
+        return self.audio_token_merge is not None and feature_mask is not None
+
+    @mirrors(Qwen2_5OmniThinkerForConditionalGeneration.forward)
+    def forward(self, *args: Any, **kwargs: Any):
+        """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
+        labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
+        return self._dispatch_forward(super().forward, args, kwargs)
+
+
+class Qwen2_5OmniThinkerLTBMProcessor(MergeSettingProcessorMixin, Qwen2_5OmniProcessor):
+    """`Qwen2_5OmniProcessor` that emits `output_length(N)` `<|AUDIO|>` placeholders per clip. Features are the
+    upstream ones; with a merge setting only `input_ids` / `attention_mask` are shorter. Audio longer than the feature
+    extractor's window raises instead of being truncated.
+
+    Without torchvision (which Qwen2.5-Omni's video processor needs) a `BaseVideoProcessor` may stand in for the video
+    processor: audio and images need none.
+
+    Args:
+        image_processor, video_processor, feature_extractor, tokenizer, chat_template: as for `Qwen2_5OmniProcessor`.
+        audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
+    """
+
+    _upstream_class = Qwen2_5OmniProcessor
+
+    def __init__(
+        self,
+        image_processor=None,
+        video_processor=None,
+        feature_extractor=None,
+        tokenizer=None,
+        chat_template=None,
+        audio_token_merge: MergeSetting = None,
+    ):
+        self._init_setting(audio_token_merge)
+        super().__init__(image_processor, video_processor, feature_extractor, tokenizer, chat_template=chat_template)
+
+    def check_argument_for_proper_class(self, argument_name: str, argument: Any):
+        """Upstream's check, except that without torchvision (where transformers cannot resolve the video processor's
+        base class) a `BaseVideoProcessor` is accepted as the video processor."""
+        if argument_name == "video_processor" and not is_torchvision_available():
+            if isinstance(argument, BaseVideoProcessor):
+                return type(argument)
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+    def _process_audio(self, audio, **kwargs):
+        clips = audio if isinstance(audio, (list, tuple)) else [audio]
+        self.check_audio_lengths([np.asarray(clip).shape[-1] for clip in clips], self.feature_extractor.sampling_rate)
+        return super()._process_audio(audio, **kwargs)
+
+    def _duration_limit(self) -> tuple[str, str]:
+        return "Qwen2.5-Omni's feature extractor", "Cut it into clips of at most that length, each with its own audio."
+
+    def replace_audio_token(self, audio_inputs: dict, audio_idx: int, **kwargs) -> str:
+        """The placeholder run for clip `audio_idx`: `merged_length(N)` audio tokens, where `N` is its entry of
+        `audio_inputs["num_audio_tokens"]` (`[num_clips]`, the unmerged counts)."""
+        return self.audio_token * self.merged_length(int(audio_inputs["num_audio_tokens"][audio_idx]))
+
+    def replace_video_with_audio_token(self, *args: Any, **kwargs: Any) -> str:
+        """Upstream's interleaved audio-and-video run; refused with a merge setting (module docstring)."""
+        if self.merge_config is not None:
+            raise ValueError(_AUDIO_IN_VIDEO)
+        return super().replace_video_with_audio_token(*args, **kwargs)
+
+
+_TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif part['type'] == 'image' %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+_TINY_NAMED_TOKENS = {
+    "audio_token": "<|AUDIO|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+    "image_token": "<|IMAGE|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+}
+
+
+@register_backbone
+class Qwen2_5OmniBackbone(Backbone):
+    """Qwen2.5-Omni's thinker (`Qwen/Qwen2.5-Omni-7B`, text output): one unit per clip, 25 tokens per second."""
+
+    model_type = "qwen2_5_omni_thinker"
+    display_name = "Qwen2.5-Omni"
+    config_class = Qwen2_5OmniThinkerConfig
+    upstream_processor = Qwen2_5OmniProcessor
+    base_model = Qwen2_5OmniThinkerLTBMModel
+    generation_model = Qwen2_5OmniThinkerLTBMForConditionalGeneration
+    processor = Qwen2_5OmniThinkerLTBMProcessor
+    extra_auto_classes = ("AutoModelForImageTextToText",)
+    tiny_name = "tiny-random-qwen2-5-omni"
+    tiny_encoder_type = "qwen2_5_omni_audio_encoder"
+    tiny_audio_tokens = tuple(_TINY_NAMED_TOKENS.values())
+    tiny_chat_template = _TINY_CHAT_TEMPLATE
+
+    def plain_prompt_audio(self, processor: Any) -> str:
+        """`<|audio_bos|><|AUDIO|><|audio_eos|>`: the processor expands the placeholder only."""
+        return processor.audio_bos_token + processor.audio_token + processor.audio_eos_token
+
+    def tiny_processor(self, audio_token_merge: Any) -> Any:
+        """Whisper features (16 kHz, 128 mel bins, 30 s), Qwen2-VL's image processor (the PIL one where transformers
+        has it), a `BaseVideoProcessor` stand-in and the tiny tokenizer with Qwen2.5-Omni's named special tokens."""
+        import transformers
+        from transformers import WhisperFeatureExtractor
+
+        from ..tiny import tiny_tokenizer
+
+        features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
+        images = (getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor)()
+        videos = BaseVideoProcessor(merge_size=2, temporal_patch_size=2)
+        tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens), named=_TINY_NAMED_TOKENS)
+        return self.processor(
+            images,
+            videos,
+            features,
+            tokenizer,
+            chat_template=self.tiny_chat_template,
+            audio_token_merge=audio_token_merge,
+        )
+
+    def tiny_config(self, processor: Any) -> Any:
+        """The thinker with tiny widths: Qwen2.5-Omni's audio encoder (2 s attention chunks), a one-block vision
+        encoder and a two-layer language model whose rotary sections cover its head size."""
+        from ..tiny import tiny_audio_config, tiny_text_config
+
+        tokenizer = processor.tokenizer
+        audio = tiny_audio_config(self.tiny_encoder_type)
+        audio.update(n_window=100, output_dim=64)
+        text = tiny_text_config(tokenizer)
+        text.update(model_type="qwen2_5_omni_text", rope_scaling={"rope_type": "default", "mrope_section": [4, 6, 6]})
+        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _TINY_NAMED_TOKENS.items()}
+        config = self.config_class(
+            audio_config=audio,
+            vision_config=dict(
+                depth=1,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                fullatt_block_indexes=[0],
+            ),
+            text_config=text,
+            audio_token_index=ids["audio_token"],
+            image_token_index=ids["image_token"],
+            video_token_index=ids["video_token"],
+            audio_start_token_id=ids["audio_bos_token"],
+            audio_end_token_id=ids["audio_eos_token"],
+        )
+        config.vision_start_token_id = ids["vision_bos_token"]  # read by get_rope_index, not a declared field
+        return config

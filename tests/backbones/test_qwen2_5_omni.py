@@ -1,0 +1,175 @@
+"""Qwen2.5-Omni's thinker: time-aligned positions of merged tokens, the processor's counts, and what is refused.
+
+The shared model tests (`tests/models`) run on the thinker too: merging off is upstream, both prompt paths agree,
+beam search, static cache, KV length, save/load, PEFT and device maps.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import hf_ltbm
+from hf_ltbm import build_prompt
+from hf_ltbm.backbones import BACKBONES
+from hf_ltbm.compat import output_cache
+
+pytestmark = pytest.mark.skipif(
+    "qwen2_5_omni_thinker" not in BACKBONES, reason="Qwen2.5-Omni's thinker model needs transformers 5.20 or later"
+)
+
+NAME = "tiny-random-qwen2-5-omni"
+HALF = {"method": "ltbm", "keep_ratio": 0.5, "window": 3}
+
+
+def _clips():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(16000 * 3).astype(np.float32), rng.standard_normal(16000 * 5).astype(np.float32)]
+
+
+def _inputs(processor, texts=("describe the sound", "what is this")):
+    prompts = [build_prompt(processor, t) for t in texts]
+    return processor(text=prompts, audio=_clips(), sampling_rate=16000, return_tensors="pt", padding=True)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from hf_ltbm.tiny import build_tiny_model
+
+    return build_tiny_model(NAME)
+
+
+def _upstream_positions(model, inputs):
+    """What upstream gives the unmerged prompt: `get_rope_index` on the stock processor's ids."""
+    lengths = inputs["feature_attention_mask"].sum(-1)
+    return model.model.get_rope_index(inputs["input_ids"], None, None, inputs["attention_mask"], False, lengths)
+
+
+def test_keep_one_reproduces_upstream_positions_and_outputs_exactly(tiny):
+    model, processor = tiny
+    inputs = _inputs(processor)
+    upstream, deltas = _upstream_positions(model, inputs)
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}):
+            out = model(**inputs)
+            rope_deltas = model.model.rope_deltas
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(out.position_ids[:, valid], upstream[:, valid])
+    assert torch.equal(rope_deltas, deltas)
+    assert torch.equal(out.logits, reference)
+
+
+def test_a_merged_token_sits_at_the_rounded_mean_position_of_its_members_and_text_keeps_its_time(tiny):
+    model, processor = tiny
+    stock = _inputs(processor)
+    upstream, _ = _upstream_positions(model, stock)
+    with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
+        processor.set_audio_token_merge(HALF)
+        try:
+            merged_inputs = _inputs(processor)
+        finally:
+            processor.set_audio_token_merge(None)
+        out = model(**merged_inputs)
+        audio = model.get_audio_features(merged_inputs["input_features"], merged_inputs["feature_attention_mask"])
+    positions, mask = out.position_ids, merged_inputs["attention_mask"].bool()
+    placeholder = merged_inputs["input_ids"] == model.config.audio_token_id
+    assert torch.equal(positions[0], positions[1]) and torch.equal(positions[0], positions[2])  # audio and text: 1D
+    result = audio.merge_result
+    for row in range(2):
+        # upstream's first audio position in this row (the run starts after `<|audio_bos|>`)
+        start = upstream[0, row][stock["input_ids"][row] == model.config.audio_token_id][0]
+        members = [(result.assignment[row] == m).nonzero()[:, 0].float() for m in range(int(result.lengths[row]))]
+        expected = torch.stack([start + torch.floor(idx.mean() + 0.5).long() for idx in members])
+        assert torch.equal(positions[0, row][placeholder[row]], expected)
+        # in time order, within the clip's span
+        assert bool((expected[1:] >= expected[:-1]).all())
+        # the text after the clip keeps the position it has in the unmerged prompt
+        after_merged = positions[0, row][mask[row]][-3:]
+        after_stock = upstream[0, row][stock["attention_mask"][row].bool()][-3:]
+        assert torch.equal(after_merged, after_stock)
+    # decoding continues from there: rope_deltas = the dropped audio tokens
+    dropped = audio.num_input_tokens - audio.audio_token_counts
+    assert model.model.rope_deltas[:, 0].tolist() == dropped.tolist()
+
+
+def test_generation_from_both_prompt_paths_gives_the_same_tokens_and_kv_length(tiny):
+    model, processor = tiny
+    stock = _inputs(processor)
+    processor.set_audio_token_merge(HALF)
+    try:
+        merged = _inputs(processor)
+    finally:
+        processor.set_audio_token_merge(None)
+    greedy = {"max_new_tokens": 4, "do_sample": False, "return_dict_in_generate": True}
+    with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
+        a = model.generate(**merged, **greedy)
+        b = model.generate(**stock, **greedy)
+    assert torch.equal(a.sequences[:, -4:], b.sequences[:, -4:])
+    placeholders = int((merged["input_ids"] == model.config.audio_token_id).sum(1).max())
+    text = int(merged["attention_mask"].shape[1]) - placeholders
+    assert output_cache(a).get_seq_length() == merged["input_ids"].shape[1] + 3  # the cache holds text + M
+    assert text > 0
+
+
+def test_thirty_seconds_at_keep_half(tiny):
+    """The numbers of the closing note: 750 audio tokens per 30 s clip, 375 at keep 0.5, KV = text + 375."""
+    model, processor = tiny
+    clip = np.random.default_rng(1).standard_normal(16000 * 30).astype(np.float32)
+    processor.set_audio_token_merge(HALF)
+    try:
+        inputs = processor(text=[build_prompt(processor, "describe the sound")], audio=[clip], return_tensors="pt")
+    finally:
+        processor.set_audio_token_merge(None)
+    with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
+        out = model(**inputs, use_cache=True)
+        audio = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"])
+    placeholders = int((inputs["input_ids"] == model.config.audio_token_id).sum())
+    assert out.audio_token_counts.tolist() == [375] and placeholders == 375
+    assert output_cache(out).get_seq_length() == inputs["input_ids"].shape[1]
+    assert audio.num_input_tokens.tolist() == [750]
+
+
+@pytest.mark.parametrize("key_source,method", [("encoder_keys", "ltbm"), ("features", "prune_attention")])
+def test_encoder_keys_and_chunked_attention_scores(tiny, key_source, method):
+    """Keys come per clip from the packed encoder; scores are the attention each frame receives within its 2 s
+    chunk, pooled like the encoder's output: one score per audio token."""
+    model, processor = tiny
+    setting = {"method": method, "keep_ratio": 0.5}
+    if key_source != "features":
+        setting["key_source"] = key_source
+    inputs = _inputs(processor)
+    with hf_ltbm.audio_token_merge(model, setting), torch.no_grad():
+        audio = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"])
+        out = model(**inputs)
+    assert audio.audio_token_counts.tolist() == [
+        hf_ltbm.output_length(int(n), keep_ratio=0.5) for n in audio.num_input_tokens
+    ]
+    assert torch.isfinite(out.logits).all()
+
+
+def test_audio_in_video_is_refused_while_merging(tiny):
+    model, processor = tiny
+    inputs = _inputs(processor)
+    with hf_ltbm.audio_token_merge(model, HALF), pytest.raises(ValueError, match="use_audio_in_video=True"):
+        model(**inputs, use_audio_in_video=True)
+    processor.set_audio_token_merge(HALF)
+    try:
+        with pytest.raises(ValueError, match="use_audio_in_video=True"):
+            processor.replace_video_with_audio_token({}, 0, {}, 0)
+    finally:
+        processor.set_audio_token_merge(None)
+
+
+def test_the_processor_emits_the_merged_count_per_clip(tiny):
+    _, processor = tiny
+    stock = _inputs(processor)
+    processor.set_audio_token_merge(HALF)
+    try:
+        merged = _inputs(processor)
+    finally:
+        processor.set_audio_token_merge(None)
+    token = processor.audio_token_id
+    n = (stock["input_ids"] == token).sum(1)
+    assert n.tolist() == [75, 125]  # 3 s and 5 s at 25 tokens per second
+    assert (merged["input_ids"] == token).sum(1).tolist() == [hf_ltbm.output_length(int(k), keep_ratio=0.5) for k in n]
+    assert torch.equal(merged["input_features"], stock["input_features"])
