@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import hf_ltbm
-from hf_ltbm.compat import unavailable_backbones
 from hf_ltbm.merging import available_methods, get_method_class
 from hf_ltbm.merging.base import _REGISTRY
 
@@ -40,7 +39,8 @@ def _section(text: str, heading: str) -> str:
 
 
 @pytest.mark.skipif(
-    bool(unavailable_backbones()), reason="the reference documents every backbone: transformers 5.20 or later"
+    hf_ltbm.Qwen2_5OmniThinkerLTBMModel is None,
+    reason="the reference is generated where every class exists (Qwen2.5-Omni's thinker model: transformers 5.20+)",
 )
 def test_api_reference_is_up_to_date(gen_api, api_md):
     _, generated = gen_api.split_api_md(api_md)
@@ -51,6 +51,8 @@ def test_every_object_in_all_has_a_docstring(gen_api):
     missing = []
     for name in hf_ltbm.__all__:
         obj = getattr(hf_ltbm, name)
+        if obj is None:  # a class this transformers release cannot have (Qwen2.5-Omni's thinker model on 5.19)
+            continue
         if inspect.isclass(obj):
             doc = vars(obj).get("__doc__")  # its own, not one inherited from transformers
         elif inspect.isroutine(obj):

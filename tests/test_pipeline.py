@@ -200,7 +200,7 @@ def test_size_aware_attention_as_a_call_time_setting(pipe):
         expected = direct(pipe, [audio], "caption", max_new_tokens=3)[0]
     after = hf_ltbm.output_length(tokens_per_clip(pipe.processor, 3), keep_ratio=0.25)
     assert aware["generated_text"] == expected and aware["audio_tokens_after"] == after
-    lm_config = pipe.model.model.language_model.config
+    lm_config = pipe.model._merge_model.language_model.config
     assert lm_config._attn_implementation == "sdpa"  # restored with the setting
 
 

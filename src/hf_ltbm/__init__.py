@@ -2,21 +2,23 @@
 
 `merge_tokens` and the method registry are pure PyTorch; `AudioTokenMergeConfig` is the setting a model carries; the
 model and processor classes (one file per backbone in `hf_ltbm.backbones`) make Qwen2-Audio, Audio Flamingo 3,
-Music Flamingo, Voxtral and Qwen2.5-Omni's thinker (transformers 5.20 and later) run their language model on merged
-audio tokens; `audio_token_merge` switches a loaded model's setting for a block. Importing the package registers the
-merging classes with transformers' Auto classes and the "audio-text-to-text" pipeline.
+Music Flamingo, Voxtral and Qwen2.5-Omni's thinker run their language model on merged audio tokens;
+`audio_token_merge` switches a loaded model's setting for a block. Importing the package registers the merging
+classes with transformers' Auto classes and the "audio-text-to-text" pipeline.
 """
 
 from . import compat  # noqa: F401  (first: a transformers release without the hooks used raises a clear ImportError)
 from .audio import AudioInputError, load_audio
 from .backbones import (
-    BACKBONES,
     AudioFlamingo3LTBMForConditionalGeneration,
     AudioFlamingo3LTBMModel,
     AudioFlamingo3LTBMProcessor,
     MusicFlamingoLTBMForConditionalGeneration,
     MusicFlamingoLTBMModel,
     MusicFlamingoLTBMProcessor,
+    Qwen2_5OmniThinkerLTBMForConditionalGeneration,
+    Qwen2_5OmniThinkerLTBMModel,
+    Qwen2_5OmniThinkerLTBMProcessor,
     Qwen2AudioLTBMForConditionalGeneration,
     Qwen2AudioLTBMModel,
     Qwen2AudioLTBMProcessor,
@@ -59,6 +61,9 @@ __all__ = [
     "Qwen2AudioLTBMForConditionalGeneration",
     "Qwen2AudioLTBMModel",
     "Qwen2AudioLTBMProcessor",
+    "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
+    "Qwen2_5OmniThinkerLTBMModel",
+    "Qwen2_5OmniThinkerLTBMProcessor",
     "TokenReducer",
     "VoxtralLTBMForConditionalGeneration",
     "VoxtralLTBMModel",
@@ -73,16 +78,3 @@ __all__ = [
     "output_length",
     "register_method",
 ]
-
-if "qwen2_5_omni_thinker" in BACKBONES:  # transformers 5.20 and later (`compat.OPTIONAL_BACKBONE_HOOKS`)
-    from .backbones import (
-        Qwen2_5OmniThinkerLTBMForConditionalGeneration,
-        Qwen2_5OmniThinkerLTBMModel,
-        Qwen2_5OmniThinkerLTBMProcessor,
-    )
-
-    __all__ += [
-        "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
-        "Qwen2_5OmniThinkerLTBMModel",
-        "Qwen2_5OmniThinkerLTBMProcessor",
-    ]

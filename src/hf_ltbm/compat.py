@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import torch
 import transformers
@@ -42,7 +42,6 @@ __all__ = [
     "CACHE_NAMES",
     "OUTPUT_CACHE_FIELD",
     "REQUIRED_HOOKS",
-    "OPTIONAL_BACKBONE_HOOKS",
     "SUPPORTED_TRANSFORMERS",
     "base_attention_functions",
     "accepted_cache_names",
@@ -60,7 +59,8 @@ __all__ = [
     "processor_class_recorded_as",
     "repair_saved_language_model_keys",
     "slice_logits_to_keep",
-    "unavailable_backbones",
+    "defines",
+    "qwen2_5_omni_thinker_model",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,6 +111,12 @@ REQUIRED_HOOKS = (
     ("transformers.masking_utils", "ALL_MASK_ATTENTION_FUNCTIONS"),
     ("transformers.masking_utils", "create_bidirectional_mask"),
     ("transformers.models.qwen2.modeling_qwen2", "Qwen2Model.forward"),
+    ("transformers", "Qwen2_5OmniThinkerForConditionalGeneration"),
+    (
+        "transformers.models.qwen2_5_omni.modeling_qwen2_5_omni",
+        "Qwen2_5OmniPreTrainedModelForConditionalGeneration.get_rope_index",
+    ),
+    ("transformers", "Qwen2_5OmniProcessor"),
 )
 
 
@@ -129,28 +135,18 @@ def _resolve(module: str, path: str) -> Any:
     return value
 
 
-#: Backbones that need hooks only some supported releases have: `model_type -> ((module, path), ...)`. On a release
-#: without them the backbone is not registered (`unavailable_backbones`); the rest of hf-ltbm works.
-OPTIONAL_BACKBONE_HOOKS = {
-    # 5.19 has one flat thinker class; 5.20 split it into a base model (audio, vision, language model) and a head.
-    "qwen2_5_omni_thinker": (
-        ("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniThinkerModel"),
-        ("transformers", "Qwen2_5OmniProcessor.replace_audio_token"),
-    ),
-}
+def qwen2_5_omni_thinker_model() -> Optional[type]:
+    """transformers' `Qwen2_5OmniThinkerModel` (5.20 and later: the thinker's encoders and language model, under a
+    head), or `None` on a release whose thinker is one flat class (5.19: `audio_tower`, `visual`, `model` = the
+    language model, `lm_head`)."""
+    return _resolve("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniThinkerModel")
 
 
-def unavailable_backbones() -> dict[str, str]:
-    """`model_type -> why` for the backbones of `OPTIONAL_BACKBONE_HOOKS` the installed transformers cannot serve."""
-    why = {}
-    for model_type, hooks in OPTIONAL_BACKBONE_HOOKS.items():
-        missing = [f"{module}.{path}" for module, path in hooks if _resolve(module, path) is None]
-        if missing:
-            why[model_type] = (
-                f"transformers {transformers.__version__} lacks {', '.join(missing)} (added in 5.20); "
-                "pip install -U transformers"
-            )
-    return why
+def defines(cls: type, name: str) -> bool:
+    """Whether `cls` defines `name` itself (a hook of that class on the installed release, not an inherited default:
+    Qwen2.5-Omni's processor has `_process_audio` / `replace_audio_token` from 5.20 and
+    `replace_multimodal_special_tokens` on 5.19)."""
+    return name in vars(cls)
 
 
 def missing_hooks() -> list[str]:

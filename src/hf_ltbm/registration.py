@@ -97,14 +97,16 @@ def register() -> None:
     for backbone in BACKBONES.values():
         config_class = backbone.config_class
         extra = [getattr(transformers, name) for name in backbone.extra_auto_classes]
-        AutoModel.register(config_class, backbone.base_model, exist_ok=True)
+        if backbone.base_model is not None:  # Qwen2.5-Omni's thinker on transformers 5.19 has no base model
+            AutoModel.register(config_class, backbone.base_model, exist_ok=True)
         for auto in (AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
             auto.register(config_class, backbone.generation_model, exist_ok=True)
         for auto in (AutoModel, AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
             if not getattr(auto.from_pretrained, "_hf_ltbm_wrapped", False):
                 auto.from_pretrained = staticmethod(_plain_setting_kwarg(auto.from_pretrained))
         for cls in (backbone.base_model, backbone.generation_model):
-            _register_conversion(cls, backbone.model_type)
+            if cls is not None:
+                _register_conversion(cls, backbone.model_type)
         AutoProcessor.register(config_class, backbone.processor, exist_ok=True)
     register_pipeline()
     if not getattr(AutoProcessor.from_pretrained, "_hf_ltbm_wrapped", False):

@@ -1,5 +1,5 @@
 """Fixtures: tiny random models of every backbone (Qwen2-Audio, Audio Flamingo 3, Music Flamingo, Qwen2.5-Omni's
-thinker where transformers has it), upstream and merging, with the same weights."""
+thinker), upstream and merging, with the same weights."""
 
 from dataclasses import dataclass
 
@@ -8,6 +8,7 @@ import torch
 from transformers import (
     AudioFlamingo3ForConditionalGeneration,
     MusicFlamingoForConditionalGeneration,
+    Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2AudioForConditionalGeneration,
 )
 
@@ -29,6 +30,18 @@ class Backbone:
     #: the language model (for device maps).
     projector: str = "model.multi_modal_projector"
     other_modules: tuple = ("model.multi_modal_projector",)
+    #: The head holds the encoders and the language model directly (`audio_tower`, `model` = the language model).
+    flat: bool = False
+
+    def module(self, name: str) -> str:
+        """A module's name in this backbone's layout, from its name under a base model (`model.audio_tower`)."""
+        if not self.flat:
+            return name
+        return (
+            name.replace("model.language_model.", "model.")
+            .replace("model.audio_tower", "audio_tower")
+            .replace("model.visual", "visual")
+        )
 
     def models(self, seed=0):
         torch.manual_seed(seed)
@@ -77,22 +90,18 @@ MUSICFLAMINGO = Backbone(
 )
 
 
-BACKBONES = [QWEN, AF3, MUSICFLAMINGO]
-if "qwen2_5_omni_thinker" in hf_ltbm.backbones.BACKBONES:  # transformers 5.20 and later
-    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
-    BACKBONES.append(
-        Backbone(
-            "qwen2_5_omni_thinker",
-            Qwen2_5OmniThinkerForConditionalGeneration,
-            hf_ltbm.Qwen2_5OmniThinkerLTBMForConditionalGeneration,
-            qwen2_5_omni_config,
-            128,
-            "feature_attention_mask",
-            projector="model.audio_tower.proj",  # inside the audio encoder
-            other_modules=("model.visual",),
-        )
-    )
+OMNI = Backbone(
+    "qwen2_5_omni_thinker",
+    Qwen2_5OmniThinkerForConditionalGeneration,
+    hf_ltbm.Qwen2_5OmniThinkerLTBMForConditionalGeneration,
+    qwen2_5_omni_config,
+    128,
+    "feature_attention_mask",
+    projector="model.audio_tower.proj",  # inside the audio encoder
+    other_modules=("model.visual",),
+    flat=hf_ltbm.Qwen2_5OmniThinkerLTBMModel is None,  # transformers 5.19: one flat thinker class
+)
+BACKBONES = [QWEN, AF3, MUSICFLAMINGO, OMNI]
 
 
 @pytest.fixture(params=BACKBONES, ids=lambda b: b.name)

@@ -21,7 +21,8 @@ def test_offloaded_model_matches_single_device(backbone, tmp_path):
     up, _ = backbone.models()
     up.save_pretrained(tmp_path / "ckpt")
     single = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "ckpt", audio_token_merge=SETTING)
-    device_map = {**DEVICE_MAP, **dict.fromkeys(backbone.other_modules, "cpu")}
+    placed = {**DEVICE_MAP, **dict.fromkeys(backbone.other_modules, "cpu")}
+    device_map = {backbone.module(name): device for name, device in placed.items()}
     split = AutoModelForSeq2SeqLM.from_pretrained(
         tmp_path / "ckpt", audio_token_merge=SETTING, device_map=device_map, offload_folder=tmp_path / "offload"
     )

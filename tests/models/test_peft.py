@@ -6,8 +6,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from .conftest import TEXTS, UNITS
 from .tiny import AUDIO_TOKEN_ID
 
-# `target_modules=["q_proj", "v_proj"]` would also hit the Whisper encoder's attention: restrict it with a regex.
-LANGUAGE_MODEL_ONLY = r".*language_model.*\.(q_proj|v_proj)"
+# `target_modules=["q_proj", "v_proj"]` would also hit the Whisper encoder's attention: restrict it with a regex (the
+# language model is `model.language_model`, or `model` in Qwen2.5-Omni's flat thinker on transformers 5.19).
+LANGUAGE_MODEL_ONLY = r"(.*language_model|model)\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
 
 
 def test_lora_trains_saves_reloads_and_merges(backbone, tmp_path):
@@ -15,7 +16,8 @@ def test_lora_trains_saves_reloads_and_merges(backbone, tmp_path):
     model.set_audio_token_merge({"method": "ltbm", "keep_ratio": 0.5})
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=LANGUAGE_MODEL_ONLY, lora_dropout=0.0))
     lora_modules = [n for n, _ in peft_model.named_modules() if n.endswith("lora_A")]
-    assert lora_modules and all("language_model" in n and "audio_tower" not in n for n in lora_modules)
+    layers = backbone.module("model.language_model.layers")
+    assert lora_modules and all(layers in n and "audio_tower" not in n for n in lora_modules)
 
     inputs = backbone.inputs(UNITS, TEXTS, padding_side="right")
     labels = inputs["input_ids"].masked_fill(
@@ -51,4 +53,5 @@ def test_plain_target_names_also_hit_the_audio_encoder(backbone):
     _, model = backbone.models()
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     names = [n for n, _ in peft_model.named_modules() if n.endswith("lora_A")]
-    assert any("audio_tower" in n for n in names) and any("language_model" in n for n in names)
+    layers = backbone.module("model.language_model.layers")
+    assert any("audio_tower" in n for n in names) and any(layers in n for n in names)

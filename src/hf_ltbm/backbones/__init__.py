@@ -29,17 +29,14 @@ from .voxtral import (
     VoxtralLTBMProcessor,
 )
 
+from .qwen2_5_omni import (
+    Qwen2_5OmniBackbone,
+    Qwen2_5OmniThinkerLTBMForConditionalGeneration,
+    Qwen2_5OmniThinkerLTBMModel,
+    Qwen2_5OmniThinkerLTBMProcessor,
+)
+
 # isort: on
-
-from ..compat import unavailable_backbones
-
-if "qwen2_5_omni_thinker" not in unavailable_backbones():
-    from .qwen2_5_omni import (  # noqa: F401
-        Qwen2_5OmniBackbone,
-        Qwen2_5OmniThinkerLTBMForConditionalGeneration,
-        Qwen2_5OmniThinkerLTBMModel,
-        Qwen2_5OmniThinkerLTBMProcessor,
-    )
 
 __all__ = [
     "BACKBONES",
@@ -53,6 +50,10 @@ __all__ = [
     "MusicFlamingoLTBMModel",
     "MusicFlamingoLTBMProcessor",
     "Qwen2AudioBackbone",
+    "Qwen2_5OmniBackbone",
+    "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
+    "Qwen2_5OmniThinkerLTBMModel",
+    "Qwen2_5OmniThinkerLTBMProcessor",
     "Qwen2AudioLTBMForConditionalGeneration",
     "Qwen2AudioLTBMModel",
     "Qwen2AudioLTBMProcessor",
@@ -64,10 +65,3 @@ __all__ = [
     "get_backbone",
     "register_backbone",
 ]
-if "qwen2_5_omni_thinker" in BACKBONES:
-    __all__ += [
-        "Qwen2_5OmniBackbone",
-        "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
-        "Qwen2_5OmniThinkerLTBMModel",
-        "Qwen2_5OmniThinkerLTBMProcessor",
-    ]

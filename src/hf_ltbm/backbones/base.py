@@ -24,7 +24,8 @@ class Backbone:
         display_name: its name in messages (`"Qwen2-Audio"`).
         config_class, upstream_processor: the transformers config and processor classes.
         base_model, generation_model, processor: the merging classes (`*LTBMModel`,
-            `*LTBMForConditionalGeneration`, `*LTBMProcessor`).
+            `*LTBMForConditionalGeneration`, `*LTBMProcessor`); `base_model` is `None` where the upstream family
+            has no base model (Qwen2.5-Omni's thinker on transformers 5.19).
         extra_auto_classes: names of transformers Auto classes beyond `AutoModelForSeq2SeqLM` and
             `AutoModelForPreTraining` that map the family's config to its generation model upstream.
         tiny_name: the name of its tiny random model (`hf_ltbm.tiny`, `hf-ltbm demo --model`).
@@ -37,7 +38,7 @@ class Backbone:
     display_name: ClassVar[str]
     config_class: ClassVar[type]
     upstream_processor: ClassVar[type]
-    base_model: ClassVar[type]
+    base_model: ClassVar[Optional[type]]
     generation_model: ClassVar[type]
     processor: ClassVar[type]
     extra_auto_classes: ClassVar[tuple[str, ...]] = ()
@@ -139,11 +140,6 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
 def get_backbone(model_type: str) -> Backbone:
     """The backbone registered for `model_type`; a `ValueError` lists the supported ones otherwise."""
     if model_type not in BACKBONES:
-        from ..compat import unavailable_backbones
-
-        why = unavailable_backbones().get(model_type)
-        if why is not None:
-            raise ValueError(f"hf-ltbm's backbone for model_type {model_type!r} is unavailable here: {why}.")
         raise ValueError(f"hf-ltbm has no backbone for model_type {model_type!r}; supported: {', '.join(BACKBONES)}.")
     return BACKBONES[model_type]
 

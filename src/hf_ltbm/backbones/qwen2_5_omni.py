@@ -28,7 +28,6 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
     Qwen2_5OmniPreTrainedModelForConditionalGeneration,
-    Qwen2_5OmniThinkerModel,
 )
 from transformers.utils import is_torchvision_available
 from transformers.video_processing_utils import BaseVideoProcessor
@@ -38,7 +37,14 @@ from ..compat import mirrors
 from ..config import MergeSetting
 from ..merging import MergeResult
 from ..models.encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
-from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin, AudioTokenMergeOutput
+from ..models.mixin import (
+    _UNSET,
+    AudioTokenMergeGenerationMixin,
+    AudioTokenMergeModelMixin,
+    AudioTokenMergeOutput,
+    _init_setting,
+    _SettingAccess,
+)
 from ..models.units import MergeInputs, member_positions, merge_units
 from ..processing import MergeSettingProcessorMixin
 from .base import Backbone, register_backbone
@@ -105,14 +111,14 @@ def merged_token_positions(unit_starts: torch.Tensor, result: MergeResult) -> to
     return unit_starts[:, None] + torch.floor(member_positions(result) + 0.5).long().to(unit_starts.device)
 
 
-class Qwen2_5OmniThinkerLTBMModel(AudioTokenMergeModelMixin, Qwen2_5OmniThinkerModel):
-    """`Qwen2_5OmniThinkerModel` whose language model runs on merged audio tokens (one merge per clip), each at the
-    mean time of the frames it stands for (module docstring). Images and videos go through upstream's encoders.
+_ThinkerModel = compat.qwen2_5_omni_thinker_model()
 
-    Accepts an extra `audio_token_merge` argument, stored in `config.audio_token_merge` (see `Qwen2AudioLTBMModel`).
-    """
 
-    _upstream_class = Qwen2_5OmniThinkerModel
+class _ThinkerMergingMixin:
+    """The thinker's merging base-model methods (in front of `AudioTokenMergeModelMixin`): the packed audio encoder,
+    images and videos, and time-aligned positions (module docstring). On transformers 5.20 and later they make
+    `Qwen2_5OmniThinkerLTBMModel`; on 5.19, whose thinker is one flat class, the head holds them."""
+
     _audio_mask_name = "feature_attention_mask"
     _merging_parameters = AudioTokenMergeModelMixin._merging_parameters | {
         "pixel_values",
@@ -230,7 +236,7 @@ class Qwen2_5OmniThinkerLTBMModel(AudioTokenMergeModelMixin, Qwen2_5OmniThinkerM
             `audio_token_counts [num_clips]` (`M_c`) and `num_input_tokens [num_clips]` (`N_c`).
         """
         if self.audio_token_merge is None:
-            return Qwen2_5OmniThinkerModel.get_audio_features(
+            return self._upstream_class.get_audio_features(
                 self, input_features, feature_attention_mask, audio_feature_lengths, **kwargs
             )
         if feature_attention_mask is None:
@@ -358,38 +364,18 @@ class Qwen2_5OmniThinkerLTBMModel(AudioTokenMergeModelMixin, Qwen2_5OmniThinkerM
             self.rope_deltas = (last + 1 - mask.sum(-1)).unsqueeze(1)
         return outputs
 
-    @mirrors(Qwen2_5OmniThinkerModel.forward)
-    def forward(self, *args: Any, **kwargs: Any):
-        """Upstream `Qwen2_5OmniThinkerModel.forward` (same signature) when merging is off; otherwise the merged audio
-        tokens replace the placeholders at time-aligned positions and a prompt with the unmerged count is
-        compacted."""
-        return self._dispatch_forward(super().forward, args, kwargs)
-
     def _placeholder_name(self) -> str:
         return "<|AUDIO|>"
 
 
-class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
-    AudioTokenMergeGenerationMixin, Qwen2_5OmniThinkerForConditionalGeneration
-):
-    """`Qwen2_5OmniThinkerForConditionalGeneration` whose language model runs on merged audio tokens (one merge per
-    clip) at time-aligned positions. Works with prompts from the merging processor and from the stock processor
-    (compacted at prefill). With no merge setting it is the upstream class.
-    """
+class _ThinkerGenerationMixin:
+    """The thinker head's merging pieces (in front of `AudioTokenMergeGenerationMixin`): positions are computed at
+    the prefill of a prompt with audio, from the 2D mask, and continued from `rope_deltas`."""
 
     _upstream_class = Qwen2_5OmniThinkerForConditionalGeneration
-    _model_class = Qwen2_5OmniThinkerLTBMModel
     _pretrained_base = Qwen2_5OmniPreTrainedModelForConditionalGeneration
     _audio_mask_name = "feature_attention_mask"
-    _merging_parameters = (
-        AudioTokenMergeGenerationMixin._merging_parameters | Qwen2_5OmniThinkerLTBMModel._merging_parameters
-    )
-
-    def __init__(self, config: Qwen2_5OmniThinkerConfig, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)
-        # the attributes upstream's __init__ sets besides its modules
-        self.vocab_size = config.text_config.vocab_size
-        self.spatial_merge_size = config.vision_config.spatial_merge_size
+    _merging_parameters = AudioTokenMergeGenerationMixin._merging_parameters | _ThinkerMergingMixin._merging_parameters
 
     def _prepare_position_ids_for_generation(self, inputs_tensor: torch.Tensor, model_kwargs: dict[str, Any]):
         """Upstream's 3D positions, except for a prompt with audio while merging: a merged token's position depends on
@@ -402,7 +388,7 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
         grids = {key: model_kwargs[key] for key in ("image_grid_thw", "video_grid_thw") if key in model_kwargs}
         if grids:
             model_kwargs[_STASHED_GRIDS] = grids
-        self.model.rope_deltas = None
+        self._merge_model.rope_deltas = None
         return None
 
     def _needs_2d_mask(
@@ -417,6 +403,75 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
         """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
         labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
         return self._dispatch_forward(super().forward, args, kwargs)
+
+
+if _ThinkerModel is not None:
+
+    class Qwen2_5OmniThinkerLTBMModel(_ThinkerMergingMixin, AudioTokenMergeModelMixin, _ThinkerModel):
+        """`Qwen2_5OmniThinkerModel` whose language model runs on merged audio tokens (one merge per clip), each at
+        the mean time of the frames it stands for (module docstring). Images and videos go through upstream's
+        encoders. Accepts an extra `audio_token_merge` argument, stored in `config.audio_token_merge`."""
+
+        _upstream_class = _ThinkerModel
+
+        @mirrors(_ThinkerModel.forward)
+        def forward(self, *args: Any, **kwargs: Any):
+            """Upstream `Qwen2_5OmniThinkerModel.forward` (same signature) when merging is off; otherwise the merged
+            audio tokens replace the placeholders at time-aligned positions and a prompt with the unmerged count is
+            compacted."""
+            return self._dispatch_forward(super().forward, args, kwargs)
+
+    class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
+        _ThinkerGenerationMixin, AudioTokenMergeGenerationMixin, Qwen2_5OmniThinkerForConditionalGeneration
+    ):
+        """`Qwen2_5OmniThinkerForConditionalGeneration` whose language model runs on merged audio tokens (one merge
+        per clip) at time-aligned positions. Works with prompts from the merging processor and from the stock
+        processor (compacted at prefill). With no merge setting it is the upstream class."""
+
+        _model_class = Qwen2_5OmniThinkerLTBMModel
+
+        def __init__(self, config: Qwen2_5OmniThinkerConfig, **kwargs: Any) -> None:
+            super().__init__(config, **kwargs)
+            # the attributes upstream's __init__ sets besides its modules
+            self.vocab_size = config.text_config.vocab_size
+            self.spatial_merge_size = config.vision_config.spatial_merge_size
+
+else:  # transformers 5.19: one flat thinker class (audio_tower, visual, model = the language model, lm_head)
+    Qwen2_5OmniThinkerLTBMModel = None
+
+    class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
+        _ThinkerGenerationMixin,
+        _ThinkerMergingMixin,
+        AudioTokenMergeModelMixin,
+        AudioTokenMergeGenerationMixin,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+    ):
+        """`Qwen2_5OmniThinkerForConditionalGeneration` whose language model runs on merged audio tokens (one merge
+        per clip) at time-aligned positions. Works with prompts from the merging processor and from the stock
+        processor (compacted at prefill). With no merge setting it is the upstream class. On this transformers
+        release the thinker is one class: the head itself holds the merging base-model methods."""
+
+        _model_class = None
+        _merging_forward = AudioTokenMergeGenerationMixin._merging_forward  # the head's: LM head and loss
+        set_audio_token_merge = _SettingAccess.set_audio_token_merge
+
+        def __init__(self, config: Qwen2_5OmniThinkerConfig, audio_token_merge: MergeSetting = _UNSET) -> None:
+            _init_setting(config, audio_token_merge)
+            Qwen2_5OmniThinkerForConditionalGeneration.__init__(self, config)
+            self._validate_audio_token_merge(self.audio_token_merge)
+            self._sync_attention()
+
+        @property
+        def language_model(self) -> Any:
+            """The language model (upstream's `model` on this release)."""
+            return self.model
+
+        @property
+        def _merge_model(self) -> Any:
+            return self
+
+        def _model_merging_forward(self, **kwargs: Any):
+            return _ThinkerMergingMixin._merging_forward(self, **kwargs)
 
 
 class Qwen2_5OmniThinkerLTBMProcessor(MergeSettingProcessorMixin, Qwen2_5OmniProcessor):
@@ -454,10 +509,37 @@ class Qwen2_5OmniThinkerLTBMProcessor(MergeSettingProcessorMixin, Qwen2_5OmniPro
                 return type(argument)
         return super().check_argument_for_proper_class(argument_name, argument)
 
-    def _process_audio(self, audio, **kwargs):
+    def _check_lengths(self, audio: Any) -> None:
         clips = audio if isinstance(audio, (list, tuple)) else [audio]
         self.check_audio_lengths([np.asarray(clip).shape[-1] for clip in clips], self.feature_extractor.sampling_rate)
-        return super()._process_audio(audio, **kwargs)
+
+    if compat.defines(Qwen2_5OmniProcessor, "_process_audio"):  # 5.20 and later: loaded audio is featurised here
+
+        def _process_audio(self, audio, **kwargs):
+            self._check_lengths(audio)
+            return super()._process_audio(audio, **kwargs)
+
+    else:  # 5.19: the arrays go to the feature extractor inside __call__
+
+        @mirrors(Qwen2_5OmniProcessor.__call__)
+        def __call__(self, *args: Any, **kwargs: Any):
+            """Upstream `__call__` (same signature); audio longer than the feature extractor's window raises."""
+            audio = compat.signature(Qwen2_5OmniProcessor.__call__).bind(self, *args, **kwargs).arguments.get("audio")
+            if audio is not None:
+                self._check_lengths(audio)
+            return super().__call__(*args, **kwargs)
+
+        @mirrors(Qwen2_5OmniProcessor.replace_multimodal_special_tokens)
+        def replace_multimodal_special_tokens(self, *args: Any, **kwargs: Any):
+            """Upstream's expansion (same signature) with `merged_length(N)` placeholders per clip; audio that
+            arrives with video is refused with a merge setting (module docstring)."""
+            call = compat.signature(Qwen2_5OmniProcessor.replace_multimodal_special_tokens).bind(self, *args, **kwargs)
+            arguments = call.arguments
+            if self.merge_config is not None:
+                if arguments.get("use_audio_in_video"):
+                    raise ValueError(_AUDIO_IN_VIDEO)
+                arguments["audio_lengths"] = iter([self.merged_length(int(n)) for n in arguments["audio_lengths"]])
+            return Qwen2_5OmniProcessor.replace_multimodal_special_tokens(*call.args, **call.kwargs)
 
     def _duration_limit(self) -> tuple[str, str]:
         return "Qwen2.5-Omni's feature extractor", "Cut it into clips of at most that length, each with its own audio."

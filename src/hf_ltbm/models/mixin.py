@@ -516,6 +516,12 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
+    @property
+    def _merge_model(self) -> Any:
+        """The module holding the merging base model's methods: `self.model`, or the head itself for a backbone
+        whose upstream head holds the encoders and the language model directly (Qwen2.5-Omni's thinker on 5.19)."""
+        return self.model
+
     def set_audio_token_merge(self, value: MergeSetting) -> None:
         """Changes the merge setting of a loaded model (`None` turns merging off); validated against the audio
         encoder before it is stored. Shared with the base model (both read `config.audio_token_merge`)."""
@@ -538,7 +544,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
     ) -> AudioTokenMergeCausalLMOutput:
         """The base model's merging forward, then the LM head on the kept positions and the loss on the compacted
         labels."""
-        outputs = self.model._merging_forward(labels=labels, **model_kwargs)
+        outputs = self._model_merging_forward(labels=labels, **model_kwargs)
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden_states)
         loss = None
@@ -559,12 +565,16 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             key_log_sizes=outputs.key_log_sizes,
         )
 
+    def _model_merging_forward(self, **kwargs: Any) -> AudioTokenMergeModelOutput:
+        """The merging forward of the base model (`_merge_model`)."""
+        return self.model._merging_forward(**kwargs)
+
     # ------------------------------------------------------------------------------------------------ generation
     def _will_compact(self, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]) -> bool:
         """Whether a prompt carries the unmerged placeholder count (so the model compacts it at prefill)."""
         if self.audio_token_merge is None or input_ids is None or feature_mask is None:
             return False
-        num_input, num_output = self.model.audio_token_counts(feature_mask)
+        num_input, num_output = self._merge_model.audio_token_counts(feature_mask)
         placeholders = int((input_ids == self.config.audio_token_id).sum())
         return placeholders == int(num_input.sum()) != int(num_output.sum())
 
@@ -655,9 +665,9 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         return input_ids, model_kwargs
 
     def _unit_order(self, input_ids: torch.Tensor, feature_mask: torch.Tensor, expand_size: int) -> torch.Tensor:
-        num_input, num_output = self.model.audio_token_counts(feature_mask)
+        num_input, num_output = self._merge_model.audio_token_counts(feature_mask)
         placeholder = input_ids == self.config.audio_token_id
-        plan = plan_placeholders(placeholder, num_input, num_output, token_name=self.model._placeholder_name())
+        plan = plan_placeholders(placeholder, num_input, num_output, token_name=self._merge_model._placeholder_name())
         per_row = units_per_row(plan.unit_row.cpu(), input_ids.shape[0])
         starts = per_row.cumsum(0) - per_row
         blocks = [torch.arange(int(s), int(s + c)) for s, c in zip(starts, per_row)]
