@@ -168,3 +168,30 @@ def test_the_processor_emits_the_merged_count_per_clip(tiny):
     assert n.tolist() == [75, 125]  # 3 s and 5 s at 25 tokens per second
     assert (merged["input_ids"] == token).sum(1).tolist() == [hf_ltbm.output_length(int(k), keep_ratio=0.5) for k in n]
     assert torch.equal(merged["input_features"], stock["input_features"])
+
+
+def test_the_thinker_loads_from_a_whole_qwen2_5_omni_checkpoint(tiny, tmp_path):
+    """A released checkpoint is the whole model (`qwen2_5_omni`: thinker, talker, vocoder): the merging thinker loads
+    its `thinker_config` and `thinker.*` weights, and the CLI's loader takes the folder too."""
+    from safetensors.torch import load_file, save_file
+    from transformers import Qwen2_5OmniConfig
+
+    from hf_ltbm.cli.common import load_model
+
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "thinker")
+    weights = load_file(str(tmp_path / "thinker" / "model.safetensors"))
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    save_file({f"thinker.{key}": value for key, value in weights.items()}, str(whole / "model.safetensors"))
+    Qwen2_5OmniConfig(thinker_config=model.config.to_dict()).save_pretrained(whole)
+    loaded = type(model).from_pretrained(whole, audio_token_merge=HALF)
+    assert loaded.audio_token_merge == hf_ltbm.AudioTokenMergeConfig.from_value(HALF)
+    reference = model.state_dict()
+    assert loaded.state_dict().keys() == reference.keys()
+    assert all(torch.equal(value, reference[key]) for key, value in loaded.state_dict().items())
+    via_cli = load_model(str(whole), None, torch.device("cpu"), torch.float32)
+    assert type(via_cli) is type(model) and via_cli.audio_token_merge is None
+    inputs = _inputs(processor)
+    with torch.no_grad():
+        assert torch.equal(via_cli(**inputs).logits, model(**inputs).logits)

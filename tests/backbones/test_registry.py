@@ -18,7 +18,8 @@ BACKBONE_LIST = list(BACKBONES.values())
 
 def test_the_registry_lists_the_paper_backbones_first_everywhere():
     assert list(BACKBONES)[:2] == ["qwen2_audio", "audioflamingo3"]
-    assert SUPPORTED_MODEL_TYPES == tuple(BACKBONES)
+    whole_checkpoints = tuple(t for b in BACKBONE_LIST for t in b.checkpoint_model_types)  # Qwen2.5-Omni's
+    assert SUPPORTED_MODEL_TYPES == tuple(BACKBONES) + whole_checkpoints == (*BACKBONES, "qwen2_5_omni")
     assert TINY_MODELS == tuple(b.tiny_name for b in BACKBONE_LIST)
     assert TINY_MODELS[:2] == ("tiny-random-qwen2-audio", "tiny-random-audioflamingo3")
 

@@ -28,6 +28,8 @@ class Backbone:
             has no base model (Qwen2.5-Omni's thinker on transformers 5.19).
         extra_auto_classes: names of transformers Auto classes beyond `AutoModelForSeq2SeqLM` and
             `AutoModelForPreTraining` that map the family's config to its generation model upstream.
+        checkpoint_model_types: model types of whole checkpoints that hold this family's model, which its
+            generation model's `from_pretrained` loads (`"qwen2_5_omni"`: the thinker of a Qwen2.5-Omni checkpoint).
         tiny_name: the name of its tiny random model (`hf_ltbm.tiny`, `hf-ltbm demo --model`).
         tiny_encoder_type: `model_type` of its audio encoder's config.
         tiny_audio_tokens: the special tokens its processor uses around audio (the first is the placeholder).
@@ -42,6 +44,7 @@ class Backbone:
     generation_model: ClassVar[type]
     processor: ClassVar[type]
     extra_auto_classes: ClassVar[tuple[str, ...]] = ()
+    checkpoint_model_types: ClassVar[tuple[str, ...]] = ()
     tiny_name: ClassVar[str]
     tiny_encoder_type: ClassVar[str]
     tiny_audio_tokens: ClassVar[tuple[str, ...]]
@@ -138,7 +141,11 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
 
 
 def get_backbone(model_type: str) -> Backbone:
-    """The backbone registered for `model_type`; a `ValueError` lists the supported ones otherwise."""
+    """The backbone registered for `model_type` (or whose `checkpoint_model_types` hold it); a `ValueError` lists the
+    supported ones otherwise."""
+    for backbone in BACKBONES.values():
+        if model_type in backbone.checkpoint_model_types:
+            return backbone
     if model_type not in BACKBONES:
         raise ValueError(f"hf-ltbm has no backbone for model_type {model_type!r}; supported: {', '.join(BACKBONES)}.")
     return BACKBONES[model_type]

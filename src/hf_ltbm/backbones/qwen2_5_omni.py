@@ -25,7 +25,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+from transformers import (
+    PretrainedConfig,
+    Qwen2_5OmniConfig,
+    Qwen2_5OmniProcessor,
+    Qwen2_5OmniThinkerConfig,
+    Qwen2_5OmniThinkerForConditionalGeneration,
+)
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
     Qwen2_5OmniPreTrainedModelForConditionalGeneration,
 )
@@ -59,6 +65,7 @@ __all__ = [
 ]
 
 _STASHED_GRIDS = "hf_ltbm_grids"
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 _AUDIO_IN_VIDEO = (
     "Merging audio that arrives with video (`use_audio_in_video=True`) is not supported: its 2 s chunks interleave "
     "with the video's by the unmerged token count. Pass the audio as its own clip, or turn merging off."
@@ -377,6 +384,19 @@ class _ThinkerGenerationMixin:
     _audio_mask_name = "feature_attention_mask"
     _merging_parameters = AudioTokenMergeGenerationMixin._merging_parameters | _ThinkerMergingMixin._merging_parameters
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
+        """`PreTrainedModel.from_pretrained` of a thinker folder, or of a whole Qwen2.5-Omni checkpoint
+        (`Qwen/Qwen2.5-Omni-7B`, model type `qwen2_5_omni`): its `thinker_config` and its `thinker.*` weights (the
+        talker and the vocoder are not loaded). `audio_token_merge=` as for every merging model."""
+        if kwargs.get("config") is None and not args:
+            hub = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+            config_dict, _ = PretrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub)
+            if config_dict.get("model_type") == Qwen2_5OmniConfig.model_type:
+                kwargs["config"] = Qwen2_5OmniConfig.from_dict(config_dict).thinker_config
+                kwargs["key_mapping"] = {r"^thinker\.": "", **(kwargs.get("key_mapping") or {})}
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def _prepare_position_ids_for_generation(self, inputs_tensor: torch.Tensor, model_kwargs: dict[str, Any]):
         """Upstream's 3D positions, except for a prompt with audio while merging: a merged token's position depends on
         the merge, so the prefill computes the positions (and `rope_deltas` for the tokens after it)."""
@@ -587,6 +607,7 @@ class Qwen2_5OmniBackbone(Backbone):
     generation_model = Qwen2_5OmniThinkerLTBMForConditionalGeneration
     processor = Qwen2_5OmniThinkerLTBMProcessor
     extra_auto_classes = ("AutoModelForImageTextToText",)
+    checkpoint_model_types = ("qwen2_5_omni",)
     tiny_name = "tiny-random-qwen2-5-omni"
     tiny_encoder_type = "qwen2_5_omni_audio_encoder"
     tiny_audio_tokens = tuple(_TINY_NAMED_TOKENS.values())

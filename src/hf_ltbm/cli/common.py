@@ -11,7 +11,7 @@ import torch
 from transformers.utils import logging
 
 from ..audio import AudioInputError
-from ..backbones import BACKBONES
+from ..backbones import BACKBONES, get_backbone
 from ..config import KEY_SOURCES, MERGE_SPACES, AudioTokenMergeConfig
 from ..merging import available_methods
 from ..processing import max_audio_seconds
@@ -19,7 +19,7 @@ from ..tiny import TINY_MODELS, build_tiny_model, build_tiny_processor
 
 logger = logging.get_logger(__name__)
 
-SUPPORTED_MODEL_TYPES = tuple(BACKBONES)
+SUPPORTED_MODEL_TYPES = tuple(BACKBONES) + tuple(t for b in BACKBONES.values() for t in b.checkpoint_model_types)
 EXIT_INPUT = 1  # an audio input cannot be used
 EXIT_USAGE = 2  # bad command line: unknown option, bad merge setting, unknown or unsupported model
 
@@ -196,10 +196,8 @@ def load_model(name: str, setting: Optional[AudioTokenMergeConfig], device: torc
     if name in TINY_MODELS:
         logger.warning(f"{name}: random weights built in-process, so the generated text is meaningless.")
         return build_tiny_model(name, audio_token_merge=setting)[0].to(device=device, dtype=dtype)
-    from transformers import AutoModelForSeq2SeqLM
-
-    _config(name)
-    model = AutoModelForSeq2SeqLM.from_pretrained(
+    model_class = get_backbone(_config(name).model_type).generation_model  # what AutoModelForSeq2SeqLM maps it to
+    model = model_class.from_pretrained(
         name, audio_token_merge=setting, dtype=dtype, device_map=str(device) if device.type != "cpu" else None
     )
     return model.eval()

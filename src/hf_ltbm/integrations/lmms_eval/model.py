@@ -214,3 +214,10 @@ class VoxtralLTBM(HFLTBMAudioModel):
     """`--model hf_ltbm_voxtral`: Voxtral with merged audio tokens (default mistralai/Voxtral-Mini-3B-2507)."""
 
     default_pretrained = "mistralai/Voxtral-Mini-3B-2507"
+
+
+class Qwen2_5OmniLTBM(HFLTBMAudioModel):
+    """`--model hf_ltbm_qwen2_5_omni`: Qwen2.5-Omni's thinker (text output) with merged audio tokens at time-aligned
+    positions (default Qwen/Qwen2.5-Omni-7B; the talker is not loaded)."""
+
+    default_pretrained = "Qwen/Qwen2.5-Omni-7B"
