@@ -79,15 +79,18 @@ def prompt_for(folder) -> str:
     return build_prompt(AutoProcessor.from_pretrained(folder), INSTRUCTION)
 
 
-def _chat_inputs(processor, audio: np.ndarray) -> dict:
-    """Voxtral's inputs, written by mistral-common from the chat (`processor.apply_chat_template`)."""
+def _chat_inputs(processor, audio) -> dict:
+    """Voxtral's inputs, written by mistral-common from the chat (`processor.apply_chat_template`) of one clip or a
+    list of clips."""
     from hf_ltbm.backbones import get_backbone
 
-    chat = [{"role": "user", "content": [{"type": "audio", "audio": audio}, {"type": "text", "text": INSTRUCTION}]}]
+    clips = audio if isinstance(audio, list) else [audio]
+    parts = [{"type": "audio", "audio": clip} for clip in clips]
+    chat = [{"role": "user", "content": [*parts, {"type": "text", "text": INSTRUCTION}]}]
     return get_backbone("voxtral").encode_chats(processor, [chat], 16000)
 
 
-def stock_prompt(folder, audio: np.ndarray):
+def stock_prompt(folder, audio):
     """The prompt vLLM gets for one clip: text (Qwen2-Audio, AF3: vLLM writes the placeholders), or for Voxtral the
     token ids mistral-common writes from the chat (375 `[AUDIO]` per 30 s chunk)."""
     if not is_mistral_format(folder):
@@ -98,7 +101,7 @@ def stock_prompt(folder, audio: np.ndarray):
     return _chat_inputs(stock, audio)["input_ids"][0].tolist()
 
 
-def reference(folder, audio: np.ndarray, setting, max_tokens: int = 4) -> Reference:
+def reference(folder, audio, setting, max_tokens: int = 4) -> Reference:
     """Greedy generation with hf-ltbm's merging classes (float32, CPU) on the same checkpoint and audio (Voxtral: the
     chat through `VoxtralLTBMProcessor.apply_chat_template`)."""
     from transformers import AutoModelForSeq2SeqLM, AutoProcessor
@@ -274,11 +277,13 @@ def engines():
     return engine
 
 
-def vllm_request(folder: str, audio: np.ndarray, setting=..., prompt: str | None = None) -> dict:
-    """An `LLM.generate` request for one clip; `setting` (if given, `None` too) goes to `mm_processor_kwargs`."""
+def vllm_request(folder: str, audio, setting=..., prompt: str | None = None) -> dict:
+    """An `LLM.generate` request for one clip (Voxtral: or a list of clips); `setting` (if given, `None` too) goes to
+    `mm_processor_kwargs`."""
     prompt = prompt or stock_prompt(folder, audio)
     request = {"prompt" if isinstance(prompt, str) else "prompt_token_ids": prompt}
-    request["multi_modal_data"] = {"audio": (audio, 16000)}
+    clips = [(a, 16000) for a in audio] if isinstance(audio, list) else (audio, 16000)
+    request["multi_modal_data"] = {"audio": clips}
     if setting is not ...:
         request["mm_processor_kwargs"] = {"audio_token_merge": setting}
     return request

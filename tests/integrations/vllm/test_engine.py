@@ -43,6 +43,9 @@ SETTINGS = [
 ]
 
 
+_AUDIO = 24  # Voxtral's `[AUDIO]` (the tiny tekken tokenizer has Voxtral's control-token ids)
+
+
 def _units(backbone: str, seconds: float) -> list[int]:
     """Encoder tokens per unit of a clip, from its length: one clip (Qwen2-Audio), 30 s windows (AF3), or whole 30 s
     chunks of 375 tokens (Voxtral: mistral-common pads the clip)."""
@@ -131,6 +134,23 @@ def test_chunked_prefill_gives_the_same_outputs(backbone, tiny_folders, engines)
         assert len(b.prompt_token_ids) > 256  # prefilled in several chunks
         assert tokens_and_logprobs(a)[0] == tokens_and_logprobs(b)[0]
         assert max(abs(x - y) for x, y in zip(tokens_and_logprobs(a)[1], tokens_and_logprobs(b)[1])) <= LOGPROB_ATOL
+
+
+def test_voxtral_clips_of_any_length_in_one_prompt(tiny_folders, engines):
+    """Two clips in one chat (45 s: two chunks; 10 s: one): each chunk of each clip keeps `M` placeholders, and the
+    outputs equal the transformers path on the same chat."""
+    folder = tiny_folders["voxtral"]
+    llm = engines(folder)
+    clips = [clip(45.0, seed=7), clip(10.0, seed=8)]
+    for setting in (None, LTBM_HALF, {"method": "pool", "keep_ratio": 0.25}):
+        (out,) = llm.generate(vllm_request(folder, clips, setting), greedy(), use_tqdm=False)
+        per_chunk = 375 if setting is None else AudioTokenMergeConfig.from_dict(setting).output_length(375)
+        assert list(out.prompt_token_ids).count(_AUDIO) == 3 * per_chunk
+        expected = reference(folder, clips, setting)
+        assert list(out.prompt_token_ids) == expected.prompt_ids
+        tokens, logprobs = tokens_and_logprobs(out)
+        assert tokens == expected.tokens, setting
+        assert max(abs(a - b) for a, b in zip(logprobs, expected.logprobs)) <= LOGPROB_ATOL
 
 
 _STOCK = textwrap.dedent(
