@@ -80,7 +80,10 @@ def test_a_packed_qkv_projection_is_split_into_queries_and_keys():
     assert set(cap) == {"k_proj"}
 
 
-def test_a_tensor_parallel_shard_of_a_packed_projection_is_refused():
+def test_a_tensor_parallel_shard_of_a_packed_projection_is_refused_when_read():
+    with capture_last_layer_projections(_packed_encoder(heads=1, total_heads=2), queries=False, keys=False) as cap:
+        pass  # settings that read the features: nothing captured, nothing refused
+    assert cap == {}
     with pytest.raises(ValueError, match=r"tensor-parallel ranks \(1 of 2 heads here\)"):
         with capture_last_layer_projections(_packed_encoder(heads=1, total_heads=2), queries=False, keys=True):
             pass

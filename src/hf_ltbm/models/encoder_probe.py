@@ -28,7 +28,7 @@ def capture_last_layer_projections(encoder: nn.Module, queries: bool, keys: bool
     attn = encoder.layers[-1].self_attn
     handles = []
     if not hasattr(attn, "q_proj") and hasattr(attn, "qkv_proj"):
-        if getattr(attn, "total_num_heads", attn.num_heads) != attn.num_heads:
+        if (queries or keys) and getattr(attn, "total_num_heads", attn.num_heads) != attn.num_heads:
             raise ValueError(
                 f"The audio encoder's attention is split over tensor-parallel ranks ({attn.num_heads} of "
                 f"{attn.total_num_heads} heads here): a setting that reads its keys or attention scores needs all "
