@@ -153,6 +153,43 @@ def test_voxtral_clips_of_any_length_in_one_prompt(tiny_folders, engines):
         assert max(abs(a - b) for a, b in zip(logprobs, expected.logprobs)) <= LOGPROB_ATOL
 
 
+def test_voxtral_transcription_prompts_are_merged_as_in_transformers(tiny_folders, engines):
+    """The prompt `/v1/audio/transcriptions` sends (Voxtral's `get_generation_prompt`, mistral-common's transcription
+    request) keeps `M` placeholders per chunk; tokens and log-probs equal `VoxtralLTBMProcessor
+    .apply_transcription_request` with hf-ltbm's model."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoProcessor
+    from vllm.config.speech_to_text import SpeechToTextParams
+    from vllm.model_executor.models.voxtral import VoxtralForConditionalGeneration
+
+    folder = tiny_folders["voxtral"]
+    llm = engines(folder)
+    model_config = llm.llm_engine.model_config
+    audio = clip(20.0, seed=9)
+    stt_config = VoxtralForConditionalGeneration.get_speech_to_text_config(model_config, "transcribe")
+    params = SpeechToTextParams(audio=audio, stt_config=stt_config, model_config=model_config, language="en")
+    prompt = VoxtralForConditionalGeneration.get_generation_prompt(params)
+    for setting in (None, LTBM_HALF):
+        request = {**prompt, "mm_processor_kwargs": {"audio_token_merge": setting}}
+        (out,) = llm.generate(request, greedy(), use_tqdm=False)
+        processor = AutoProcessor.from_pretrained(folder, audio_token_merge=setting)
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, audio_token_merge=setting, dtype=torch.float32).eval()
+        inputs = processor.apply_transcription_request(
+            language="en", audio=audio, model_id="tiny", sampling_rate=16000, format=["wav"]
+        )
+        with torch.no_grad():
+            expected = model.generate(
+                **inputs, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
+            )
+        assert list(out.prompt_token_ids) == inputs["input_ids"][0].tolist()
+        per_chunk = 375 if setting is None else AudioTokenMergeConfig.from_dict(setting).output_length(375)
+        assert list(out.prompt_token_ids).count(_AUDIO) == per_chunk
+        tokens, logprobs = tokens_and_logprobs(out)
+        assert tokens == expected.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+        expected_logprobs = [float(torch.log_softmax(s[0], -1)[t]) for s, t in zip(expected.scores, tokens)]
+        assert max(abs(a - b) for a, b in zip(logprobs, expected_logprobs)) <= LOGPROB_ATOL
+
+
 _STOCK = textwrap.dedent(
     """
     import json, sys
