@@ -151,6 +151,9 @@ def test_voxtral_clips_of_any_length_in_one_prompt(tiny_folders, engines):
         tokens, logprobs = tokens_and_logprobs(out)
         assert tokens == expected.tokens, setting
         assert max(abs(a - b) for a, b in zip(logprobs, expected.logprobs)) <= LOGPROB_ATOL
+        # a prompt that already holds the merged count (hf-ltbm's processor) is taken as it is
+        (again,) = llm.generate(vllm_request(folder, clips, setting, expected.prompt_ids), greedy(), use_tqdm=False)
+        assert again.prompt_token_ids == out.prompt_token_ids and tokens_and_logprobs(again)[0] == tokens
 
 
 def test_voxtral_transcription_prompts_are_merged_as_in_transformers(tiny_folders, engines):
