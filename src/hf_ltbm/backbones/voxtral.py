@@ -37,9 +37,31 @@ __all__ = [
     "VoxtralLTBMForConditionalGeneration",
     "VoxtralLTBMModel",
     "VoxtralLTBMProcessor",
+    "merge_inputs_at_token_rate",
     "shorten_audio_runs",
     "tiny_tekken_tokenizer",
 ]
+
+
+def merge_inputs_at_token_rate(inputs: MergeInputs, frames_per_token: int) -> MergeInputs:
+    """Encoder keys and scores pooled to Voxtral's token rate (shared with the vLLM plugin).
+
+    Args:
+        inputs: as `capture_merge_inputs` yields them, at 2 encoder frames per position: `encoder_keys [U, T, D]`,
+            `scores [U, T]` (750 positions per 30 s chunk).
+        frames_per_token (`int`): encoder frames concatenated into one token (4).
+
+    Returns:
+        `MergeInputs` at one position per token (`[U, T * 2 // frames_per_token, ...]`: 375 per chunk).
+    """
+    factor = frames_per_token // 2
+    while factor > 1:  # a token is `frames_per_token` frames: pool pairs until it fits
+        factor //= 2
+        inputs = MergeInputs(
+            encoder_keys=None if inputs.encoder_keys is None else pool_pairs(inputs.encoder_keys),
+            scores=None if inputs.scores is None else pool_pairs(inputs.scores[..., None])[..., 0],
+        )
+    return inputs
 
 
 class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
@@ -65,15 +87,7 @@ class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
         return hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
 
     def _merge_inputs_at_token_rate(self, inputs: MergeInputs) -> MergeInputs:
-        # captured at the conv frames pooled by 2 (750 per chunk); a token is 4 frames: pool pairs until it fits
-        factor = self._frames_per_token // 2
-        while factor > 1:
-            factor //= 2
-            inputs = MergeInputs(
-                encoder_keys=None if inputs.encoder_keys is None else pool_pairs(inputs.encoder_keys),
-                scores=None if inputs.scores is None else pool_pairs(inputs.scores[..., None])[..., 0],
-            )
-        return inputs
+        return merge_inputs_at_token_rate(inputs, self._frames_per_token)
 
     def get_audio_features(self, input_features: torch.Tensor, **kwargs: Any):
         """Upstream `get_audio_features` when merging is off; otherwise encodes each chunk, merges it and projects it.

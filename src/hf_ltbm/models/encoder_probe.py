@@ -19,17 +19,39 @@ __all__ = ["capture_last_layer_projections", "encoder_keys", "pool_pairs", "rece
 
 @contextmanager
 def capture_last_layer_projections(encoder: nn.Module, queries: bool, keys: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Captures `q_proj`/`k_proj` outputs `[U, T, D]` of the encoder's last layer into the yielded dict."""
+    """Captures `q_proj`/`k_proj` outputs `[U, T, D]` of the encoder's last layer into the yielded dict.
+
+    The layer's attention holds `q_proj` and `k_proj` (transformers), or one packed `qkv_proj` with `q_size` and
+    `kv_size` (vLLM's Whisper encoder, which returns `(output, bias)`; queries and keys are split out of it).
+    """
     captured: dict[str, torch.Tensor] = {}
     attn = encoder.layers[-1].self_attn
     handles = []
-    for name, wanted in (("q_proj", queries), ("k_proj", keys)):
-        if wanted:
-            handles.append(
-                getattr(attn, name).register_forward_hook(
-                    lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach())
-                )
+    if not hasattr(attn, "q_proj") and hasattr(attn, "qkv_proj"):
+        if (queries or keys) and getattr(attn, "total_num_heads", attn.num_heads) != attn.num_heads:
+            raise ValueError(
+                f"The audio encoder's attention is split over tensor-parallel ranks ({attn.num_heads} of "
+                f"{attn.total_num_heads} heads here): a setting that reads its keys or attention scores needs all "
+                "heads; run the encoder unsharded (tensor_parallel_size=1) or use one that reads the features."
             )
+
+        def split(_module: nn.Module, _inputs: object, out: object) -> None:
+            qkv = (out[0] if isinstance(out, tuple) else out).detach()
+            if queries:
+                captured["q_proj"] = qkv[..., : attn.q_size]
+            if keys:
+                captured["k_proj"] = qkv[..., attn.q_size : attn.q_size + attn.kv_size]
+
+        if queries or keys:
+            handles.append(attn.qkv_proj.register_forward_hook(split))
+    else:
+        for name, wanted in (("q_proj", queries), ("k_proj", keys)):
+            if wanted:
+                handles.append(
+                    getattr(attn, name).register_forward_hook(
+                        lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach())
+                    )
+                )
     try:
         yield captured
     finally:

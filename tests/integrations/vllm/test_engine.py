@@ -1,6 +1,7 @@
 """A real vLLM engine (CPU, in-process) with the plugin: prompt lengths, outputs equal to hf-ltbm's transformers path,
-mixed batches, caches and chunked prefill, for both backbones."""
+mixed batches, caches and chunked prefill, for every served backbone."""
 
+import json
 import os
 import subprocess
 import sys
@@ -16,9 +17,11 @@ from .conftest import (
     LTBM_HALF,
     clip,
     greedy,
+    is_mistral_format,
     printed_result,
     reference,
     require_vllm,
+    stock_prompt,
     tokens_and_logprobs,
     vllm_request,
 )
@@ -40,10 +43,16 @@ SETTINGS = [
 ]
 
 
+_AUDIO = 24  # Voxtral's `[AUDIO]` (the tiny tekken tokenizer has Voxtral's control-token ids)
+
+
 def _units(backbone: str, seconds: float) -> list[int]:
-    """Encoder tokens per unit of a clip, from its length: one clip (Qwen2-Audio) or 30 s windows (AF3)."""
+    """Encoder tokens per unit of a clip, from its length: one clip (Qwen2-Audio), 30 s windows (AF3), or whole 30 s
+    chunks of 375 tokens (Voxtral: mistral-common pads the clip)."""
     if backbone == "qwen2_audio":
         return [round(25 * min(seconds, 30.0))]
+    if backbone == "voxtral":
+        return [375] * -(-round(seconds * 16000) // 480000)
     full, rest = divmod(round(seconds * 25), 750)
     return [750] * full + ([rest] if rest else [])
 
@@ -56,8 +65,8 @@ def served(request, tiny_folders, engines):
 
 
 def test_prompt_lengths_and_outputs_equal_the_transformers_path(served):
-    """Every method: the prompt holds the text plus `M` placeholders per clip (AF3: per 30 s window, a 45 s clip
-    here), and greedy tokens and their log-probs equal hf-ltbm's transformers path."""
+    """Every method: the prompt holds the text plus `M` placeholders per clip (AF3: per 30 s window, Voxtral: per 30 s
+    chunk, a 45 s clip here), and greedy tokens and their log-probs equal hf-ltbm's transformers path."""
     backbone, folder, llm = served
     audio = clip(CLIP_SECONDS[backbone])
     units = _units(backbone, CLIP_SECONDS[backbone])
@@ -91,11 +100,12 @@ def test_mixed_settings_in_one_call_equal_one_at_a_time(served):
         assert max(abs(a - b) for a, b in zip(logprobs, logprobs_one)) <= LOGPROB_ATOL
 
 
-def test_caches_never_mix_settings(tiny_folders, engines):
+@pytest.mark.parametrize("backbone", ["qwen2_audio", "voxtral"])
+def test_caches_never_mix_settings(backbone, tiny_folders, engines):
     """The merge setting is part of each clip's multimodal hash: a repeated request hits the prefix cache with the
     same output; the same clip under another setting with the same placeholder count (LTBM and Global Merge at one
     keep ratio) does not; an engine-level setting (config.json) hashes as the same setting given per request."""
-    folder = tiny_folders["qwen2_audio-merged"]  # config.json: LTBM_HALF
+    folder = tiny_folders[f"{backbone}-merged"]  # config.json: LTBM_HALF
     llm = engines(folder)
     audio = clip(12.0, seed=3)
     block = llm.llm_engine.vllm_config.cache_config.block_size
@@ -112,11 +122,12 @@ def test_caches_never_mix_settings(tiny_folders, engines):
     assert tokens_and_logprobs(switched)[0] == expected.tokens
 
 
-def test_chunked_prefill_gives_the_same_outputs(tiny_folders, engines):
-    folder = tiny_folders["audioflamingo3"]
+@pytest.mark.parametrize("backbone", ["audioflamingo3", "voxtral"])
+def test_chunked_prefill_gives_the_same_outputs(backbone, tiny_folders, engines):
+    folder = tiny_folders[backbone]
     whole = engines(folder)
     chunked = engines(folder, max_num_batched_tokens=256, enable_chunked_prefill=True)
-    audio = clip(45.0, seed=5)
+    audio = clip({"audioflamingo3": 45.0, "voxtral": 75.0}[backbone], seed=5)  # over 256 tokens at keep 0.25
     for setting in (None, LTBM_HALF, {"method": "prune_norm", "keep_ratio": 0.25}):
         (a,) = whole.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
         (b,) = chunked.generate(vllm_request(folder, audio, setting), greedy(), use_tqdm=False)
@@ -125,16 +136,75 @@ def test_chunked_prefill_gives_the_same_outputs(tiny_folders, engines):
         assert max(abs(x - y) for x, y in zip(tokens_and_logprobs(a)[1], tokens_and_logprobs(b)[1])) <= LOGPROB_ATOL
 
 
+def test_voxtral_clips_of_any_length_in_one_prompt(tiny_folders, engines):
+    """Two clips in one chat (45 s: two chunks; 10 s: one): each chunk of each clip keeps `M` placeholders, and the
+    outputs equal the transformers path on the same chat."""
+    folder = tiny_folders["voxtral"]
+    llm = engines(folder)
+    clips = [clip(45.0, seed=7), clip(10.0, seed=8)]
+    for setting in (None, LTBM_HALF, {"method": "pool", "keep_ratio": 0.25}):
+        (out,) = llm.generate(vllm_request(folder, clips, setting), greedy(), use_tqdm=False)
+        per_chunk = 375 if setting is None else AudioTokenMergeConfig.from_dict(setting).output_length(375)
+        assert list(out.prompt_token_ids).count(_AUDIO) == 3 * per_chunk
+        expected = reference(folder, clips, setting)
+        assert list(out.prompt_token_ids) == expected.prompt_ids
+        tokens, logprobs = tokens_and_logprobs(out)
+        assert tokens == expected.tokens, setting
+        assert max(abs(a - b) for a, b in zip(logprobs, expected.logprobs)) <= LOGPROB_ATOL
+        # a prompt that already holds the merged count (hf-ltbm's processor) is taken as it is
+        (again,) = llm.generate(vllm_request(folder, clips, setting, expected.prompt_ids), greedy(), use_tqdm=False)
+        assert again.prompt_token_ids == out.prompt_token_ids and tokens_and_logprobs(again)[0] == tokens
+
+
+def test_voxtral_transcription_prompts_are_merged_as_in_transformers(tiny_folders, engines):
+    """The prompt `/v1/audio/transcriptions` sends (Voxtral's `get_generation_prompt`, mistral-common's transcription
+    request) keeps `M` placeholders per chunk; tokens and log-probs equal `VoxtralLTBMProcessor
+    .apply_transcription_request` with hf-ltbm's model."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoProcessor
+    from vllm.config.speech_to_text import SpeechToTextParams
+    from vllm.model_executor.models.voxtral import VoxtralForConditionalGeneration
+
+    folder = tiny_folders["voxtral"]
+    llm = engines(folder)
+    model_config = llm.llm_engine.model_config
+    audio = clip(20.0, seed=9)
+    stt_config = VoxtralForConditionalGeneration.get_speech_to_text_config(model_config, "transcribe")
+    params = SpeechToTextParams(audio=audio, stt_config=stt_config, model_config=model_config, language="en")
+    prompt = VoxtralForConditionalGeneration.get_generation_prompt(params)
+    for setting in (None, LTBM_HALF):
+        request = {**prompt, "mm_processor_kwargs": {"audio_token_merge": setting}}
+        (out,) = llm.generate(request, greedy(), use_tqdm=False)
+        processor = AutoProcessor.from_pretrained(folder, audio_token_merge=setting)
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder, audio_token_merge=setting, dtype=torch.float32).eval()
+        inputs = processor.apply_transcription_request(
+            language="en", audio=audio, model_id="tiny", sampling_rate=16000, format=["wav"]
+        )
+        with torch.no_grad():
+            expected = model.generate(
+                **inputs, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
+            )
+        assert list(out.prompt_token_ids) == inputs["input_ids"][0].tolist()
+        per_chunk = 375 if setting is None else AudioTokenMergeConfig.from_dict(setting).output_length(375)
+        assert list(out.prompt_token_ids).count(_AUDIO) == per_chunk
+        tokens, logprobs = tokens_and_logprobs(out)
+        assert tokens == expected.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+        expected_logprobs = [float(torch.log_softmax(s[0], -1)[t]) for s, t in zip(expected.scores, tokens)]
+        assert max(abs(a - b) for a, b in zip(logprobs, expected_logprobs)) <= LOGPROB_ATOL
+
+
 _STOCK = textwrap.dedent(
     """
     import json, sys
     import numpy as np
     from vllm import LLM, SamplingParams
-    folder, prompt, path = sys.argv[1:4]
+    folder, prompt, path, options = sys.argv[1:5]
     audio = np.load(path)
+    prompt = json.loads(prompt)
     llm = LLM(model=folder, distributed_executor_backend="uni", max_model_len=4096, enforce_eager=True,
-              dtype="float32", seed=0)
-    out = llm.generate({"prompt": prompt, "multi_modal_data": {"audio": (audio, 16000)}},
+              dtype="float32", seed=0, **json.loads(options))
+    request = {"prompt" if isinstance(prompt, str) else "prompt_token_ids": prompt}
+    out = llm.generate({**request, "multi_modal_data": {"audio": (audio, 16000)}},
                        SamplingParams(max_tokens=4, temperature=0, logprobs=1), use_tqdm=False)[0].outputs[0]
     tokens = list(out.token_ids)
     print("RESULT", json.dumps([tokens, [out.logprobs[i][t].logprob for i, t in enumerate(tokens)]]))
@@ -148,14 +218,14 @@ def test_no_setting_or_keep_one_is_token_identical_to_stock_vllm(backbone, tiny_
     keep ratio 1.0 give the same tokens and log-probs."""
     import numpy as np
 
-    from .conftest import prompt_for
-
     folder = tiny_folders[backbone]
     audio = clip(CLIP_SECONDS[backbone], seed=2)
     np.save(tmp_path / "audio.npy", audio)
     env = {**os.environ, "VLLM_PLUGINS": ""}
+    options = {"tokenizer_mode": "mistral"} if is_mistral_format(folder) else {}
+    prompt = json.dumps(stock_prompt(folder, audio))
     run = subprocess.run(
-        [sys.executable, "-c", _STOCK, folder, prompt_for(folder), str(tmp_path / "audio.npy")],
+        [sys.executable, "-c", _STOCK, folder, prompt, str(tmp_path / "audio.npy"), json.dumps(options)],
         env=env,
         capture_output=True,
         text=True,
@@ -171,9 +241,10 @@ def test_no_setting_or_keep_one_is_token_identical_to_stock_vllm(backbone, tiny_
         assert max(abs(a - b) for a, b in zip(logprobs, stock_logprobs)) <= 1e-6, setting
 
 
-def test_engine_level_mm_processor_kwargs_set_the_default_a_request_overrides(tiny_folders, engines):
+@pytest.mark.parametrize("backbone", ["qwen2_audio", "voxtral"])
+def test_engine_level_mm_processor_kwargs_set_the_default_a_request_overrides(backbone, tiny_folders, engines):
     """`LLM(..., mm_processor_kwargs={"audio_token_merge": ...})` beats the model config and loses to a request."""
-    folder = tiny_folders["qwen2_audio-merged"]  # config.json: LTBM_HALF
+    folder = tiny_folders[f"{backbone}-merged"]  # config.json: LTBM_HALF
     pool = {"method": "pool", "keep_ratio": 0.25}
     llm = engines(folder, mm_processor_kwargs={"audio_token_merge": pool})
     audio = clip(6.0, seed=8)

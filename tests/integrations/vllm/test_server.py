@@ -115,3 +115,20 @@ def test_any_checkpoint_served_with_hf_overrides_merges(tiny_folders, tmp_path):
         status, stock = _chat(base, clip(10.0, seed=1))
     assert status == 200, stock
     assert stock["usage"]["prompt_tokens"] - merged["usage"]["prompt_tokens"] == 250 - 63
+
+
+def test_voxtral_is_served_with_merged_chunks(tiny_folders, tmp_path):
+    """`vllm serve VOXTRAL --tokenizer-mode mistral --hf-overrides ...`: mistral-common writes the chat's prompt (375
+    `[AUDIO]` per 30 s chunk) and each chunk of a 45 s clip keeps `M` of them, under the served setting or a request's;
+    `None` serves the stock prompt."""
+    setting = {"method": "global", "keep_ratio": 0.25}
+    arguments = ["--served-model-name", "tiny", "--tokenizer-mode", "mistral", "--trust-request-mm-kwargs"]
+    arguments += ["--hf-overrides", json.dumps({"audio_token_merge": setting})]
+    audio = clip(45.0, seed=6)  # two chunks
+    with vllm_serve(tiny_folders["voxtral"], arguments, tmp_path) as base:
+        results = [_chat(base, audio, s) for s in (None, ..., LTBM_HALF)]
+    assert all(status == 200 for status, _ in results), results
+    stock, served, requested = (body["usage"]["prompt_tokens"] for _, body in results)
+    text = stock - 2 * 375
+    assert served == text + 2 * AudioTokenMergeConfig.from_value(setting).output_length(375)  # 2 * 94
+    assert requested == text + 2 * AudioTokenMergeConfig.from_value(LTBM_HALF).output_length(375)  # 2 * 188

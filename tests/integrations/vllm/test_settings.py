@@ -65,3 +65,18 @@ def test_the_plugin_is_an_entry_point_and_hf_ltbm_never_imports_vllm():
     code = "import sys, hf_ltbm, hf_ltbm.integrations.vllm.settings; print('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_every_served_architecture_is_registered_without_importing_vllm():
+    from importlib.util import find_spec
+
+    from hf_ltbm.integrations.vllm import ARCHITECTURES
+
+    assert set(ARCHITECTURES) == {
+        "Qwen2AudioForConditionalGeneration",
+        "AudioFlamingo3ForConditionalGeneration",
+        "VoxtralForConditionalGeneration",
+    }
+    for target in ARCHITECTURES.values():
+        module, _, name = target.partition(":")
+        assert find_spec(module) is not None and name.endswith("LTBMForConditionalGeneration"), target

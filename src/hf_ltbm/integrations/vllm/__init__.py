@@ -1,4 +1,4 @@
-"""vLLM plugin: serves Qwen2-Audio and Audio Flamingo 3 with merged audio tokens.
+"""vLLM plugin: serves Qwen2-Audio, Audio Flamingo 3 and Voxtral with merged audio tokens.
 
 Installed with hf-ltbm, the plugin is found by vLLM through the `vllm.general_plugins` entry point; `register()` only
 registers the merging model classes (each with its multimodal processor) under the architecture names of the stock
@@ -22,6 +22,7 @@ ARCHITECTURES = {
     "AudioFlamingo3ForConditionalGeneration": (
         "hf_ltbm.integrations.vllm.audioflamingo3:AudioFlamingo3LTBMForConditionalGeneration"
     ),
+    "VoxtralForConditionalGeneration": "hf_ltbm.integrations.vllm.voxtral:VoxtralLTBMForConditionalGeneration",
 }
 
 

@@ -1,8 +1,10 @@
-"""What the merging vLLM processors and models add to the stock ones, shared by both backbones.
+"""What the merging vLLM processors and models add to the stock ones, shared by the backbones.
 
 - Processor (front end): the resolved setting of a request is part of every audio item's multimodal hash (so the
   processor, encoder and prefix caches never mix settings), travels to the model as a tensor field, and each item's
-  placeholder run is `M = sum over the item's units of output_length(N_u)` tokens instead of `N`.
+  placeholder run is `M = sum over the item's units of output_length(N_u)` tokens instead of `N`. Where vLLM writes
+  the runs (Qwen2-Audio, AF3) they are written with `M` tokens; where the prompt arrives tokenised with the stock runs
+  (Voxtral: mistral-common writes them), `TokenisedRunsMixin` shortens each run to `M`.
 - Model (engine core): the encoder output of every unit is merged with its item's setting (`hf_ltbm.models.units`)
   and projected; items without a setting take the stock path unchanged.
 """
@@ -22,7 +24,14 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from ...config import AudioTokenMergeConfig
 from .settings import FIELD, KEY, decode_items, encode, engine_setting, resolve, without_setting
 
-__all__ = ["MergingModelMixin", "MergingProcessingInfoMixin", "MergingProcessorMixin", "projector_skipped"]
+__all__ = [
+    "MergingModelMixin",
+    "MergingProcessingInfoMixin",
+    "MergingProcessorMixin",
+    "TokenisedRunsMixin",
+    "projector_skipped",
+    "shortened_runs",
+]
 
 
 def _tokens(mel_frames: torch.Tensor) -> torch.Tensor:
@@ -62,6 +71,11 @@ class MergingProcessorMixin:
     def _item_unit_masks(self, out_mm_data: Mapping[str, Any], item_idx: int) -> torch.Tensor:
         """The feature mask rows `[units, frames]` of audio item `item_idx` (its clip, or its 30 s windows)."""
         raise NotImplementedError
+
+    def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
+        """The encoder tokens `N_u` of each unit of audio item `item_idx`; by default counted from the valid mel
+        frames of `_item_unit_masks` (a Whisper-style encoder: stride-2 convolution, then pooling by 2)."""
+        return _tokens(self._item_unit_masks(out_mm_data, item_idx).sum(-1)).tolist()
 
     def _merge_setting(self, mm_kwargs: Mapping[str, object]) -> Optional[AudioTokenMergeConfig]:
         return resolve(self.info.ctx.get_merged_mm_kwargs(mm_kwargs), self.info.get_hf_config())
@@ -112,10 +126,59 @@ class MergingProcessorMixin:
             setting = settings[item_idx]
             if setting is None:
                 return None
-            units = _tokens(self._item_unit_masks(data, item_idx).sum(-1)).tolist()
+            units = self._item_unit_lengths(data, item_idx)
             return sum(setting.output_length(int(n)) for n in units)
 
         return [_with_count(update, count) for update in updates]
+
+
+def shortened_runs(prompt_ids: Sequence[int], token_id: int, counts: Sequence[int]) -> list[int]:
+    """`prompt_ids` whose `i`-th run of consecutive `token_id`s keeps its first `counts[i]` tokens.
+
+    Args:
+        prompt_ids (`list[int]` of length `L`): a tokenised prompt with one run of placeholders per item.
+        token_id (`int`): the placeholder id; counts (`list[int]`): the placeholders each item's run keeps.
+
+    Returns:
+        The prompt, `L - sum(run_i - counts[i])` ids.
+
+    Raises:
+        ValueError: the prompt does not hold one run per item, or a run is shorter than its count.
+    """
+    ids = torch.tensor(list(prompt_ids), dtype=torch.long)
+    is_token = ids == token_id
+    previous = torch.cat([torch.zeros(1, dtype=torch.bool), is_token[:-1]])
+    run = torch.cumsum(is_token & ~previous, 0) - 1  # run index of each placeholder
+    lengths = torch.bincount(run[is_token])
+    wanted = torch.tensor(list(counts), dtype=torch.long)
+    if lengths.shape[0] != wanted.shape[0] or bool((lengths < wanted).any()):
+        raise ValueError(
+            f"The prompt holds placeholder runs (token {token_id}) of {lengths.tolist()} tokens for "
+            f"{wanted.shape[0]} audio items that take {wanted.tolist()}: pass the prompt as the chat template (e.g. "
+            "mistral-common) writes it, one run per audio item."
+        )
+    starts = torch.cumsum(lengths, 0) - lengths  # where each run starts among the placeholders
+    position = torch.cumsum(is_token.long(), 0) - 1 - starts[run.clamp(min=0)]  # index within its run
+    keep = ~is_token | (position < wanted[run.clamp(min=0)])
+    return ids[keep].tolist()
+
+
+class TokenisedRunsMixin:
+    """In front of a stock `BaseMultiModalProcessor` whose prompts arrive tokenised with the stock placeholder runs
+    (its `_maybe_apply_prompt_updates` only locates them): each item's run is shortened to the count its prompt
+    update holds (`M` under a setting) before they are located. A prompt that already holds as many placeholders as
+    the updates (no setting: the stock prompt) passes unchanged."""
+
+    def _maybe_apply_prompt_updates(self, mm_items: Any, mm_res: Any) -> Any:
+        prompt_ids = mm_res.prompt_ids
+        for items in mm_res.prompt_updates.values():
+            if not items:
+                continue
+            token = items[0][0].content.full[0]
+            counts = [len(updates[0].content.full) for updates in items]
+            if prompt_ids.count(token) != sum(counts):
+                prompt_ids = shortened_runs(prompt_ids, token, counts)
+        return super()._maybe_apply_prompt_updates(mm_items, mm_res._replace(prompt_ids=prompt_ids))
 
 
 @contextmanager
