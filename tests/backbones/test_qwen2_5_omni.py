@@ -26,6 +26,16 @@ def _inputs(processor, texts=("describe the sound", "what is this")):
     return processor(text=prompts, audio=_clips(), sampling_rate=16000, return_tensors="pt", padding=True)
 
 
+def _stock_and_merged(processor):
+    """The inputs of the stock processor (N placeholders per clip) and of the merging one (M, keep 0.5)."""
+    stock = _inputs(processor)
+    processor.set_audio_token_merge(HALF)
+    try:
+        return stock, _inputs(processor)
+    finally:
+        processor.set_audio_token_merge(None)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     from hf_ltbm.tiny import build_tiny_model
@@ -56,14 +66,9 @@ def test_keep_one_reproduces_upstream_positions_and_outputs_exactly(tiny):
 
 def test_a_merged_token_sits_at_the_rounded_mean_position_of_its_members_and_text_keeps_its_time(tiny):
     model, processor = tiny
-    stock = _inputs(processor)
+    stock, merged_inputs = _stock_and_merged(processor)
     upstream, _ = _upstream_positions(model, stock)
     with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
-        processor.set_audio_token_merge(HALF)
-        try:
-            merged_inputs = _inputs(processor)
-        finally:
-            processor.set_audio_token_merge(None)
         out = model(**merged_inputs)
         audio = model.get_audio_features(merged_inputs["input_features"], merged_inputs["feature_attention_mask"])
     positions, mask = out.position_ids, merged_inputs["attention_mask"].bool()
@@ -89,12 +94,7 @@ def test_a_merged_token_sits_at_the_rounded_mean_position_of_its_members_and_tex
 
 def test_generation_from_both_prompt_paths_gives_the_same_tokens_and_kv_length(tiny):
     model, processor = tiny
-    stock = _inputs(processor)
-    processor.set_audio_token_merge(HALF)
-    try:
-        merged = _inputs(processor)
-    finally:
-        processor.set_audio_token_merge(None)
+    stock, merged = _stock_and_merged(processor)
     greedy = {"max_new_tokens": 4, "do_sample": False, "return_dict_in_generate": True}
     with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
         a = model.generate(**merged, **greedy)
@@ -157,12 +157,7 @@ def test_audio_in_video_is_refused_while_merging(tiny):
 
 def test_the_processor_emits_the_merged_count_per_clip(tiny):
     _, processor = tiny
-    stock = _inputs(processor)
-    processor.set_audio_token_merge(HALF)
-    try:
-        merged = _inputs(processor)
-    finally:
-        processor.set_audio_token_merge(None)
+    stock, merged = _stock_and_merged(processor)
     token = processor.tokenizer.convert_tokens_to_ids(processor.audio_token)
     n = (stock["input_ids"] == token).sum(1)
     assert n.tolist() == [75, 125]  # 3 s and 5 s at 25 tokens per second
