@@ -108,6 +108,11 @@ def expand_placeholder_runs(
     return full_ids, full_mask, index
 
 
+def _unpack(packed: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """`[sum(sizes), ...]` packed rows -> `[len(sizes), max(sizes), ...]`, each piece right-padded with zeros."""
+    return pad_sequence(list(torch.split(packed, sizes)), batch_first=True)
+
+
 def merged_token_positions(unit_starts: torch.Tensor, result: MergeResult) -> torch.Tensor:
     """`[R, M_max]` long: the position of each merged token, `start + round(mean member frame)` (half up).
 
@@ -166,14 +171,15 @@ class _ThinkerMergingMixin:
         pooled: list[torch.Tensor] = []
         handle = tower.ln_post.register_forward_pre_hook(lambda _m, args: pooled.append(args[0].detach()))
         want_keys = setting.uses_keys and setting.key_source == "encoder_keys"
+        want_scores = setting.requires_scores
         try:
-            with capture_last_layer_projections(tower, queries=setting.requires_scores, keys=True) as captured:
+            with capture_last_layer_projections(tower, queries=want_scores, keys=want_keys or want_scores) as captured:
                 features = input_features.permute(0, 2, 1)[feature_mask.bool()].permute(1, 0)
                 tower(features, feature_lens=mel_lengths, aftercnn_lens=frames)
         finally:
             handle.remove()
-        hidden = pad_sequence(list(torch.split(pooled[0], num_input.tolist())), batch_first=True)
-        inputs = self._packed_merge_inputs(captured, frames, mel_lengths, want_keys, setting.requires_scores)
+        hidden = _unpack(pooled[0], num_input.tolist())
+        inputs = self._packed_merge_inputs(captured, frames, mel_lengths, want_keys, want_scores)
 
         def project(tokens: torch.Tensor) -> torch.Tensor:
             return tower.proj(tower.ln_post(tokens))
@@ -201,8 +207,7 @@ class _ThinkerMergingMixin:
         attn = self.audio_tower.layers[-1].self_attn
         inputs = MergeInputs()
         if want_keys:
-            keys = pad_sequence(list(torch.split(captured["k_proj"], frames.tolist())), batch_first=True)
-            inputs.encoder_keys = encoder_keys(keys, attn.num_heads)
+            inputs.encoder_keys = encoder_keys(_unpack(captured["k_proj"], frames.tolist()), attn.num_heads)
         if want_scores:
             # the encoder's attention chunks: each clip's mel frames cut into pieces of `2 * n_window`
             window = 2 * self.audio_tower.n_window
@@ -211,17 +216,10 @@ class _ThinkerMergingMixin:
             ]
             chunk_frames = (torch.tensor([m for clip in chunk_mels for m in clip]) - 1) // 2 + 1
             sizes = chunk_frames.tolist()
-
-            def split(packed: torch.Tensor) -> torch.Tensor:
-                return pad_sequence(list(torch.split(packed, sizes)), batch_first=True)
-
-            scores = received_attention(
-                split(captured["q_proj"]), split(captured["k_proj"]), attn.num_heads, attn.scaling, chunk_frames
-            )
-            pooled = [row[: n // 2] for row, n in zip(scores, sizes)]  # chunks hold whole pairs but a clip's last
-            counts = [len(clip) for clip in chunk_mels]
-            starts = [sum(counts[:i]) for i in range(len(counts))]
-            clips = [torch.cat(pooled[s : s + k]) for s, k in zip(starts, counts)]
+            queries, keys = _unpack(captured["q_proj"], sizes), _unpack(captured["k_proj"], sizes)
+            scores = received_attention(queries, keys, attn.num_heads, attn.scaling, chunk_frames)
+            pooled = iter(row[: n // 2] for row, n in zip(scores, sizes))  # chunks hold whole pairs but a clip's last
+            clips = [torch.cat([next(pooled) for _ in clip]) for clip in chunk_mels]
             inputs.scores = pad_sequence(clips, batch_first=True)
         return inputs
 
