@@ -43,6 +43,11 @@ SETTINGS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _without_torchvision():
+    allow_qwen2_5_omni_without_torchvision()  # vLLM's Qwen2.5-Omni module needs it where torchvision is missing
+
+
 def _processor(setting):
     from hf_ltbm.backbones import get_backbone
 
@@ -64,7 +69,6 @@ def omni(tmp_path_factory):
 
     from hf_ltbm.tiny import build_tiny_model
 
-    allow_qwen2_5_omni_without_torchvision()
     model, processor = build_tiny_model("tiny-random-qwen2-5-omni")
     weights = {f"thinker.{key}": value.contiguous() for key, value in model.state_dict().items()}
     folders = {}
@@ -289,3 +293,31 @@ def test_the_setting_is_read_from_the_whole_checkpoint_config_or_its_thinker():
     assert settings_config(config) is config.thinker_config
     config.audio_token_merge = json.loads('{"method": "pool"}')  # as hf_overrides sets it
     assert settings_config(config) is config
+
+
+@pytest.mark.parametrize(
+    "stages, graphs, message",
+    [(2, "NONE", "pipeline_parallel_size=2"), (1, "FULL", "cudagraph_mode=FULL")],
+)
+def test_merged_audio_where_its_positions_cannot_be_applied_is_refused(stages, graphs, message):
+    """Pipeline parallelism (the later stages never see the offsets) and full CUDA graphs for prefill batches (a
+    replayed forward adds nothing) fail a step with merged audio by name, before it runs."""
+    from types import SimpleNamespace
+
+    from vllm.config.compilation import CUDAGraphMode
+
+    from hf_ltbm.integrations.vllm.qwen2_5_omni import (
+        POSITION_CHANNELS,
+        Qwen2_5OmniThinkerLTBMForConditionalGeneration,
+    )
+
+    model = SimpleNamespace(
+        config=SimpleNamespace(text_config=SimpleNamespace(hidden_size=8)),
+        vllm_config=SimpleNamespace(compilation_config=SimpleNamespace(cudagraph_mode=CUDAGraphMode[graphs])),
+        _position_offsets=None,
+        _pipeline_stages=stages,
+    )
+    merged = torch.zeros(3, 8 + POSITION_CHANNELS)
+    ids, mask = torch.zeros(5, dtype=torch.long), torch.tensor([False, True, True, True, False])
+    with pytest.raises(ValueError, match=message):
+        Qwen2_5OmniThinkerLTBMForConditionalGeneration.embed_input_ids(model, ids, [merged], is_multimodal=mask)

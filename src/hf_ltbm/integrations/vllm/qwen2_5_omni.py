@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from vllm.config.compilation import CUDAGraphMode
 from vllm.model_executor.models.qwen2_5_omni_thinker import (
     Qwen2_5OmniThinkerDummyInputsBuilder,
     Qwen2_5OmniThinkerForConditionalGeneration,
@@ -43,7 +44,7 @@ from ...config import AudioTokenMergeConfig
 from ...models.encoder_probe import capture_last_layer_projections
 from ...models.units import merge_units
 from .processing import MergingModelMixin, MergingProcessingInfoMixin, MergingProcessorMixin, _tokens
-from .settings import FIELD, KEY, decode
+from .settings import FIELD, KEY, decode, engine_setting
 
 __all__ = ["Qwen2_5OmniThinkerLTBMForConditionalGeneration", "Qwen2_5OmniThinkerLTBMMultiModalProcessor"]
 
@@ -104,8 +105,14 @@ class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5Om
     def _get_prompt_updates(
         self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, object], out_mm_kwargs: Any
     ) -> Sequence[Any]:
-        if hf_processor_mm_kwargs.get("use_audio_in_video") and self._merge_setting(hf_processor_mm_kwargs):
+        setting = self._merge_setting(hf_processor_mm_kwargs)
+        if setting is not None and hf_processor_mm_kwargs.get("use_audio_in_video"):
             raise ValueError(_AUDIO_IN_VIDEO)
+        if setting is not None and mm_items.get_all_counts().get("audio") and FIELD not in out_mm_kwargs.get_data():
+            raise ValueError(
+                f"`{KEY}` ({setting}) cannot merge precomputed audio features (`input_audio_features`): pass audio, "
+                f"or turn merging off for this request with mm_processor_kwargs={{'{KEY}': None}}."
+            )
         return super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
 
 
@@ -122,6 +129,13 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._position_offsets: Optional[torch.Tensor] = None  # [T] long, from `embed_input_ids` to `forward`
+        self._pipeline_stages = vllm_config.parallel_config.pipeline_parallel_size
+        setting = engine_setting(self._merge_config(vllm_config))
+        if setting is not None and self._pipeline_stages > 1:
+            raise ValueError(
+                f"The model config's `{KEY}` ({setting}) cannot be served with pipeline_parallel_size="
+                f"{self._pipeline_stages} (allowed: 1): the merged tokens' positions would not reach the later stages."
+            )
 
     def _merge_config(self, vllm_config: Any) -> Any:
         return settings_config(vllm_config.model_config.hf_config)
@@ -216,9 +230,21 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
                 "The position offsets of merged audio tokens were not applied by the previous forward: a step that "
                 "embeds merged audio must run `forward` eagerly (no full CUDA graph for prefill batches)."
             )
+        graphs = self.vllm_config.compilation_config.cudagraph_mode
         width = self.config.text_config.hidden_size
         wide = [e.shape[-1] == width + POSITION_CHANNELS for e in multimodal_embeddings or ()]
         if any(wide):
+            if self._pipeline_stages > 1:  # the later stages' forward never sees the offsets
+                raise ValueError(
+                    f"Merged audio tokens of Qwen2.5-Omni cannot be served with pipeline_parallel_size="
+                    f"{self._pipeline_stages} (allowed: 1): their positions would not reach the later stages. Serve "
+                    "without pipeline parallelism, or without a merge setting."
+                )
+            if graphs is not None and graphs.mixed_mode() == CUDAGraphMode.FULL:  # a replayed forward adds nothing
+                raise ValueError(
+                    f"Merged audio tokens of Qwen2.5-Omni cannot be served with cudagraph_mode={graphs.name} (full "
+                    "CUDA graphs for prefill batches; allowed: FULL_AND_PIECEWISE, PIECEWISE, FULL_DECODE_ONLY, NONE)."
+                )
             offsets = torch.cat(
                 [
                     decode_offsets(e[:, width:]) if is_wide else torch.zeros(e.shape[0], dtype=torch.long)
@@ -246,6 +272,11 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
         (`embed_input_ids`) to their time-aligned positions."""
         offsets, self._position_offsets = self._position_offsets, None
         if offsets is not None:
+            if positions.shape[-1] < offsets.shape[0]:
+                raise RuntimeError(
+                    f"The step embedded {offsets.shape[0]} tokens but its forward runs {positions.shape[-1]}: merged "
+                    "audio tokens of Qwen2.5-Omni cannot be served with micro-batched forwards."
+                )
             positions = positions.clone()
             positions[:, : offsets.shape[0]] += offsets.to(positions.device)[None]
         return super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
