@@ -123,8 +123,8 @@ class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5Om
 )
 class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5OmniThinkerForConditionalGeneration):
     """vLLM's Qwen2.5-Omni thinker whose language model runs on each clip's merged audio tokens at time-aligned
-    positions (module docstring). It implements `SupportsMultiModalPruning` (the flag and `recompute_mrope_positions`)
-    for the runner's position hook."""
+    positions (module docstring): `get_mrope_input_positions` numbers the unmerged prompt, `embed_multimodal` appends
+    each merged token's position offset to its embedding, `embed_input_ids` and `forward` apply it."""
 
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -143,8 +143,9 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
     # ------------------------------------------------------------------------------------------------ front end
     def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
         """Stock positions `[3, L]` of the unmerged prompt (each merged clip's run of `M` expanded back to `N`), read
-        at the merged prompt's tokens: a clip's placeholders get its first `M` frames' positions (the model's offsets
-        move them, `recompute_mrope_positions`), what follows keeps its unmerged position."""
+        at the merged prompt's tokens: a clip's placeholders get its first `M` frames' positions (`forward` moves them
+        by the offsets their embeddings carry), what follows keeps its unmerged position. The delta (the positions of
+        generated tokens) is `max position + 1 - L`, as upstream's."""
         merged = sorted((f for f in mm_features if _item_setting(f) is not None), key=lambda f: f.mm_position.offset)
         if not merged:
             return super().get_mrope_input_positions(input_tokens, mm_features)
