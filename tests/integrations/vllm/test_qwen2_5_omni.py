@@ -159,12 +159,12 @@ def _check(out, positions, expected: Reference, expected_positions) -> float:
 
 
 def test_prompt_lengths_positions_and_outputs_equal_the_transformers_path(omni, engines):
-    """Two clips in one prompt, the config's setting and others per request: the prompt holds the text plus `M`
-    placeholders per clip, the language model runs at hf-ltbm's time-aligned positions (text after a clip at its
+    """Two clips in one prompt, the setting of `hf_overrides` and others per request: the prompt holds the text plus
+    `M` placeholders per clip, the language model runs at hf-ltbm's time-aligned positions (text after a clip at its
     unmerged position), and greedy tokens and log-probs equal hf-ltbm's transformers path. A 30 s clip at keep 0.5
     keeps 375 of its 750 tokens."""
-    folder = omni["merged"]  # config.json: LTBM_HALF
-    llm = engines(folder)
+    folder = omni["plain"]
+    llm = engines(folder, hf_overrides={"audio_token_merge": LTBM_HALF})
     audio = [clip(seconds, seed=i) for i, seconds in enumerate(CLIPS)]
     off, _ = generate_with_positions(llm, request(audio, None))
     text_tokens = len(off.prompt_token_ids) - sum(_merged_count(None, s) for s in CLIPS)
@@ -187,8 +187,8 @@ def test_mixed_settings_in_one_call_and_caches(omni, engines):
     """Mixed settings in one `generate()` call equal their one-at-a-time results; a repeated request hits the prefix
     cache with the same output, the same clips under another setting with the same count (LTBM and Global Merge at
     keep 0.5) do not."""
-    folder = omni["merged"]
-    llm = engines(folder)
+    folder = omni["plain"]
+    llm = engines(folder, hf_overrides={"audio_token_merge": LTBM_HALF})
     clips = [[clip(9.0 - 2 * i, seed=10 + i), clip(3.0, seed=20 + i)] for i in range(2)]
     settings = [None, LTBM_HALF, {"method": "pool", "keep_ratio": 0.25}]
     requests = [request(a, s) for a in clips for s in settings]
@@ -201,7 +201,7 @@ def test_mixed_settings_in_one_call_and_caches(omni, engines):
     audio = [clip(12.0, seed=30)]
     block = llm.llm_engine.vllm_config.cache_config.block_size
     first = llm.generate(request(audio, LTBM_HALF), greedy(), use_tqdm=False)[0]
-    again = llm.generate(request(audio), greedy(), use_tqdm=False)[0]  # the config's setting: the same one
+    again = llm.generate(request(audio), greedy(), use_tqdm=False)[0]  # the engine's setting: the same one
     assert first.num_cached_tokens == 0
     assert again.num_cached_tokens == block * ((len(again.prompt_token_ids) - 1) // block)
     assert tokens_and_logprobs(again) == tokens_and_logprobs(first)
@@ -249,7 +249,8 @@ _STOCK = textwrap.dedent(
 
 def test_no_setting_or_keep_one_is_token_identical_to_stock_vllm(omni, engines, tmp_path):
     """Stock vLLM (the plugin disabled, in another process) and the plugin with merging off, or keep ratio 1.0, give
-    the same prompt, tokens and log-probs."""
+    the same prompt, tokens and log-probs; the plugin serves a folder whose config.json holds a setting (merged by
+    default)."""
     audio = clip(10.0, seed=2)
     np.save(tmp_path / "audio.npy", audio)
     env = {**os.environ, "VLLM_PLUGINS": ""}
@@ -269,6 +270,9 @@ def test_no_setting_or_keep_one_is_token_identical_to_stock_vllm(omni, engines, 
         tokens, logprobs = tokens_and_logprobs(out)
         assert tokens == stock_tokens, setting
         assert max(abs(a - b) for a, b in zip(logprobs, stock_logprobs)) <= 1e-6, setting
+    (merged,) = llm.generate(request([audio]), greedy(), use_tqdm=False)
+    expected, _ = reference(omni["merged"], [audio], LTBM_HALF)
+    assert list(merged.prompt_token_ids) == expected.prompt_ids and tokens_and_logprobs(merged)[0] == expected.tokens
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
