@@ -55,7 +55,9 @@ def allow_qwen2_5_omni_without_torchvision() -> None:
         spec = importlib.util.spec_from_file_location(
             "_hf_ltbm_tests_without_torchvision", WITHOUT_TORCHVISION / "sitecustomize.py"
         )
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.install()
 
 
 def require_vllm():
