@@ -325,3 +325,28 @@ def test_merged_audio_where_its_positions_cannot_be_applied_is_refused(stages, g
     ids, mask = torch.zeros(5, dtype=torch.long), torch.tensor([False, True, True, True, False])
     with pytest.raises(ValueError, match=message):
         Qwen2_5OmniThinkerLTBMForConditionalGeneration.embed_input_ids(model, ids, [merged], is_multimodal=mask)
+
+
+def test_the_default_multi_process_engine_serves_hf_overrides_and_per_request_settings(omni, tmp_path):
+    """vLLM's default engine (the model in another process, which gets the setting as a tensor field and the
+    positions' offsets with the embeddings): equal to the transformers path."""
+    from .test_processes import _RUN
+
+    folder = omni["plain"]
+    audio = clip(8.0, seed=4)
+    np.save(tmp_path / "audio.npy", audio)
+    pool = {"method": "pool", "keep_ratio": 0.25}
+    args = [folder, _prompt(1), str(tmp_path / "audio.npy"), json.dumps({"audio_token_merge": LTBM_HALF})]
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", _RUN, *args, json.dumps(["engine", None, pool])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for (length, tokens, logprobs), setting in zip(printed_result(run.stdout), (LTBM_HALF, None, pool)):
+        expected, _ = reference(folder, [audio], setting)
+        assert length == len(expected.prompt_ids) and tokens == expected.tokens, setting
+        assert max(abs(a - b) for a, b in zip(logprobs, expected.logprobs)) <= LOGPROB_ATOL
