@@ -35,6 +35,8 @@ def test_each_unit_is_merged_with_its_own_setting_as_if_alone(data, lengths):
         else:
             assert piece.shape[0] == (0 if n == 0 else setting.output_length(n))
         torch.testing.assert_close(piece, alone.tokens, rtol=1e-5, atol=1e-6)
+        times = torch.split(together.positions, together.counts.tolist())[u]
+        assert torch.equal(times, alone.positions)  # each token's mean member frame, as if alone
 
 
 def test_one_setting_for_all_units_reports_its_merge():
@@ -46,3 +48,16 @@ def test_one_setting_for_all_units_reports_its_merge():
     assert torch.equal(off.tokens, PROJECT(hidden)[torch.arange(10)[None] < torch.tensor([10, 0, 4])[:, None]])
     mixed = merge_units(hidden, torch.tensor([10, 0, 4]), [setting, None, None], PROJECT)
     assert mixed.counts.tolist() == [5, 0, 4] and mixed.result is None
+
+
+def test_positions_are_the_mean_member_frame_of_each_token():
+    """`positions`: a unit without a setting keeps its frame indices; a merged unit's tokens are at the mean index of
+    their members (`member_positions` of the merge), in either space."""
+    hidden = torch.randn(2, 10, 6)
+    pool = AudioTokenMergeConfig(method="pool", keep_ratio=0.5)
+    out = merge_units(hidden, torch.tensor([10, 4]), [None, pool], PROJECT)
+    assert out.positions.tolist() == [float(i) for i in range(10)] + [0.5, 2.5]
+    projected = AudioTokenMergeConfig(method="pool", keep_ratio=0.5, space="projector")
+    assert merge_units(hidden, torch.tensor([10, 4]), [None, projected], PROJECT).positions.tolist() == (
+        out.positions.tolist()
+    )

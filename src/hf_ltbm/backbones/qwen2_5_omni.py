@@ -62,6 +62,7 @@ __all__ = [
     "Qwen2_5OmniThinkerLTBMProcessor",
     "expand_placeholder_runs",
     "merged_token_positions",
+    "rounded_time",
 ]
 
 _STASHED_GRIDS = "hf_ltbm_grids"
@@ -113,6 +114,12 @@ def _unpack(packed: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     return pad_sequence(list(torch.split(packed, sizes)), batch_first=True)
 
 
+def rounded_time(mean_frames: torch.Tensor) -> torch.Tensor:
+    """`mean_frames` (float, any shape: mean member frame indices, `member_positions`) rounded half up to whole
+    frames (long, same shape): a merged token's position offset from its clip's first frame."""
+    return torch.floor(mean_frames + 0.5).long()
+
+
 def merged_token_positions(unit_starts: torch.Tensor, result: MergeResult) -> torch.Tensor:
     """`[R, M_max]` long: the position of each merged token, `start + round(mean member frame)` (half up).
 
@@ -120,7 +127,7 @@ def merged_token_positions(unit_starts: torch.Tensor, result: MergeResult) -> to
         unit_starts (`torch.LongTensor` of shape `[R]`): the position of each merged row's first frame.
         result (`MergeResult`): the merge of those rows.
     """
-    return unit_starts[:, None] + torch.floor(member_positions(result) + 0.5).long().to(unit_starts.device)
+    return unit_starts[:, None] + rounded_time(member_positions(result)).to(unit_starts.device)
 
 
 _ThinkerModel = compat.qwen2_5_omni_thinker_model()

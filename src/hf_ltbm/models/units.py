@@ -85,11 +85,14 @@ class MergedUnits:
         counts (`torch.LongTensor` of shape `[U]`): tokens per unit (`M_u`; `N_u` for a unit without a setting).
         result (`MergeResult`, *optional*): the merge itself when one setting covers every unit, one row per unit
             with tokens; `None` otherwise.
+        positions (`torch.Tensor` of shape `[sum(M_u)]`, float32): the mean frame index, within its unit, of the
+            input tokens each token stands for (`member_positions`; a unit without a setting: `0 .. N_u - 1`).
     """
 
     tokens: torch.Tensor
     counts: torch.LongTensor
     result: Optional[MergeResult] = None
+    positions: Optional[torch.Tensor] = None
 
     def split(self) -> tuple[torch.Tensor, ...]:
         """The tokens of each unit: `U` tensors `[M_u, D_out]`."""
@@ -146,6 +149,7 @@ def merge_units(
     lengths = lengths.to(hidden.device)
     counts = lengths.clone()
     pieces: list[Optional[torch.Tensor]] = [None] * units
+    times: list[Optional[torch.Tensor]] = [None] * units
     result = None
     groups: dict[Optional[AudioTokenMergeConfig], list[int]] = {}
     for index, setting in enumerate(per_unit):
@@ -156,7 +160,7 @@ def merge_units(
         group, group_lengths = hidden[rows], lengths[rows]
         frames = torch.arange(length, device=hidden.device, dtype=torch.float32).expand(len(members), length)
         if setting is None:
-            tokens, kept = to_output(group, frames, rows), group_lengths
+            tokens, kept, means = to_output(group, frames, rows), group_lengths, frames
         else:
             keys = None
             if setting.uses_keys:
@@ -164,15 +168,17 @@ def merge_units(
             scores = inputs.scores[rows, :length] if setting.requires_scores else None
             if setting.space == "encoder":
                 merged = setting.merge(group, group_lengths, keys=keys, scores=scores)
-                tokens = to_output(merged.tokens, member_positions(merged), rows)
+                means = member_positions(merged)
+                tokens = to_output(merged.tokens, means, rows)
             else:
                 merged = setting.merge(to_output(group, frames, rows), group_lengths, keys=keys, scores=scores)
-                tokens = merged.tokens
+                tokens, means = merged.tokens, member_positions(merged)
             kept = merged.lengths.to(hidden.device)
             if len(groups) == 1:
                 result = merged
         for row, index in enumerate(members):
             pieces[index] = tokens[row, : int(kept[row])]
+            times[index] = means[row, : int(kept[row])]
             counts[index] = kept[row]
     width = next((p.shape[-1] for p in pieces if p is not None), None)
     if width is None:  # no unit has tokens
@@ -182,5 +188,7 @@ def merge_units(
         dtype = next(p.dtype for p in pieces if p is not None)
     empty = hidden.new_zeros(0, width, dtype=dtype)
     flat = torch.cat([empty if p is None else p for p in pieces])
+    no_time = torch.zeros(0, dtype=torch.float32, device=hidden.device)
+    positions = torch.cat([no_time if t is None else t.float() for t in times])
     counts[[i for i, p in enumerate(pieces) if p is None]] = 0
-    return MergedUnits(tokens=flat, counts=counts, result=result)
+    return MergedUnits(tokens=flat, counts=counts, result=result, positions=positions)

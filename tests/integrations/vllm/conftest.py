@@ -39,6 +39,27 @@ CLIP_SECONDS = {"qwen2_audio": 10.0, "audioflamingo3": 45.0, "voxtral": 45.0}
 INSTRUCTION = "describe the sound"
 
 
+WITHOUT_TORCHVISION = Path(__file__).parent / "without_torchvision"
+
+
+def allow_qwen2_5_omni_without_torchvision() -> None:
+    """Lets vLLM import and load Qwen2.5-Omni where torchvision is missing (`without_torchvision/sitecustomize.py`):
+    in this process, and (through `PYTHONPATH`) in every process it starts. Nothing happens with torchvision."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        return
+    path = str(WITHOUT_TORCHVISION)
+    if path not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH")) if p)
+        spec = importlib.util.spec_from_file_location(
+            "_hf_ltbm_tests_without_torchvision", WITHOUT_TORCHVISION / "sitecustomize.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.install()
+
+
 def require_vllm():
     """vLLM, or a skip (an error where HF_LTBM_REQUIRE_VLLM=1)."""
     if os.environ.get("HF_LTBM_REQUIRE_VLLM") == "1":

@@ -76,6 +76,8 @@ def test_every_served_architecture_is_registered_without_importing_vllm():
         "Qwen2AudioForConditionalGeneration",
         "AudioFlamingo3ForConditionalGeneration",
         "VoxtralForConditionalGeneration",
+        "Qwen2_5OmniModel",  # Qwen2.5-Omni's thinker, under both names of its releases
+        "Qwen2_5OmniForConditionalGeneration",
     }
     for target in ARCHITECTURES.values():
         module, _, name = target.partition(":")

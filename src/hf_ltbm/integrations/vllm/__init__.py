@@ -1,4 +1,4 @@
-"""vLLM plugin: serves Qwen2-Audio, Audio Flamingo 3 and Voxtral with merged audio tokens.
+"""vLLM plugin: serves Qwen2-Audio, Audio Flamingo 3, Voxtral and Qwen2.5-Omni's thinker with merged audio tokens.
 
 Installed with hf-ltbm, the plugin is found by vLLM through the `vllm.general_plugins` entry point; `register()` only
 registers the merging model classes (each with its multimodal processor) under the architecture names of the stock
@@ -23,6 +23,11 @@ ARCHITECTURES = {
         "hf_ltbm.integrations.vllm.audioflamingo3:AudioFlamingo3LTBMForConditionalGeneration"
     ),
     "VoxtralForConditionalGeneration": "hf_ltbm.integrations.vllm.voxtral:VoxtralLTBMForConditionalGeneration",
+    # Qwen2.5-Omni's releases name the whole model (thinker, talker, vocoder); vLLM serves its thinker for both
+    "Qwen2_5OmniModel": "hf_ltbm.integrations.vllm.qwen2_5_omni:Qwen2_5OmniThinkerLTBMForConditionalGeneration",
+    "Qwen2_5OmniForConditionalGeneration": (
+        "hf_ltbm.integrations.vllm.qwen2_5_omni:Qwen2_5OmniThinkerLTBMForConditionalGeneration"
+    ),
 }
 
 

@@ -40,8 +40,9 @@ def _tokens(mel_frames: torch.Tensor) -> torch.Tensor:
 
 
 def _with_count(update: Any, count: Callable[[int], Optional[int]]) -> Any:
-    """`update` (a `PromptReplacement`) whose run for item `i` holds `count(i)` placeholders (`None`: unchanged)."""
-    if not isinstance(update, PromptReplacement):
+    """`update` (an audio `PromptReplacement`) whose run for item `i` holds `count(i)` placeholders (`None`:
+    unchanged); the updates of other modalities (Qwen2.5-Omni's images and videos) pass unchanged."""
+    if not isinstance(update, PromptReplacement) or update.modality != "audio":
         return update
     original = update.replacement
 
@@ -64,6 +65,11 @@ class MergingProcessingInfoMixin:
     def get_hf_processor(self, **kwargs: object) -> Any:
         return super().get_hf_processor(**without_setting(kwargs))
 
+    def get_merge_config(self) -> Any:
+        """The config that holds the served model's `audio_token_merge` (by default the model's Hugging Face
+        config)."""
+        return self.get_hf_config()
+
 
 class MergingProcessorMixin:
     """In front of a stock `BaseMultiModalProcessor` (see the module docstring)."""
@@ -78,7 +84,7 @@ class MergingProcessorMixin:
         return _tokens(self._item_unit_masks(out_mm_data, item_idx).sum(-1)).tolist()
 
     def _merge_setting(self, mm_kwargs: Mapping[str, object]) -> Optional[AudioTokenMergeConfig]:
-        return resolve(self.info.ctx.get_merged_mm_kwargs(mm_kwargs), self.info.get_hf_config())
+        return resolve(self.info.ctx.get_merged_mm_kwargs(mm_kwargs), self.info.get_merge_config())
 
     def _get_mm_hashes(self, inputs: Any) -> Any:
         setting = self._merge_setting(inputs.hf_processor_mm_kwargs)
@@ -199,7 +205,11 @@ class MergingModelMixin:
 
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        engine_setting(self.config)  # a setting vLLM cannot serve fails the engine start
+        engine_setting(self._merge_config(vllm_config))  # a setting vLLM cannot serve fails the engine start
+
+    def _merge_config(self, vllm_config: Any) -> Any:
+        """The config that holds the served model's `audio_token_merge` (by default the model's config)."""
+        return self.config
 
     def _merged_audio(
         self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]]
@@ -210,8 +220,8 @@ class MergingModelMixin:
     def embed_multimodal(self, **kwargs: object) -> Any:
         encoded = kwargs.pop(FIELD, None)
         audio_input = self._parse_and_validate_audio_input(**kwargs)
-        if audio_input is None:
-            return []
+        if audio_input is None:  # another modality (Qwen2.5-Omni's images and videos): the stock path
+            return super().embed_multimodal(**kwargs)
         settings = [] if encoded is None else decode_items(encoded, len(encoded))
         if audio_input["type"] == "audio_embeds" or all(setting is None for setting in settings):
             return self._process_audio_input(audio_input)

