@@ -142,19 +142,6 @@ def test_encoder_keys_and_chunked_attention_scores(tiny, key_source, method):
     assert torch.isfinite(out.logits).all()
 
 
-def test_audio_in_video_is_refused_while_merging(tiny):
-    model, processor = tiny
-    inputs = _inputs(processor)
-    with hf_ltbm.audio_token_merge(model, HALF), pytest.raises(ValueError, match="use_audio_in_video=True"):
-        model(**inputs, use_audio_in_video=True)
-    processor.set_audio_token_merge(HALF)
-    try:
-        with pytest.raises(ValueError, match="use_audio_in_video=True"):
-            processor.replace_video_with_audio_token({}, 0, {}, 0)
-    finally:
-        processor.set_audio_token_merge(None)
-
-
 def test_the_processor_emits_the_merged_count_per_clip(tiny):
     _, processor = tiny
     stock, merged = _stock_and_merged(processor)

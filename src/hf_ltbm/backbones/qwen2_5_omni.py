@@ -14,12 +14,18 @@ positions upstream gives the unmerged prompt, so the positions after a merged cl
 a gap where the dropped frames were (`rope_deltas`, used while decoding, records it). Upstream's positions are computed
 on the unmerged prompt: a prompt from the merging processor has its runs expanded back to `N` placeholders first.
 
-Audio interleaved with video (`use_audio_in_video=True`) is not merged: its 2 s chunks interleave with the video's
-by the unmerged token count, and merging with it raises a `ValueError`.
+Audio that arrives with video (`use_audio_in_video=True`; `load_audio_from_video=True` for the processor on 5.20 and
+later) is interleaved with the video's tokens by upstream, one `seconds_per_chunk` (2 s, 50 tokens) chunk of audio
+after each chunk of frames. Such a clip is merged **chunk by chunk**: each chunk's tokens merge among themselves into
+`merged_length(n)` tokens that stay between the frames they lie between, so the placeholder counts are known before
+the encoder runs and the processor can emit them. Its merged tokens get the same time-aligned positions (the mean of
+their members, which all lie in one chunk). A clip counts as arriving with video when its `<|audio_bos|>` is followed
+by a video token, as upstream lays such clips out; clips on their own are merged whole.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import numpy as np
@@ -67,10 +73,6 @@ __all__ = [
 
 _STASHED_GRIDS = "hf_ltbm_grids"
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
-_AUDIO_IN_VIDEO = (
-    "Merging audio that arrives with video (`use_audio_in_video=True`) is not supported: its 2 s chunks interleave "
-    "with the video's by the unmerged token count. Pass the audio as its own clip, or turn merging off."
-)
 
 
 def expand_placeholder_runs(
@@ -114,6 +116,13 @@ def _unpack(packed: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     return pad_sequence(list(torch.split(packed, sizes)), batch_first=True)
 
 
+def _resplit(rows: torch.Tensor, lengths: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """`[U, T, ...]` rows holding `lengths[u]` valid entries -> `[len(sizes), max(sizes), ...]`: the valid entries,
+    in order, cut into pieces of `sizes` (which sum to `lengths.sum()`), each right-padded with zeros."""
+    valid = torch.arange(rows.shape[1], device=rows.device)[None] < lengths.to(rows.device)[:, None]
+    return _unpack(rows[valid], sizes)
+
+
 def rounded_time(mean_frames: torch.Tensor) -> torch.Tensor:
     """`mean_frames` (float, any shape: mean member frame indices, `member_positions`) rounded half up to whole
     frames (long, same shape): a merged token's position offset from its clip's first frame."""
@@ -128,6 +137,19 @@ def merged_token_positions(unit_starts: torch.Tensor, result: MergeResult) -> to
         result (`MergeResult`): the merge of those rows.
     """
     return unit_starts[:, None] + rounded_time(member_positions(result)).to(unit_starts.device)
+
+
+def _expanded_order(
+    placeholder: torch.Tensor, grid_thw: torch.Tensor, merge_size: int, expand_size: int
+) -> torch.Tensor:
+    """`[K * expand_size]`: indices into per-item rows (one per image or video, in prompt order, `grid_thw [K, 3]`)
+    that repeat each batch row's items `expand_size` times, as generation repeats the rows of `placeholder [B, L]`
+    (where the items' tokens sit, `prod(grid) / merge_size**2` each)."""
+    tokens = grid_thw.prod(-1) // merge_size**2
+    starts = (tokens.cumsum(0) - tokens).to(placeholder.device)
+    rows = torch.searchsorted(placeholder.sum(1).cumsum(0), starts, right=True)
+    items = [(rows == row).nonzero().flatten() for row in range(placeholder.shape[0])]
+    return torch.cat([block for block in items for _ in range(expand_size)])
 
 
 _ThinkerModel = compat.qwen2_5_omni_thinker_model()
@@ -166,11 +188,16 @@ class _ThinkerMergingMixin:
             )
 
     def _merged_audio_features(
-        self, input_features: torch.Tensor, feature_mask: torch.Tensor, before_projection: Any = None
+        self,
+        input_features: torch.Tensor,
+        feature_mask: torch.Tensor,
+        before_projection: Any = None,
+        pieces: Optional[list[list[int]]] = None,
     ) -> AudioTokenMergeOutput:
         """Runs upstream's encoder, reads its pooled states before `ln_post` / `proj` (a forward pre-hook) and the
-        last layer's keys / attention scores, merges each clip and projects it with the encoder's own `ln_post` and
-        `proj`."""
+        last layer's keys / attention scores, merges each clip (or each of its `pieces`, tokens per piece per clip,
+        `_clip_pieces`) and projects it with the encoder's own `ln_post` and `proj`. The output's counts and merge
+        result are per merged piece."""
         setting = self.audio_token_merge
         tower = self.audio_tower
         mel_lengths = feature_mask.sum(-1).long()
@@ -187,6 +214,13 @@ class _ThinkerMergingMixin:
             handle.remove()
         hidden = _unpack(pooled[0], num_input.tolist())
         inputs = self._packed_merge_inputs(captured, frames, mel_lengths, want_keys, want_scores)
+        if pieces is not None:
+            sizes = [size for clip in pieces for size in clip]
+            hidden = _unpack(pooled[0], sizes)
+            inputs = MergeInputs(
+                *(None if x is None else _resplit(x, num_input, sizes) for x in (inputs.encoder_keys, inputs.scores))
+            )
+            num_input = torch.tensor(sizes, device=num_input.device)
 
         def project(tokens: torch.Tensor) -> torch.Tensor:
             return tower.proj(tower.ln_post(tokens))
@@ -255,6 +289,67 @@ class _ThinkerMergingMixin:
             raise ValueError("Merging needs `feature_attention_mask` (the processor's), not `audio_feature_lengths`.")
         return self._merged_audio_features(input_features, feature_attention_mask)
 
+    # ----------------------------------------------------------------------------------------- audio in video
+    def _audio_in_video(self, input_ids: Optional[torch.Tensor]) -> list[bool]:
+        """For each `<|audio_bos|>` of `input_ids [B, L]` in order (one per clip, as upstream's `get_rope_index`
+        counts clips): whether a video token follows it, i.e. the clip arrives interleaved with a video."""
+        if input_ids is None:
+            return []
+        follows = torch.zeros_like(input_ids, dtype=torch.bool)
+        follows[:, :-1] = input_ids[:, 1:] == self.config.video_token_id
+        return follows[input_ids == self.config.audio_start_token_id].tolist()
+
+    def _clip_pieces(self, num_input: torch.Tensor, input_ids: Optional[torch.Tensor]) -> list[list[int]]:
+        """Tokens per merged piece of each clip (`num_input [num_clips]` tokens each): the whole clip, or for a clip
+        interleaved with a video one piece per `position_id_per_seconds * seconds_per_chunk` tokens (the last may be
+        shorter), the chunks upstream interleaves with the video's frames (module docstring)."""
+        sizes = num_input.tolist()
+        in_video = self._audio_in_video(input_ids)
+        if not any(in_video):
+            return [[n] for n in sizes]
+        if len(in_video) != len(sizes):
+            raise ValueError(
+                f"The prompt holds {len(in_video)} `<|audio_bos|>` tokens, some of them audio interleaved with video, "
+                f"but {len(sizes)} audio clips: with audio in video, every clip needs its own `<|audio_bos|>` (as "
+                "the processor writes them) to tell which clips are interleaved."
+            )
+        chunk = int(self.config.position_id_per_seconds * self.config.seconds_per_chunk)
+        return [
+            ([chunk] * (n // chunk) + [n % chunk] * bool(n % chunk) or [n]) if video else [n]
+            for n, video in zip(sizes, in_video)
+        ]
+
+    def audio_token_counts(
+        self, feature_mask: torch.Tensor, input_ids: Optional[torch.Tensor] = None
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """`(N_c, M_c)`: audio tokens per clip before and after merging, without running the encoder. With the
+        prompt's `input_ids`, a clip interleaved with a video counts the sum of its chunks' merged lengths."""
+        num_input, num_output = super().audio_token_counts(feature_mask)
+        setting = self.audio_token_merge
+        if setting is None or input_ids is None:
+            return num_input, num_output
+        merged = [sum(setting.output_length(n) for n in clip) for clip in self._clip_pieces(num_input, input_ids)]
+        return num_input, torch.tensor(merged, dtype=torch.long, device=num_input.device)
+
+    def _merge_unit_counts(
+        self, feature_mask: torch.Tensor, input_ids: torch.Tensor
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """`(N, M)` per merged piece (`_clip_pieces`), in prompt order."""
+        num_input = self._audio_unit_lengths(feature_mask)
+        sizes = [n for clip in self._clip_pieces(num_input, input_ids) for n in clip]
+        merged = [self.audio_token_merge.output_length(n) for n in sizes]
+        return (
+            torch.tensor(sizes, dtype=torch.long, device=num_input.device),
+            torch.tensor(merged, dtype=torch.long, device=num_input.device),
+        )
+
+    def _prompt_audio_features(
+        self, input_features: torch.Tensor, feature_mask: torch.Tensor, input_ids: torch.Tensor, plan: Any
+    ) -> AudioTokenMergeOutput:
+        """The clips of the prompt merged in their pieces (`_clip_pieces`)."""
+        pieces = self._clip_pieces(self._audio_unit_lengths(feature_mask), input_ids)
+        return self._merged_audio_features(input_features, feature_mask, pieces=pieces)
+
     # ---------------------------------------------------------------------------------------------- positions
     def _language_model_positions(
         self,
@@ -270,13 +365,14 @@ class _ThinkerMergingMixin:
         position of its members (module docstring); in a step without audio (decoding), upstream's positions."""
         grids = {key: position_inputs.get(key) for key in ("image_grid_thw", "video_grid_thw")}
         seconds = position_inputs.get("video_second_per_grid")
+        in_video = bool(position_inputs.get("use_audio_in_video"))
         if audio is None:
             cache = {compat.cache_parameter(self.compute_3d_position_ids): kv_cache}
             positions = self.compute_3d_position_ids(
                 input_ids=input_ids,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                use_audio_in_video=False,
+                use_audio_in_video=in_video,
                 audio_feature_lengths=None,
                 video_second_per_grid=seconds,
                 **grids,
@@ -297,7 +393,7 @@ class _ThinkerMergingMixin:
             grids["image_grid_thw"],
             grids["video_grid_thw"],
             full_mask,
-            False,
+            in_video,
             position_inputs.get("audio_seqlens"),
             seconds,
         )
@@ -329,10 +425,15 @@ class _ThinkerMergingMixin:
         **kwargs: Any,
     ):
         """Images and videos are embedded by upstream's encoders (or taken from `mm_encoder_outputs`) into their
-        placeholders; audio is merged, and the positions are time-aligned (`_language_model_positions`). Sets
-        `rope_deltas` for decoding."""
-        if use_audio_in_video:
-            raise ValueError(_AUDIO_IN_VIDEO)
+        placeholders; audio is merged (a clip interleaved with a video chunk by chunk), and the positions are
+        time-aligned (`_language_model_positions`). Sets `rope_deltas` for decoding."""
+        feature_mask = kwargs.get(self._audio_mask_name)
+        if not use_audio_in_video and feature_mask is not None and any(self._audio_in_video(input_ids)):
+            raise ValueError(
+                "The prompt holds audio interleaved with video (an `<|audio_bos|>` followed by video tokens, as the "
+                "processor writes audio loaded from a video) but `use_audio_in_video` is not set: pass "
+                "`use_audio_in_video=True` to the model or `generate`, as upstream needs for its positions."
+            )
         # grids that `generate` set aside before it encoded the images (`_prepare_position_ids_for_generation`)
         stashed = kwargs.pop(_STASHED_GRIDS, None) or {}
         image_grid_thw = stashed.get("image_grid_thw") if image_grid_thw is None else image_grid_thw
@@ -358,12 +459,12 @@ class _ThinkerMergingMixin:
                 inputs_embeds = inputs_embeds.masked_scatter(
                     mask, embeds.to(inputs_embeds.device, inputs_embeds.dtype)
                 )
-        feature_mask = kwargs.get(self._audio_mask_name)
         position_inputs = {
             "image_grid_thw": image_grid_thw,
             "video_grid_thw": video_grid_thw,
             "video_second_per_grid": video_second_per_grid,
             "audio_seqlens": None if feature_mask is None else feature_mask.sum(-1),
+            "use_audio_in_video": use_audio_in_video,
         }
         outputs = super()._merging_forward(
             input_ids=input_ids, inputs_embeds=inputs_embeds, position_inputs=position_inputs, **kwargs
@@ -407,14 +508,42 @@ class _ThinkerGenerationMixin:
         the merge, so the prefill computes the positions (and `rope_deltas` for the tokens after it)."""
         if self.audio_token_merge is None or model_kwargs.get("input_features") is None:
             return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
-        if model_kwargs.get("use_audio_in_video"):
-            raise ValueError(_AUDIO_IN_VIDEO)
         # `generate` encodes images and videos next and drops their grids, which the prefill's positions need
         grids = {key: model_kwargs[key] for key in ("image_grid_thw", "video_grid_thw") if key in model_kwargs}
         if grids:
             model_kwargs[_STASHED_GRIDS] = grids
         self._merge_model.rope_deltas = None
         return None
+
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        """Upstream's expansion for beam search / `num_return_sequences` (and the audio's, as for every backbone);
+        while merging, the image and video grids set aside for the prefill's positions and `video_second_per_grid`
+        (one entry per image / video) are repeated with the row they belong to."""
+        stashed = model_kwargs.pop(_STASHED_GRIDS, None)
+        seconds = model_kwargs.pop("video_second_per_grid", None) if stashed is not None else None
+        before = input_ids
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
+        )
+        if stashed is None:
+            return input_ids, model_kwargs
+        if expand_size > 1 and before is not None:
+            merge = self.config.vision_config.spatial_merge_size
+            orders = {
+                key: _expanded_order(before == token_id, stashed[key], merge, expand_size)
+                for key, token_id in (
+                    ("image_grid_thw", self.config.image_token_id),
+                    ("video_grid_thw", self.config.video_token_id),
+                )
+                if stashed.get(key) is not None
+            }
+            stashed = {key: grid[orders[key].to(grid.device)] for key, grid in stashed.items() if grid is not None}
+            if seconds is not None and "video_grid_thw" in orders:
+                seconds = seconds[orders["video_grid_thw"].to(seconds.device)]
+        model_kwargs[_STASHED_GRIDS] = stashed
+        if seconds is not None:
+            model_kwargs["video_second_per_grid"] = seconds
+        return input_ids, model_kwargs
 
     def _needs_2d_mask(
         self, first: bool, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]
@@ -556,15 +685,33 @@ class Qwen2_5OmniThinkerLTBMProcessor(MergeSettingProcessorMixin, Qwen2_5OmniPro
 
         @mirrors(Qwen2_5OmniProcessor.replace_multimodal_special_tokens)
         def replace_multimodal_special_tokens(self, *args: Any, **kwargs: Any):
-            """Upstream's expansion (same signature) with `merged_length(N)` placeholders per clip; audio that
-            arrives with video is refused with a merge setting (module docstring)."""
+            """Upstream's expansion (same signature) with `merged_length(N)` placeholders per clip, and for audio
+            that arrives with video `merged_length(n)` per chunk of `n` (module docstring)."""
             call = compat.signature(Qwen2_5OmniProcessor.replace_multimodal_special_tokens).bind(self, *args, **kwargs)
             arguments = call.arguments
-            if self.merge_config is not None:
-                if arguments.get("use_audio_in_video"):
-                    raise ValueError(_AUDIO_IN_VIDEO)
-                arguments["audio_lengths"] = iter([self.merged_length(int(n)) for n in arguments["audio_lengths"]])
-            return Qwen2_5OmniProcessor.replace_multimodal_special_tokens(*call.args, **call.kwargs)
+            if self.merge_config is None:
+                return Qwen2_5OmniProcessor.replace_multimodal_special_tokens(*call.args, **call.kwargs)
+            in_video = bool(arguments.get("use_audio_in_video"))
+            # upstream takes the clip lengths in the order their tokens appear: an audio token's clip is merged
+            # whole; with audio in video a video token's clip is interleaved first and merged per chunk below
+            pattern = f"{re.escape(self.audio_token)}|{re.escape(self.video_token)}"
+            takers = [match.group() for sample in arguments["text"] for match in re.finditer(pattern, sample)]
+            takers = [token for token in takers if token == self.audio_token or in_video]
+            lengths = [int(n) for n in arguments["audio_lengths"]]
+            arguments["audio_lengths"] = iter(
+                [self.merged_length(n) if token == self.audio_token else n for n, token in zip(lengths, takers)]
+                + lengths[len(takers) :]
+            )
+            text = Qwen2_5OmniProcessor.replace_multimodal_special_tokens(*call.args, **call.kwargs)
+            if not in_video:
+                return text
+            block = re.compile(
+                f"{re.escape(self.vision_bos_token + self.audio_bos_token)}.*?"
+                f"{re.escape(self.audio_eos_token + self.vision_eos_token)}",
+                flags=re.DOTALL,
+            )
+            chunk = int(arguments["position_id_per_seconds"] * arguments["seconds_per_chunk"])
+            return [block.sub(lambda match: self._merge_chunks(match.group(), chunk), sample) for sample in text]
 
     def _duration_limit(self) -> tuple[str, str]:
         return "Qwen2.5-Omni's feature extractor", "Cut it into clips of at most that length, each with its own audio."
@@ -575,10 +722,25 @@ class Qwen2_5OmniThinkerLTBMProcessor(MergeSettingProcessorMixin, Qwen2_5OmniPro
         return self.audio_token * self.merged_length(int(audio_inputs["num_audio_tokens"][audio_idx]))
 
     def replace_video_with_audio_token(self, *args: Any, **kwargs: Any) -> str:
-        """Upstream's interleaved audio-and-video run; refused with a merge setting (module docstring)."""
-        if self.merge_config is not None:
-            raise ValueError(_AUDIO_IN_VIDEO)
-        return super().replace_video_with_audio_token(*args, **kwargs)
+        """Upstream's run of a video with its audio, interleaved per `seconds_per_chunk`; with a merge setting each
+        audio chunk of `n` placeholders holds `merged_length(n)` (module docstring)."""
+        run = super().replace_video_with_audio_token(*args, **kwargs)
+        if self.merge_config is None:
+            return run
+        return self._merge_chunks(run, int(kwargs["position_id_per_seconds"] * kwargs["seconds_per_chunk"]))
+
+    def _merge_chunks(self, run: str, chunk: int) -> str:
+        """`run`, one video interleaved with its audio, with each audio chunk of `n` placeholders (`chunk` tokens,
+        the last one fewer; past the video's end they follow one another) cut to `merged_length(n)`."""
+        token, seen = self.audio_token, 0
+
+        def merged(match: re.Match) -> str:
+            nonlocal seen
+            first, seen = seen, seen + len(match.group()) // len(token)
+            bounds = [first, *range(first - first % chunk + chunk, seen, chunk), seen]
+            return token * sum(self.merged_length(end - start) for start, end in zip(bounds, bounds[1:]))
+
+        return re.sub(f"(?:{re.escape(token)})+", merged, run)
 
 
 _TINY_CHAT_TEMPLATE = (

@@ -337,8 +337,12 @@ class AudioTokenMergeModelMixin(_SettingAccess):
                 f"(one row per row of `input_features`), got {tuple(feature_mask.shape)}."
             )
 
-    def audio_token_counts(self, feature_mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
-        """`(N_u, M_u)`: audio tokens per unit before and after merging, without running the encoder."""
+    def audio_token_counts(
+        self, feature_mask: torch.Tensor, input_ids: Optional[torch.Tensor] = None
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """`(N_u, M_u)`: audio tokens per unit before and after merging, without running the encoder. `input_ids`
+        (the prompt) matters to backbones that merge a unit in pieces that depend on where it sits (Qwen2.5-Omni's
+        audio interleaved with video)."""
         num_input = self._audio_unit_lengths(feature_mask)
         setting = self.audio_token_merge
         if setting is None:
@@ -379,7 +383,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
                 raise ValueError(f"`{self._audio_mask_name}` is required with `input_features`.")
             self._check_audio_inputs(input_features, feature_mask)
             plan = plan_placeholders(
-                placeholder, *self.audio_token_counts(feature_mask), token_name=self._placeholder_name()
+                placeholder, *self._merge_unit_counts(feature_mask, input_ids), token_name=self._placeholder_name()
             )
             if plan.compacts and any(c.get_seq_length() > 0 for c in cache_arguments({"cache": kv_cache, **kwargs})):
                 raise ValueError(
@@ -453,11 +457,20 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             key_log_sizes=key_log_sizes if size_aware else None,
         )
 
+    def _merge_unit_counts(
+        self, feature_mask: torch.Tensor, input_ids: torch.Tensor
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """`(N, M)` per run of placeholders that one merge fills, in prompt order: the units (`audio_token_counts`).
+        A backbone that merges a unit in several pieces (Qwen2.5-Omni's audio interleaved with video) returns the
+        pieces, and its `_prompt_audio_features` merges them."""
+        return self.audio_token_counts(feature_mask, input_ids)
+
     def _prompt_audio_features(
         self, input_features: torch.Tensor, feature_mask: torch.Tensor, input_ids: torch.Tensor, plan: Any
     ) -> AudioTokenMergeOutput:
-        """The merged audio tokens of a prompt whose placeholders `plan` matched to the units. Backbones whose audio
-        embedding depends on where the placeholders sit (Music Flamingo) override it."""
+        """The merged audio tokens of a prompt whose placeholders `plan` matched to the merge units
+        (`_merge_unit_counts`). Backbones whose audio embedding depends on where the placeholders sit (Music Flamingo,
+        Qwen2.5-Omni's audio in video) override it."""
         return self._merged_audio_features(input_features, feature_mask)
 
     def _language_model_positions(
@@ -532,9 +545,11 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         mask `[U, frames]` in, merged and projected audio tokens `pooler_output [sum(M_u), D_text]` out."""
         return self.model.get_audio_features(input_features, feature_mask, **kwargs)
 
-    def audio_token_counts(self, feature_mask: torch.Tensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+    def audio_token_counts(
+        self, feature_mask: torch.Tensor, input_ids: Optional[torch.Tensor] = None
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
         """`(N_u, M_u)`: audio tokens per unit before and after merging (see the base model's method)."""
-        return self.model.audio_token_counts(feature_mask)
+        return self.model.audio_token_counts(feature_mask, input_ids)
 
     def _merging_forward(
         self,
@@ -574,7 +589,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         """Whether a prompt carries the unmerged placeholder count (so the model compacts it at prefill)."""
         if self.audio_token_merge is None or input_ids is None or feature_mask is None:
             return False
-        num_input, num_output = self._merge_model.audio_token_counts(feature_mask)
+        num_input, num_output = self._merge_model.audio_token_counts(feature_mask, input_ids)
         placeholders = int((input_ids == self.config.audio_token_id).sum())
         return placeholders == int(num_input.sum()) != int(num_output.sum())
 
@@ -665,7 +680,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         return input_ids, model_kwargs
 
     def _unit_order(self, input_ids: torch.Tensor, feature_mask: torch.Tensor, expand_size: int) -> torch.Tensor:
-        num_input, num_output = self._merge_model.audio_token_counts(feature_mask)
+        num_input, num_output = self._merge_model.audio_token_counts(feature_mask, input_ids)
         placeholder = input_ids == self.config.audio_token_id
         plan = plan_placeholders(placeholder, num_input, num_output, token_name=self._merge_model._placeholder_name())
         per_row = units_per_row(plan.unit_row.cpu(), input_ids.shape[0])

@@ -1,0 +1,233 @@
+"""Qwen2.5-Omni's audio that arrives with video (`use_audio_in_video=True`): upstream interleaves it with the video's
+frames in 2 s chunks, and merging works chunk by chunk.
+
+Upstream's real processor and model do the interleaving and the positions; only the video processor is a stand-in
+(Qwen2-VL's needs torchvision, which this test environment lacks): it returns Qwen2-VL-shaped patches and grids.
+"""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from packaging import version
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.video_processing_utils import BaseVideoProcessor
+
+import hf_ltbm
+from hf_ltbm.compat import output_cache
+
+from ..encoding import upstream_check_accepts_stand_in_video_processor
+
+# upstream's interleaving calls `np.arange` on a torch scalar (transformers 5.24, numpy 2)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+NAME = "tiny-random-qwen2-5-omni"
+HALF = {"method": "ltbm", "keep_ratio": 0.5, "window": 3}
+CHUNK = 50  # 2 s of audio tokens: upstream's `position_id_per_seconds * seconds_per_chunk`
+TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+VIDEO = "<|vision_bos|><|VIDEO|><|vision_eos|>"
+AUDIO = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+
+
+class StandInVideoProcessor(BaseVideoProcessor):
+    """Qwen2-VL's output for a video of `F` frames: `F / 2` temporal patches of 4 x 4 spatial patches (4 tokens per
+    temporal patch after the 2 x 2 merge), pixel values of the right width drawn from the frame count (equal videos,
+    equal pixels)."""
+
+    merge_size = 2
+    temporal_patch_size = 2
+    patch_size = 14
+
+    def __call__(self, videos, **kwargs):
+        videos = videos if isinstance(videos, list) else [videos]
+        grids = torch.tensor([[len(video) // 2, 4, 4] for video in videos])
+        pixels = [
+            torch.randn(int(grid.prod()), 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(len(video)))
+            for video, grid in zip(videos, grids)
+        ]
+        return BatchFeature({"pixel_values_videos": torch.cat(pixels), "video_grid_thw": grids})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from hf_ltbm.tiny import build_tiny_model
+
+    model, processor = build_tiny_model(NAME)
+    with upstream_check_accepts_stand_in_video_processor():
+        processor.video_processor = StandInVideoProcessor()
+    return model, processor
+
+
+def _inputs(processor, setting=None):
+    """Row 0: a 5 s video (2 fps, 3 chunks of frames) with its 7 s audio track (4 chunks: the last two follow the
+    video's end). Row 1: a 3 s clip on its own, then a 2 s video with its 2 s audio track."""
+    rng = np.random.default_rng(0)
+    videos = [np.zeros((10, 3, 56, 56), np.float32), np.zeros((4, 3, 56, 56), np.float32)]
+    audio = [rng.standard_normal(16000 * s).astype(np.float32) for s in (7, 3, 2)]
+    texts = [TEMPLATE.format(VIDEO + "what happens"), TEMPLATE.format(AUDIO + "and" + VIDEO + "hm")]
+    processor.set_audio_token_merge(setting)
+    try:
+        return processor(
+            text=texts, videos=videos, audio=audio, return_tensors="pt", padding=True, **_from_video([0, None, 1])
+        )
+    finally:
+        processor.set_audio_token_merge(None)
+
+
+def _from_video(sources):
+    """The processor options that take each video's audio track from `audio` (`sources[i]`: the video of audio `i`,
+    `None` for a clip on its own), on transformers 5.20 and later and on 5.19."""
+    if version.parse(transformers.__version__) >= version.parse("5.20"):
+        return {"load_audio_from_video": True, "audio_from_video_indices": sources}
+    return {"use_audio_in_video": True}
+
+
+def _runs(ids, token):
+    """Lengths of the runs of `token` in a row of ids."""
+    is_token = np.r_[False, (ids == token).numpy(), False]
+    edges = np.flatnonzero(np.diff(is_token.astype(int)))
+    return (edges[1::2] - edges[::2]).tolist()
+
+
+def _half(n):
+    return hf_ltbm.output_length(n, keep_ratio=0.5)
+
+
+def test_the_processor_emits_merged_counts_per_chunk(tiny):
+    model, processor = tiny
+    stock, merged = _inputs(processor), _inputs(processor, HALF)
+    audio, video = model.config.audio_token_id, model.config.video_token_id
+    # upstream's interleaving: audio runs between the video's chunks; past the video's end the chunks follow on
+    assert _runs(stock["input_ids"][0], audio) == [CHUNK, CHUNK, CHUNK + 25]
+    assert _runs(merged["input_ids"][0], audio) == [_half(CHUNK), _half(CHUNK), _half(CHUNK) + _half(25)]
+    # row 1: the clip on its own is merged whole (75 tokens), the video's 2 s track is one chunk
+    assert _runs(stock["input_ids"][1], audio) == [75, CHUNK]
+    assert _runs(merged["input_ids"][1], audio) == [_half(75), _half(CHUNK)]
+    # everything else is upstream's, token for token
+    for row in range(2):
+        rest = [
+            ids[(ids != audio) & (mask == 1)]
+            for ids, mask in ((s["input_ids"][row], s["attention_mask"][row]) for s in (stock, merged))
+        ]
+        assert torch.equal(*rest)
+    assert _runs(merged["input_ids"][0], video) == _runs(stock["input_ids"][0], video) == [8, 8, 4]
+    for key in ("input_features", "feature_attention_mask", "pixel_values_videos", "video_grid_thw"):
+        assert torch.equal(merged[key], stock[key])
+
+
+def test_keep_one_reproduces_upstream_exactly(tiny):
+    model, processor = tiny
+    inputs = _inputs(processor)
+    upstream, deltas = model._merge_model.get_rope_index(
+        inputs["input_ids"],
+        None,
+        inputs["video_grid_thw"],
+        inputs["attention_mask"],
+        True,
+        inputs["feature_attention_mask"].sum(-1),
+        inputs["video_second_per_grid"],
+    )
+    with torch.no_grad():
+        reference = model(**inputs, use_audio_in_video=True).logits
+        with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}):
+            out = model(**inputs, use_audio_in_video=True)
+            rope_deltas = model._merge_model.rope_deltas
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(out.position_ids[:, valid], upstream[:, valid])
+    assert torch.equal(rope_deltas, deltas)
+    assert torch.equal(out.logits, reference)
+
+
+def test_merged_chunks_keep_their_place_among_the_frames_at_time_aligned_positions(tiny):
+    model, processor = tiny
+    stock, merged = _inputs(processor), _inputs(processor, HALF)
+    config = model.config
+    upstream, _ = model._merge_model.get_rope_index(
+        stock["input_ids"],
+        None,
+        stock["video_grid_thw"],
+        stock["attention_mask"],
+        True,
+        stock["feature_attention_mask"].sum(-1),
+        stock["video_second_per_grid"],
+    )
+    with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
+        out = model(**merged, use_audio_in_video=True)
+        pieces = model._merge_model._prompt_audio_features(
+            merged["input_features"], merged["feature_attention_mask"], merged["input_ids"], None
+        )
+    assert pieces.num_input_tokens.tolist() == [CHUNK, CHUNK, CHUNK, 25, 75, CHUNK]
+    assert pieces.audio_token_counts.tolist() == [_half(n) for n in pieces.num_input_tokens.tolist()]
+    result, positions = pieces.merge_result, out.position_ids
+    # each piece's first frame in the unmerged prompt, in prompt order
+    firsts = []
+    for row, sizes in enumerate(([CHUNK, CHUNK, CHUNK, 25], [75, CHUNK])):
+        audio_positions = upstream[0, row][stock["input_ids"][row] == config.audio_token_id]
+        firsts += [audio_positions[start] for start in np.cumsum([0] + sizes[:-1])]
+    expected = []
+    for piece, first in enumerate(firsts):
+        members = [(result.assignment[piece] == m).nonzero()[:, 0].float() for m in range(int(result.lengths[piece]))]
+        expected.append(torch.stack([first + torch.floor(idx.mean() + 0.5).long() for idx in members]))
+    placeholder = merged["input_ids"] == config.audio_token_id
+    got = torch.cat([positions[0, row][placeholder[row]] for row in range(2)])
+    assert torch.equal(got, torch.cat(expected))
+    assert torch.equal(positions[1][placeholder], positions[0][placeholder])  # audio: equal on all three axes
+    # the video's tokens and the text keep upstream's positions in the unmerged prompt
+    for row in range(2):
+        keep_stock = stock["attention_mask"][row].bool() & (stock["input_ids"][row] != config.audio_token_id)
+        keep_merged = merged["attention_mask"][row].bool() & ~placeholder[row]
+        assert torch.equal(positions[:, row][:, keep_merged], upstream[:, row][:, keep_stock])
+    # a merged chunk's tokens lie in time between the frames around it: chunk j of row 0 within [50 j, 50 j + 50)
+    start = firsts[0]
+    row0 = positions[0, 0][placeholder[0]] - start
+    chunk_of = torch.repeat_interleave(torch.arange(4), pieces.audio_token_counts[:4])
+    assert bool(((row0 >= CHUNK * chunk_of) & (row0 < CHUNK * (chunk_of + 1))).all())
+
+
+def test_both_prompt_paths_generate_the_same_tokens_with_batches_and_beams(tiny):
+    model, processor = tiny
+    stock, merged = _inputs(processor), _inputs(processor, HALF)
+    greedy = {"max_new_tokens": 4, "do_sample": False, "return_dict_in_generate": True, "use_audio_in_video": True}
+    with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
+        a = model.generate(**merged, **greedy)
+        b = model.generate(**stock, **greedy)
+        assert torch.equal(a.sequences[:, -4:], b.sequences[:, -4:])
+    # the KV cache holds the text, the video and the merged audio: the merged prompt, plus the new tokens
+    assert output_cache(a).get_seq_length() == merged["input_ids"].shape[1] + 3
+
+
+def test_beam_search_moves_each_rows_video_and_audio_with_the_row(tiny):
+    """Beam search repeats each row's video grid, seconds per grid and clips with the row: a row alone and the same
+    row twice in a batch give the same beams."""
+    model, processor = tiny
+    rng = np.random.default_rng(0)
+    text = TEMPLATE.format(AUDIO + "and" + VIDEO + "hm")
+    beams = {"max_new_tokens": 4, "do_sample": False, "num_beams": 2, "use_audio_in_video": True}
+    video = np.zeros((4, 3, 56, 56), np.float32)
+    clips = [rng.standard_normal(16000 * s).astype(np.float32) for s in (3, 2)]
+    processor.set_audio_token_merge(HALF)
+    try:
+        one = processor(text=[text], videos=[video], audio=clips, return_tensors="pt", **_from_video([None, 0]))
+        two = processor(
+            text=[text, text],
+            videos=[video, video],
+            audio=clips + clips,
+            return_tensors="pt",
+            padding=True,
+            **_from_video([None, 0, None, 1]),
+        )
+    finally:
+        processor.set_audio_token_merge(None)
+    with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
+        alone = model.generate(**one, **beams)[:, -4:]
+        together = model.generate(**two, **beams)[:, -4:]
+    assert torch.equal(together[0], alone[0]) and torch.equal(together[1], alone[0])
+
+
+def test_an_interleaved_prompt_without_the_flag_is_refused(tiny):
+    model, processor = tiny
+    merged = _inputs(processor, HALF)
+    with hf_ltbm.audio_token_merge(model, HALF), pytest.raises(ValueError, match="use_audio_in_video=True"):
+        model(**merged)
