@@ -39,7 +39,7 @@ from vllm.model_executor.models.qwen2_5_omni_thinker import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.utils import copy_mm_embedding_modality
 
-from ...backbones.qwen2_5_omni import _AUDIO_IN_VIDEO, _ThinkerMergingMixin, expand_placeholder_runs, rounded_time
+from ...backbones.qwen2_5_omni import _ThinkerMergingMixin, expand_placeholder_runs, rounded_time
 from ...config import AudioTokenMergeConfig
 from ...models.encoder_probe import capture_last_layer_projections
 from ...models.units import merge_units
@@ -53,6 +53,13 @@ __all__ = ["Qwen2_5OmniThinkerLTBMForConditionalGeneration", "Qwen2_5OmniThinker
 POSITION_CHANNELS = 2
 _BASE = 256
 _BIAS = _BASE**POSITION_CHANNELS // 2
+
+
+_AUDIO_IN_VIDEO = (
+    "Merging audio that arrives with video (`use_audio_in_video=True`) is not supported by the vLLM plugin: serve "
+    "such requests with merging off (mm_processor_kwargs={'audio_token_merge': None}), or use hf-ltbm's transformers "
+    "classes, which merge it chunk by chunk."
+)
 
 
 def settings_config(hf_config: Any) -> Any:
