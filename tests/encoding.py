@@ -4,6 +4,8 @@ placeholders, or, for a backbone whose prompts are written from chats (Voxtral),
 from contextlib import contextmanager
 from unittest import mock
 
+import pytest
+
 import hf_ltbm
 from hf_ltbm.backbones import backbone_for
 from hf_ltbm.processing import units_per_clip
@@ -64,3 +66,57 @@ def upstream_check_accepts_stand_in_video_processor():
         return
     with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", check):
         yield
+
+
+#: upstream's interleaving of a video's audio calls `np.arange` on a torch scalar (numpy 2 warns): tests marked with
+#: this run it
+upstream_interleaving_warning = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+
+def frames_video_processor():
+    """A video processor that gives Qwen2-VL's outputs without torchvision (which Qwen2-VL's needs): a video of `F`
+    frames becomes `F / 2` temporal patches of 4 x 4 spatial patches (4 tokens per temporal patch after the 2 x 2
+    merge), with pixel values of the right width drawn from the frame count (equal videos, equal pixels). What the
+    Qwen2.5-Omni tests with videos use: upstream's processor and model do the rest."""
+    import torch
+    from transformers.feature_extraction_utils import BatchFeature
+    from transformers.video_processing_utils import BaseVideoProcessor
+
+    class FramesVideoProcessor(BaseVideoProcessor):
+        merge_size = 2
+        temporal_patch_size = 2
+        patch_size = 14
+
+        def __call__(self, videos, **kwargs):
+            videos = videos if isinstance(videos, list) else [videos]
+            grids = torch.tensor([[len(video) // 2, 4, 4] for video in videos])
+            pixels = [
+                torch.randn(int(grid.prod()), 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(len(video)))
+                for video, grid in zip(videos, grids)
+            ]
+            return BatchFeature({"pixel_values_videos": torch.cat(pixels), "video_grid_thw": grids})
+
+    return FramesVideoProcessor()
+
+
+def with_frames_video_processor(processor):
+    """`processor` (Qwen2.5-Omni's) with `frames_video_processor()` as its video processor."""
+    with upstream_check_accepts_stand_in_video_processor():
+        processor.video_processor = frames_video_processor()
+    return processor
+
+
+def qwen2_5_omni_upstream_positions(model, inputs, use_audio_in_video: bool = False):
+    """Upstream's `get_rope_index` for a Qwen2.5-Omni thinker's inputs (a stock processor's prompt): positions
+    `[3, B, L]` and `rope_deltas` `[B, 1]`."""
+    return model._merge_model.get_rope_index(
+        inputs["input_ids"],
+        inputs.get("image_grid_thw"),
+        inputs.get("video_grid_thw"),
+        inputs["attention_mask"],
+        use_audio_in_video,
+        inputs["feature_attention_mask"].sum(-1),
+        inputs.get("video_second_per_grid"),
+    )

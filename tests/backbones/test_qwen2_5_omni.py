@@ -12,6 +12,8 @@ import hf_ltbm
 from hf_ltbm import build_prompt
 from hf_ltbm.compat import output_cache
 
+from ..encoding import qwen2_5_omni_upstream_positions
+
 NAME = "tiny-random-qwen2-5-omni"
 HALF = {"method": "ltbm", "keep_ratio": 0.5, "window": 3}
 
@@ -45,8 +47,7 @@ def tiny():
 
 def _upstream_positions(model, inputs):
     """What upstream gives the unmerged prompt: `get_rope_index` on the stock processor's ids."""
-    lengths = inputs["feature_attention_mask"].sum(-1)
-    return model._merge_model.get_rope_index(inputs["input_ids"], None, None, inputs["attention_mask"], False, lengths)
+    return qwen2_5_omni_upstream_positions(model, inputs)
 
 
 def test_keep_one_reproduces_upstream_positions_and_outputs_exactly(tiny):

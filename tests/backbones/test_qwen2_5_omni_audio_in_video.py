@@ -2,7 +2,7 @@
 frames in 2 s chunks, and merging works chunk by chunk.
 
 Upstream's real processor and model do the interleaving and the positions; only the video processor is a stand-in
-(Qwen2-VL's needs torchvision, which this test environment lacks): it returns Qwen2-VL-shaped patches and grids.
+(`tests.encoding.frames_video_processor`: Qwen2-VL's needs torchvision, which this test environment lacks).
 """
 
 import numpy as np
@@ -10,18 +10,13 @@ import pytest
 import torch
 import transformers
 from packaging import version
-from transformers.feature_extraction_utils import BatchFeature
-from transformers.video_processing_utils import BaseVideoProcessor
 
 import hf_ltbm
 from hf_ltbm.compat import output_cache
 
-from ..encoding import upstream_check_accepts_stand_in_video_processor
+from ..encoding import qwen2_5_omni_upstream_positions, upstream_interleaving_warning, with_frames_video_processor
 
-# upstream's interleaving calls `np.arange` on a torch scalar (transformers 5.24, numpy 2)
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
+pytestmark = upstream_interleaving_warning
 
 NAME = "tiny-random-qwen2-5-omni"
 HALF = {"method": "ltbm", "keep_ratio": 0.5, "window": 3}
@@ -31,33 +26,12 @@ VIDEO = "<|vision_bos|><|VIDEO|><|vision_eos|>"
 AUDIO = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 
 
-class StandInVideoProcessor(BaseVideoProcessor):
-    """Qwen2-VL's output for a video of `F` frames: `F / 2` temporal patches of 4 x 4 spatial patches (4 tokens per
-    temporal patch after the 2 x 2 merge), pixel values of the right width drawn from the frame count (equal videos,
-    equal pixels)."""
-
-    merge_size = 2
-    temporal_patch_size = 2
-    patch_size = 14
-
-    def __call__(self, videos, **kwargs):
-        videos = videos if isinstance(videos, list) else [videos]
-        grids = torch.tensor([[len(video) // 2, 4, 4] for video in videos])
-        pixels = [
-            torch.randn(int(grid.prod()), 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(len(video)))
-            for video, grid in zip(videos, grids)
-        ]
-        return BatchFeature({"pixel_values_videos": torch.cat(pixels), "video_grid_thw": grids})
-
-
 @pytest.fixture(scope="module")
 def tiny():
     from hf_ltbm.tiny import build_tiny_model
 
     model, processor = build_tiny_model(NAME)
-    with upstream_check_accepts_stand_in_video_processor():
-        processor.video_processor = StandInVideoProcessor()
-    return model, processor
+    return model, with_frames_video_processor(processor)
 
 
 def _inputs(processor, setting=None):
@@ -120,15 +94,7 @@ def test_the_processor_emits_merged_counts_per_chunk(tiny):
 def test_keep_one_reproduces_upstream_exactly(tiny):
     model, processor = tiny
     inputs = _inputs(processor)
-    upstream, deltas = model._merge_model.get_rope_index(
-        inputs["input_ids"],
-        None,
-        inputs["video_grid_thw"],
-        inputs["attention_mask"],
-        True,
-        inputs["feature_attention_mask"].sum(-1),
-        inputs["video_second_per_grid"],
-    )
+    upstream, deltas = qwen2_5_omni_upstream_positions(model, inputs, use_audio_in_video=True)
     with torch.no_grad():
         reference = model(**inputs, use_audio_in_video=True).logits
         with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}):
@@ -144,15 +110,7 @@ def test_merged_chunks_keep_their_place_among_the_frames_at_time_aligned_positio
     model, processor = tiny
     stock, merged = _inputs(processor), _inputs(processor, HALF)
     config = model.config
-    upstream, _ = model._merge_model.get_rope_index(
-        stock["input_ids"],
-        None,
-        stock["video_grid_thw"],
-        stock["attention_mask"],
-        True,
-        stock["feature_attention_mask"].sum(-1),
-        stock["video_second_per_grid"],
-    )
+    upstream, _ = qwen2_5_omni_upstream_positions(model, stock, use_audio_in_video=True)
     with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
         out = model(**merged, use_audio_in_video=True)
         pieces = model._merge_model._prompt_audio_features(

