@@ -178,3 +178,34 @@ def test_the_thinker_loads_from_a_whole_qwen2_5_omni_checkpoint(tiny, tmp_path):
     inputs = _inputs(processor)
     with torch.no_grad():
         assert torch.equal(via_cli(**inputs).logits, model(**inputs).logits)
+
+
+def test_an_image_next_to_merged_audio(tiny):
+    """An image before the clip goes through upstream's vision encoder: keep 1.0 is upstream's output, both prompt
+    paths generate the same tokens, and beam search moves each row's image grid with the row."""
+    from PIL import Image
+
+    model, processor = tiny
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((56, 84, 3)) * 255).astype(np.uint8))
+    clip = rng.standard_normal(16000 * 3).astype(np.float32)
+    text = "<|im_start|>user\n<|vision_bos|><|IMAGE|><|vision_eos|><|audio_bos|><|AUDIO|><|audio_eos|>what<|im_end|>\n"
+
+    def inputs(setting, rows=1):
+        processor.set_audio_token_merge(setting)
+        try:
+            return processor(text=[text] * rows, images=[image] * rows, audio=[clip] * rows, return_tensors="pt")
+        finally:
+            processor.set_audio_token_merge(None)
+
+    stock, merged = inputs(None), inputs(HALF)
+    greedy = {"max_new_tokens": 4, "do_sample": False}
+    with torch.no_grad():
+        reference = model(**stock).logits
+        with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}):
+            assert torch.equal(model(**stock).logits, reference)
+        with hf_ltbm.audio_token_merge(model, HALF):
+            assert torch.equal(model.generate(**stock, **greedy)[:, -4:], model.generate(**merged, **greedy)[:, -4:])
+            alone = model.generate(**merged, **greedy, num_beams=2)[:, -4:]
+            together = model.generate(**inputs(HALF, rows=2), **greedy, num_beams=2)[:, -4:]
+    assert torch.equal(together, alone.expand(2, -1))
