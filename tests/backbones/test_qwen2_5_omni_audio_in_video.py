@@ -144,7 +144,7 @@ def test_merged_chunks_keep_their_place_among_the_frames_at_time_aligned_positio
     assert bool(((row0 >= CHUNK * chunk_of) & (row0 < CHUNK * (chunk_of + 1))).all())
 
 
-def test_both_prompt_paths_generate_the_same_tokens_with_batches_and_beams(tiny):
+def test_both_prompt_paths_generate_the_same_tokens_with_dynamic_and_static_caches(tiny):
     model, processor = tiny
     stock, merged = _inputs(processor), _inputs(processor, HALF)
     greedy = {"max_new_tokens": 4, "do_sample": False, "return_dict_in_generate": True, "use_audio_in_video": True}
@@ -152,6 +152,9 @@ def test_both_prompt_paths_generate_the_same_tokens_with_batches_and_beams(tiny)
         a = model.generate(**merged, **greedy)
         b = model.generate(**stock, **greedy)
         assert torch.equal(a.sequences[:, -4:], b.sequences[:, -4:])
+        for inputs in (merged, stock):  # a static cache
+            static = model.generate(**inputs, **greedy, cache_implementation="static")
+            assert torch.equal(static.sequences[:, -4:], a.sequences[:, -4:])
     # the KV cache holds the text, the video and the merged audio: the merged prompt, plus the new tokens
     assert output_cache(a).get_seq_length() == merged["input_ids"].shape[1] + 3
 
