@@ -162,7 +162,7 @@ class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5Om
                 f"with audio items by order. Send standalone clips in another request, or turn merging off for this "
                 f"one with mm_processor_kwargs={{'{KEY}': None}}."
             )
-        if setting is not None and mm_items.get_all_counts().get("audio") and FIELD not in out_mm_kwargs.get_data():
+        if setting is not None and counts.get("audio") and FIELD not in out_mm_kwargs.get_data():
             raise ValueError(
                 f"`{KEY}` ({setting}) cannot merge precomputed audio features (`input_audio_features`): pass audio, "
                 f"or turn merging off for this request with mm_processor_kwargs={{'{KEY}': None}}."
