@@ -492,3 +492,45 @@ def test_vllm_serve_merges_a_whole_checkpoint_with_hf_overrides(omni, tmp_path):
     stock, served, pooled = (body["usage"]["prompt_tokens"] for _, body in results)
     assert stock - served == 250 - _merged_count(LTBM_HALF, 10.0)
     assert stock - pooled == 250 - _merged_count(pool, 10.0)
+
+
+def test_an_image_next_to_merged_audio_equals_the_transformers_path(omni, engines):
+    """An image before a clip: the prompt, the positions the language model runs at (the image's 3D positions, the
+    merged clip's time-aligned ones after it), tokens and log-probs equal hf-ltbm's transformers path."""
+    from PIL import Image
+
+    from hf_ltbm.backbones.qwen2_5_omni import Qwen2_5OmniThinkerLTBMForConditionalGeneration
+
+    folder = omni["plain"]
+    llm = engines(folder, hf_overrides={"audio_token_merge": LTBM_HALF})
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((56, 84, 3)) * 255).astype(np.uint8))
+    audio = clip(6.0, seed=8)
+    prompt = (
+        "<|im_start|>user\n<|vision_bos|><|IMAGE|><|vision_eos|><|audio_bos|><|AUDIO|><|audio_eos|>"
+        f"{INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    worst = 0.0
+    for setting in (None, LTBM_HALF):
+        req = {
+            "prompt": prompt,
+            "multi_modal_data": {"image": [image], "audio": [(audio, 16000)]},
+            "mm_processor_kwargs": {"audio_token_merge": setting},
+        }
+        out, positions = generate_with_positions(llm, req)
+        model = Qwen2_5OmniThinkerLTBMForConditionalGeneration.from_pretrained(
+            folder, audio_token_merge=setting, dtype=torch.float32
+        ).eval()
+        inputs = _processor(setting)(text=[prompt], images=[image], audio=[audio], return_tensors="pt")
+        with torch.no_grad():
+            expected = getattr(model(**inputs), "position_ids", None)
+            if expected is None:  # merging off: upstream's positions
+                expected, _ = qwen2_5_omni_upstream_positions(model, inputs)
+            generated = model.generate(
+                **inputs, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
+            )
+        tokens = generated.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+        logprobs = [float(torch.log_softmax(s[0].float(), -1)[t]) for s, t in zip(generated.scores, tokens)]
+        reference = Reference(inputs["input_ids"][0].tolist(), tokens, logprobs)
+        worst = max(worst, _check(out, positions, reference, expected[:, 0]))
+    assert worst <= LOGPROB_ATOL
