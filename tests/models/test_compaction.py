@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hf_ltbm.models.compaction import compact_sequence, infer_left_padding, plan_placeholders
+from hf_ltbm.models.compaction import compact_sequence, expanded_order, infer_left_padding, plan_placeholders
 
 X = 9  # placeholder id
 
@@ -45,3 +45,10 @@ def test_padding_side_inference():
     assert infer_left_padding(torch.ones(2, 2), default_left=True)
     with pytest.raises(ValueError, match="padding on both sides"):
         infer_left_padding(torch.tensor([[0, 1], [1, 0]]), default_left=True)
+
+
+def test_expanded_order_repeats_each_rows_items_with_the_row():
+    # rows 0 and 1 hold two and three items, row 2 none: beam search with two beams repeats rows as 0 0 1 1 2 2
+    order = expanded_order(torch.tensor([0, 0, 1, 1, 1]), batch_size=3, expand_size=2)
+    assert order.tolist() == [0, 1, 0, 1, 2, 3, 4, 2, 3, 4]
+    assert expanded_order(torch.zeros(0, dtype=torch.long), batch_size=2, expand_size=3).tolist() == []

@@ -49,6 +49,7 @@ from .. import compat
 from ..compat import mirrors
 from ..config import MergeSetting
 from ..merging import MergeResult
+from ..models.compaction import expanded_order
 from ..models.encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
 from ..models.mixin import (
     _UNSET,
@@ -174,17 +175,12 @@ def merged_token_positions(unit_starts: torch.Tensor, result: MergeResult) -> to
     return unit_starts[:, None] + rounded_time(member_positions(result)).to(unit_starts.device)
 
 
-def _expanded_order(
-    placeholder: torch.Tensor, grid_thw: torch.Tensor, merge_size: int, expand_size: int
-) -> torch.Tensor:
-    """`[K * expand_size]`: indices into per-item rows (one per image or video, in prompt order, `grid_thw [K, 3]`)
-    that repeat each batch row's items `expand_size` times, as generation repeats the rows of `placeholder [B, L]`
-    (where the items' tokens sit, `prod(grid) / merge_size**2` each)."""
+def _item_rows(placeholder: torch.Tensor, grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
+    """`[K]`: the batch row of each image or video (`grid_thw [K, 3]`, in prompt order), from where their tokens sit
+    (`placeholder [B, L]`, `prod(grid) / merge_size**2` tokens each)."""
     tokens = grid_thw.prod(-1) // merge_size**2
     starts = (tokens.cumsum(0) - tokens).to(placeholder.device)
-    rows = torch.searchsorted(placeholder.sum(1).cumsum(0), starts, right=True)
-    items = [(rows == row).nonzero().flatten() for row in range(placeholder.shape[0])]
-    return torch.cat([block for block in items for _ in range(expand_size)])
+    return torch.searchsorted(placeholder.sum(1).cumsum(0), starts, right=True)
 
 
 _ThinkerModel = compat.qwen2_5_omni_thinker_model()
@@ -560,7 +556,7 @@ class _ThinkerGenerationMixin:
         if expand_size > 1 and before is not None:
             merge = self.config.vision_config.spatial_merge_size
             orders = {
-                key: _expanded_order(before == token_id, stashed[key], merge, expand_size)
+                key: expanded_order(_item_rows(before == token_id, stashed[key], merge), len(before), expand_size)
                 for key, token_id in (
                     ("image_grid_thw", self.config.image_token_id),
                     ("video_grid_thw", self.config.video_token_id),

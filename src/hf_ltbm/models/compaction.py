@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["PlaceholderPlan", "compact_sequence", "infer_left_padding", "plan_placeholders", "units_per_row"]
+__all__ = ["PlaceholderPlan", "compact_sequence", "expanded_order", "infer_left_padding", "plan_placeholders"]
 
 
 @dataclass
@@ -86,9 +86,20 @@ def plan_placeholders(
     return PlaceholderPlan(fill=fill, keep=~placeholder | fill, unit_row=unit_row)
 
 
-def units_per_row(unit_row: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Number of audio units in each of `batch_size` rows, `[B]`."""
-    return torch.bincount(unit_row, minlength=batch_size)
+def expanded_order(item_row: torch.Tensor, batch_size: int, expand_size: int) -> torch.Tensor:
+    """`[K * expand_size]` long (on the CPU): indices into per-item rows that repeat each batch row's items
+    `expand_size` times, as generation repeats the batch rows (beam search, `num_return_sequences`).
+
+    Args:
+        item_row (`torch.LongTensor` of shape `[K]`): the batch row of each item (audio units, images, videos), in
+            prompt order.
+        batch_size (`int`): rows in the batch.
+        expand_size (`int`): copies of each row.
+    """
+    per_row = torch.bincount(item_row.cpu(), minlength=batch_size)
+    starts = per_row.cumsum(0) - per_row
+    blocks = [torch.arange(int(s), int(s + c)) for s, c in zip(starts, per_row)]
+    return torch.cat([block for block in blocks for _ in range(expand_size)])
 
 
 def infer_left_padding(attention_mask: Optional[torch.Tensor], default_left: bool) -> bool:

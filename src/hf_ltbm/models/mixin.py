@@ -28,10 +28,10 @@ from ..config import AudioTokenMergeConfig, MergeSetting, plain_setting
 from ..merging import MergeResult
 from .compaction import (
     compact_sequence,
+    expanded_order,
     generation_position_ids,
     infer_left_padding,
     plan_placeholders,
-    units_per_row,
 )
 from .size_aware import base_name, size_aware_name
 from .units import capture_merge_inputs, merge_units
@@ -683,7 +683,4 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         num_input, num_output = self._merge_model.audio_token_counts(feature_mask, input_ids)
         placeholder = input_ids == self.config.audio_token_id
         plan = plan_placeholders(placeholder, num_input, num_output, token_name=self._merge_model._placeholder_name())
-        per_row = units_per_row(plan.unit_row.cpu(), input_ids.shape[0])
-        starts = per_row.cumsum(0) - per_row
-        blocks = [torch.arange(int(s), int(s + c)) for s, c in zip(starts, per_row)]
-        return torch.cat([block for block in blocks for _ in range(expand_size)])
+        return expanded_order(plan.unit_row, input_ids.shape[0], expand_size)
