@@ -73,6 +73,7 @@ __all__ = [
     "merged_chunk_runs",
     "merged_token_positions",
     "rounded_time",
+    "split_into_pieces",
 ]
 
 _STASHED_GRIDS = "hf_ltbm_grids"
@@ -146,17 +147,31 @@ def _unpack(packed: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     return pad_sequence(list(torch.split(packed, sizes)), batch_first=True)
 
 
-def _resplit(inputs: MergeInputs, lengths: torch.Tensor, sizes: list[int]) -> MergeInputs:
-    """`inputs` whose rows `[U, T, ...]` hold `lengths[u]` valid entries, as rows `[len(sizes), max(sizes), ...]`:
-    the valid entries in order, cut into pieces of `sizes` (which sum to `lengths.sum()`), right-padded with zeros."""
+def split_into_pieces(
+    packed: torch.Tensor, inputs: MergeInputs, num_input: torch.Tensor, pieces: list[list[int]]
+) -> tuple[torch.Tensor, MergeInputs, torch.Tensor]:
+    """The encoder's output and merge inputs per clip, cut into the pieces the clips are merged in.
 
-    def split(rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        if rows is None:
-            return None
-        valid = torch.arange(rows.shape[1], device=rows.device)[None] < lengths.to(rows.device)[:, None]
-        return _unpack(rows[valid], sizes)
+    Args:
+        packed (`torch.Tensor` of shape `[sum(N_c), D]`): the pooled encoder states of every clip, clip after clip.
+        inputs (`MergeInputs`): keys / scores per clip, rows `[num_clips, N_max, ...]`.
+        num_input (`torch.LongTensor` of shape `[num_clips]`): tokens per clip (`N_c`).
+        pieces: tokens per piece of each clip (`[N_c]` for a clip merged whole, `chunk_sizes` for one in chunks).
 
-    return MergeInputs(split(inputs.encoder_keys), split(inputs.scores))
+    Returns:
+        `(hidden [P, n_max, D], inputs with rows [P, n_max, ...], lengths [P])` for the `P` pieces, right-padded.
+    """
+    sizes = [size for clip in pieces for size in clip]
+    if len(sizes) != len(pieces):  # some clip in several pieces: its keys and scores too
+
+        def split(rows: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            if rows is None:
+                return None
+            valid = torch.arange(rows.shape[1], device=rows.device)[None] < num_input.to(rows.device)[:, None]
+            return _unpack(rows[valid], sizes)
+
+        inputs = MergeInputs(split(inputs.encoder_keys), split(inputs.scores))
+    return _unpack(packed, sizes), inputs, torch.tensor(sizes, device=num_input.device)
 
 
 def rounded_time(mean_frames: torch.Tensor) -> torch.Tensor:
@@ -243,13 +258,9 @@ class _ThinkerMergingMixin:
                 tower(features, feature_lens=mel_lengths, aftercnn_lens=frames)
         finally:
             handle.remove()
-        hidden = _unpack(pooled[0], num_input.tolist())
         inputs = self._packed_merge_inputs(captured, frames, mel_lengths, want_keys, want_scores)
-        if pieces is not None:
-            sizes = [size for clip in pieces for size in clip]
-            hidden = _unpack(pooled[0], sizes)
-            inputs = _resplit(inputs, num_input, sizes)
-            num_input = torch.tensor(sizes, device=num_input.device)
+        pieces = [[n] for n in num_input.tolist()] if pieces is None else pieces
+        hidden, inputs, num_input = split_into_pieces(pooled[0], inputs, num_input, pieces)
 
         def project(tokens: torch.Tensor) -> torch.Tensor:
             return tower.proj(tower.ln_post(tokens))

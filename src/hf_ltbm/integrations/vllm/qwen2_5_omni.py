@@ -47,13 +47,12 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.utils import copy_mm_embedding_modality
 
 from ...backbones.qwen2_5_omni import (
-    _resplit,
     _ThinkerMergingMixin,
-    _unpack,
     chunk_sizes,
     expand_placeholder_runs,
     merged_chunk_runs,
     rounded_time,
+    split_into_pieces,
 )
 from ...config import AudioTokenMergeConfig
 from ...models.encoder_probe import capture_last_layer_projections
@@ -291,16 +290,13 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
         inputs = _ThinkerMergingMixin._packed_merge_inputs(self, captured, frames, mel_lengths, want_keys, want_scores)
         chunks = self._audio_chunks or [0] * len(settings)
         pieces = [chunk_sizes(n, chunk) if chunk else [n] for n, chunk in zip(num_input.tolist(), chunks)]
-        sizes = [size for item in pieces for size in item]
-        hidden = _unpack(pooled[0], sizes)
-        if len(sizes) != len(settings):  # a clip in chunks: keys and scores too
-            inputs = _resplit(inputs, num_input, sizes)
+        hidden, inputs, sizes = split_into_pieces(pooled[0], inputs, num_input, pieces)
 
         def project(tokens: torch.Tensor) -> torch.Tensor:
             return tower.proj(tower.ln_post(tokens))
 
         piece_settings = [setting for setting, item in zip(settings, pieces) for _ in item]
-        merged = merge_units(hidden, torch.tensor(sizes), piece_settings, project, inputs)
+        merged = merge_units(hidden, sizes, piece_settings, project, inputs)
         counts = merged.counts.tolist()
         out = []
         for setting, tokens, times in zip(piece_settings, merged.split(), torch.split(merged.positions, counts)):
