@@ -110,13 +110,25 @@ class MergingProcessorMixin:
                 )
             return processed
         items = len(audio) if isinstance(audio, (list, tuple)) else 1
-        processed[FIELD] = encode(setting)[None].expand(items, -1).clone()
+        processed.update(self._audio_item_data(setting, hf_processor_mm_kwargs, items))
         return processed
+
+    #: The tensor fields `_audio_item_data` adds, batched over the audio items.
+    _audio_item_fields: tuple[str, ...] = (FIELD,)
+
+    def _audio_item_data(
+        self, setting: Optional[AudioTokenMergeConfig], hf_processor_mm_kwargs: Mapping[str, object], items: int
+    ) -> dict[str, torch.Tensor]:
+        """The tensor fields each of a request's `items` audio items carries to the model (one row per item): the
+        request's resolved setting (`FIELD`). A backbone that needs more adds them here and to
+        `_audio_item_fields`."""
+        return {FIELD: encode(setting)[None].expand(items, -1).clone()}
 
     def _get_mm_fields_config(self, hf_inputs: Any, hf_processor_mm_kwargs: Mapping[str, object]) -> Any:
         config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
-        if FIELD in hf_inputs:
-            config[FIELD] = MultiModalFieldConfig.batched("audio", keep_on_cpu=True)
+        for field in self._audio_item_fields:
+            if field in hf_inputs:
+                config[field] = MultiModalFieldConfig.batched("audio", keep_on_cpu=True)
         return config
 
     def _get_prompt_updates(

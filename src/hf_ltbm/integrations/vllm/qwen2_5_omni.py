@@ -42,7 +42,6 @@ from vllm.model_executor.models.qwen2_5_omni_thinker import (
     Qwen2_5OmniThinkerProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
-from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.utils import copy_mm_embedding_modality
 
@@ -128,21 +127,17 @@ class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5Om
     (`use_audio_in_video=True`) gets `merged_length(n)` placeholders per chunk of `n` in the video's interleaved run,
     as in the transformers classes."""
 
-    def _postprocess_hf_mm_data(
-        self, mm_data: Mapping[str, object], hf_processor_mm_kwargs: Mapping[str, object], processed_data: Any
-    ) -> Any:
-        """The stock data, the setting field, and under a setting each audio item's chunk size (`CHUNKS`)."""
-        processed = super()._postprocess_hf_mm_data(mm_data, hf_processor_mm_kwargs, processed_data)
-        if FIELD in processed and self._merge_setting(hf_processor_mm_kwargs) is not None:
-            chunk = _audio_chunk(self.info.get_hf_config()) if hf_processor_mm_kwargs.get("use_audio_in_video") else 0
-            processed[CHUNKS] = torch.full((len(processed[FIELD]),), chunk, dtype=torch.long)
-        return processed
+    _audio_item_fields = (FIELD, CHUNKS)
 
-    def _get_mm_fields_config(self, hf_inputs: Any, hf_processor_mm_kwargs: Mapping[str, object]) -> Any:
-        config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
-        if CHUNKS in hf_inputs:
-            config[CHUNKS] = MultiModalFieldConfig.batched("audio", keep_on_cpu=True)
-        return config
+    def _audio_item_data(
+        self, setting: Optional[AudioTokenMergeConfig], hf_processor_mm_kwargs: Mapping[str, object], items: int
+    ) -> dict[str, torch.Tensor]:
+        """The setting field, and under a setting each audio item's chunk size (`CHUNKS`)."""
+        data = super()._audio_item_data(setting, hf_processor_mm_kwargs, items)
+        if setting is not None:
+            chunk = _audio_chunk(self.info.get_hf_config()) if hf_processor_mm_kwargs.get("use_audio_in_video") else 0
+            data[CHUNKS] = torch.full((items,), chunk, dtype=torch.long)
+        return data
 
     def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
         """The clip's encoder tokens `[N]` (25 per second), from its valid mel frames `audio_feature_lengths`."""
