@@ -86,15 +86,24 @@ def omni(tmp_path_factory):
     return folders
 
 
-def reference(folder, audio: list, setting, max_tokens: int = 4) -> tuple[Reference, torch.Tensor]:
-    """hf-ltbm's merging thinker (float32) on the same whole checkpoint and clips: its prompt, greedy tokens and
-    log-probs, and the prompt's positions `[3, L]`."""
+def _thinker(folder, setting):
+    """hf-ltbm's merging thinker (float32) from the whole checkpoint `folder`."""
     from hf_ltbm.backbones.qwen2_5_omni import Qwen2_5OmniThinkerLTBMForConditionalGeneration
 
-    model = Qwen2_5OmniThinkerLTBMForConditionalGeneration.from_pretrained(
+    return Qwen2_5OmniThinkerLTBMForConditionalGeneration.from_pretrained(
         folder, audio_token_merge=setting, dtype=torch.float32
     ).eval()
-    inputs = _processor(setting)(text=[_prompt(len(audio))], audio=audio, sampling_rate=16000, return_tensors="pt")
+
+
+def reference(
+    folder, audio: list, setting, max_tokens: int = 4, prompt: str | None = None, images: list | None = None
+) -> tuple[Reference, torch.Tensor]:
+    """hf-ltbm's merging thinker (float32) on the same whole checkpoint, clips (and images) and prompt (by default
+    the chat of `audio`'s clips): its prompt, greedy tokens and log-probs, and the prompt's positions `[3, L]`."""
+    model = _thinker(folder, setting)
+    inputs = _processor(setting)(
+        text=[prompt or _prompt(len(audio))], images=images, audio=audio, sampling_rate=16000, return_tensors="pt"
+    )
     with torch.no_grad():
         positions = getattr(model(**inputs), "position_ids", None)  # merging off: the output holds none
         if positions is None:  # upstream's positions
@@ -378,13 +387,9 @@ def video_inputs(folder, video, audio, setting):
     import transformers
     from packaging import version
 
-    from hf_ltbm.backbones.qwen2_5_omni import Qwen2_5OmniThinkerLTBMForConditionalGeneration
-
     from ...encoding import with_frames_video_processor
 
-    model = Qwen2_5OmniThinkerLTBMForConditionalGeneration.from_pretrained(
-        folder, audio_token_merge=setting, dtype=torch.float32
-    ).eval()
+    model = _thinker(folder, setting)
     processor = with_frames_video_processor(_processor(setting))
     options = {"use_audio_in_video": True}
     if version.parse(transformers.__version__) >= version.parse("5.20"):
@@ -499,8 +504,6 @@ def test_an_image_next_to_merged_audio_equals_the_transformers_path(omni, engine
     merged clip's time-aligned ones after it), tokens and log-probs equal hf-ltbm's transformers path."""
     from PIL import Image
 
-    from hf_ltbm.backbones.qwen2_5_omni import Qwen2_5OmniThinkerLTBMForConditionalGeneration
-
     folder = omni["plain"]
     llm = engines(folder, hf_overrides={"audio_token_merge": LTBM_HALF})
     rng = np.random.default_rng(0)
@@ -518,19 +521,6 @@ def test_an_image_next_to_merged_audio_equals_the_transformers_path(omni, engine
             "mm_processor_kwargs": {"audio_token_merge": setting},
         }
         out, positions = generate_with_positions(llm, req)
-        model = Qwen2_5OmniThinkerLTBMForConditionalGeneration.from_pretrained(
-            folder, audio_token_merge=setting, dtype=torch.float32
-        ).eval()
-        inputs = _processor(setting)(text=[prompt], images=[image], audio=[audio], return_tensors="pt")
-        with torch.no_grad():
-            expected = getattr(model(**inputs), "position_ids", None)
-            if expected is None:  # merging off: upstream's positions
-                expected, _ = qwen2_5_omni_upstream_positions(model, inputs)
-            generated = model.generate(
-                **inputs, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
-            )
-        tokens = generated.sequences[0, inputs["input_ids"].shape[1] :].tolist()
-        logprobs = [float(torch.log_softmax(s[0].float(), -1)[t]) for s, t in zip(generated.scores, tokens)]
-        reference = Reference(inputs["input_ids"][0].tolist(), tokens, logprobs)
-        worst = max(worst, _check(out, positions, reference, expected[:, 0]))
+        expected = reference(folder, [audio], setting, prompt=prompt, images=[image])
+        worst = max(worst, _check(out, positions, *expected))
     assert worst <= LOGPROB_ATOL
