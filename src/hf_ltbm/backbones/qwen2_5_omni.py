@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     PretrainedConfig,
@@ -47,7 +48,7 @@ from transformers.video_processing_utils import BaseVideoProcessor
 
 from .. import compat
 from ..compat import mirrors
-from ..config import MergeSetting
+from ..config import AudioTokenMergeConfig, MergeSetting
 from ..merging import MergeResult
 from ..models.compaction import expanded_order
 from ..models.encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
@@ -59,7 +60,7 @@ from ..models.mixin import (
     _init_setting,
     _SettingAccess,
 )
-from ..models.units import MergeInputs, member_positions, merge_units
+from ..models.units import MergedUnits, MergeInputs, member_positions, merge_units
 from ..processing import MergeSettingProcessorMixin
 from .base import Backbone, register_backbone
 
@@ -70,6 +71,7 @@ __all__ = [
     "Qwen2_5OmniThinkerLTBMProcessor",
     "chunk_sizes",
     "expand_placeholder_runs",
+    "merge_packed_clips",
     "merged_chunk_runs",
     "merged_token_positions",
     "rounded_time",
@@ -174,6 +176,75 @@ def split_into_pieces(
     return _unpack(packed, sizes), inputs, torch.tensor(sizes, device=num_input.device)
 
 
+def _packed_merge_inputs(
+    tower: nn.Module,
+    captured: dict[str, torch.Tensor],
+    frames: torch.Tensor,
+    mel_lengths: torch.Tensor,
+    want_keys: bool,
+    want_scores: bool,
+) -> MergeInputs:
+    """Encoder keys / attention scores per clip `[U, N_max, ...]` from the last layer's packed projections
+    `[sum(frames), D]`: keys are split per clip; scores are the attention each frame receives within its 2 s
+    chunk (the encoder attends within chunks), both pooled by pairs like the encoder's output."""
+    attn = tower.layers[-1].self_attn
+    inputs = MergeInputs()
+    if want_keys:
+        inputs.encoder_keys = encoder_keys(_unpack(captured["k_proj"], frames.tolist()), attn.num_heads)
+    if want_scores:
+        # the encoder's attention chunks: each clip's mel frames cut into pieces of `2 * n_window`
+        window = 2 * tower.n_window
+        chunk_mels = [[window] * (n // window) + ([n % window] if n % window else []) for n in mel_lengths.tolist()]
+        chunk_frames = (torch.tensor([m for clip in chunk_mels for m in clip]) - 1) // 2 + 1
+        sizes = chunk_frames.tolist()
+        queries, keys = _unpack(captured["q_proj"], sizes), _unpack(captured["k_proj"], sizes)
+        scores = received_attention(queries, keys, attn.num_heads, attn.scaling, chunk_frames)
+        pooled = iter(row[: n // 2] for row, n in zip(scores, sizes))  # chunks hold whole pairs but a clip's last
+        clips = [torch.cat([next(pooled) for _ in clip]) for clip in chunk_mels]
+        inputs.scores = pad_sequence(clips, batch_first=True)
+    return inputs
+
+
+def merge_packed_clips(
+    tower: nn.Module,
+    encode: Callable[[torch.Tensor], Any],
+    mel_lengths: torch.Tensor,
+    settings: Sequence[Optional[AudioTokenMergeConfig]],
+    pieces: Optional[list[list[int]]] = None,
+) -> tuple[torch.Tensor, torch.Tensor, MergedUnits]:
+    """Runs Qwen2.5-Omni's packed audio encoder, reads its pooled states before `ln_post` / `proj` (a forward
+    pre-hook) and the last layer's keys / attention scores, merges each piece of each clip with its clip's setting and
+    projects it with the encoder's own `ln_post` and `proj`: what the transformers classes and the vLLM plugin share.
+
+    Args:
+        tower: the audio encoder (upstream's `Qwen2_5OmniAudioEncoder`, or vLLM's).
+        encode: runs `tower` on the clips, given their frame counts after the convolutions (`aftercnn_lens`).
+        mel_lengths (`torch.LongTensor` of shape `[num_clips]`): valid mel frames per clip.
+        settings: the merge setting of each clip (`None`: projected as it is).
+        pieces: tokens per piece of each clip (`split_into_pieces`); `None`: each clip whole.
+
+    Returns:
+        `(hidden [P, n_max, D_audio], tokens per piece [P], MergedUnits of the P pieces)`.
+    """
+    frames, num_input = tower._get_feat_extract_output_lengths(mel_lengths)
+    active = [s for s in settings if s is not None]
+    want_keys = any(s.uses_keys and s.key_source == "encoder_keys" for s in active)
+    want_scores = any(s.requires_scores for s in active)
+    pooled: list[torch.Tensor] = []
+    handle = tower.ln_post.register_forward_pre_hook(lambda _m, args: pooled.append(args[0].detach()))
+    try:
+        with capture_last_layer_projections(tower, queries=want_scores, keys=want_keys or want_scores) as captured:
+            encode(frames)
+    finally:
+        handle.remove()
+    inputs = _packed_merge_inputs(tower, captured, frames, mel_lengths, want_keys, want_scores)
+    pieces = [[n] for n in num_input.tolist()] if pieces is None else pieces
+    hidden, inputs, sizes = split_into_pieces(pooled[0], inputs, num_input, pieces)
+    piece_settings = [setting for setting, clip in zip(settings, pieces) for _ in clip]
+    merged = merge_units(hidden, sizes, piece_settings, lambda tokens: tower.proj(tower.ln_post(tokens)), inputs)
+    return hidden, sizes, merged
+
+
 def rounded_time(mean_frames: torch.Tensor) -> torch.Tensor:
     """`mean_frames` (float, any shape: mean member frame indices, `member_positions`) rounded half up to whole
     frames (long, same shape): a merged token's position offset from its clip's first frame."""
@@ -240,32 +311,18 @@ class _ThinkerMergingMixin:
         before_projection: Any = None,
         pieces: Optional[list[list[int]]] = None,
     ) -> AudioTokenMergeOutput:
-        """Runs upstream's encoder, reads its pooled states before `ln_post` / `proj` (a forward pre-hook) and the
-        last layer's keys / attention scores, merges each clip (or each of its `pieces`, tokens per piece per clip,
-        `_clip_pieces`) and projects it with the encoder's own `ln_post` and `proj`. The output's counts and merge
-        result are per merged piece."""
-        setting = self.audio_token_merge
+        """Runs upstream's encoder and merges each clip (or each of its `pieces`, tokens per piece per clip,
+        `_clip_pieces`) with `merge_packed_clips`. The output's counts and merge result are per merged piece."""
         tower = self.audio_tower
         mel_lengths = feature_mask.sum(-1).long()
-        frames, num_input = tower._get_feat_extract_output_lengths(mel_lengths)
-        pooled: list[torch.Tensor] = []
-        handle = tower.ln_post.register_forward_pre_hook(lambda _m, args: pooled.append(args[0].detach()))
-        want_keys = setting.uses_keys and setting.key_source == "encoder_keys"
-        want_scores = setting.requires_scores
-        try:
-            with capture_last_layer_projections(tower, queries=want_scores, keys=want_keys or want_scores) as captured:
-                features = input_features.permute(0, 2, 1)[feature_mask.bool()].permute(1, 0)
-                tower(features, feature_lens=mel_lengths, aftercnn_lens=frames)
-        finally:
-            handle.remove()
-        inputs = self._packed_merge_inputs(captured, frames, mel_lengths, want_keys, want_scores)
-        pieces = [[n] for n in num_input.tolist()] if pieces is None else pieces
-        hidden, inputs, num_input = split_into_pieces(pooled[0], inputs, num_input, pieces)
-
-        def project(tokens: torch.Tensor) -> torch.Tensor:
-            return tower.proj(tower.ln_post(tokens))
-
-        merged = merge_units(hidden, num_input, setting, project, inputs)
+        features = input_features.permute(0, 2, 1)[feature_mask.bool()].permute(1, 0)
+        hidden, num_input, merged = merge_packed_clips(
+            tower,
+            lambda frames: tower(features, feature_lens=mel_lengths, aftercnn_lens=frames),
+            mel_lengths,
+            [self.audio_token_merge] * len(mel_lengths),
+            pieces,
+        )
         return AudioTokenMergeOutput(
             last_hidden_state=hidden,
             pooler_output=merged.tokens,
@@ -273,36 +330,6 @@ class _ThinkerMergingMixin:
             num_input_tokens=num_input,
             merge_result=merged.result,
         )
-
-    def _packed_merge_inputs(
-        self,
-        captured: dict[str, torch.Tensor],
-        frames: torch.Tensor,
-        mel_lengths: torch.Tensor,
-        want_keys: bool,
-        want_scores: bool,
-    ) -> MergeInputs:
-        """Encoder keys / attention scores per clip `[U, N_max, ...]` from the last layer's packed projections
-        `[sum(frames), D]`: keys are split per clip; scores are the attention each frame receives within its 2 s
-        chunk (the encoder attends within chunks), both pooled by pairs like the encoder's output."""
-        attn = self.audio_tower.layers[-1].self_attn
-        inputs = MergeInputs()
-        if want_keys:
-            inputs.encoder_keys = encoder_keys(_unpack(captured["k_proj"], frames.tolist()), attn.num_heads)
-        if want_scores:
-            # the encoder's attention chunks: each clip's mel frames cut into pieces of `2 * n_window`
-            window = 2 * self.audio_tower.n_window
-            chunk_mels = [
-                [window] * (n // window) + ([n % window] if n % window else []) for n in mel_lengths.tolist()
-            ]
-            chunk_frames = (torch.tensor([m for clip in chunk_mels for m in clip]) - 1) // 2 + 1
-            sizes = chunk_frames.tolist()
-            queries, keys = _unpack(captured["q_proj"], sizes), _unpack(captured["k_proj"], sizes)
-            scores = received_attention(queries, keys, attn.num_heads, attn.scaling, chunk_frames)
-            pooled = iter(row[: n // 2] for row, n in zip(scores, sizes))  # chunks hold whole pairs but a clip's last
-            clips = [torch.cat([next(pooled) for _ in clip]) for clip in chunk_mels]
-            inputs.scores = pad_sequence(clips, batch_first=True)
-        return inputs
 
     def get_audio_features(
         self,

@@ -46,16 +46,13 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.utils import copy_mm_embedding_modality
 
 from ...backbones.qwen2_5_omni import (
-    _ThinkerMergingMixin,
     chunk_sizes,
     expand_placeholder_runs,
+    merge_packed_clips,
     merged_chunk_runs,
     rounded_time,
-    split_into_pieces,
 )
 from ...config import AudioTokenMergeConfig
-from ...models.encoder_probe import capture_last_layer_projections
-from ...models.units import merge_units
 from .processing import (
     MergingModelMixin,
     MergingProcessingInfoMixin,
@@ -269,29 +266,13 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
         last channels), `[N_i, D]` without one. The encoder is vLLM's (transformers' packed Qwen2.5-Omni encoder);
         merging runs between its pooling and `ln_post` / `proj`, as in the transformers classes, per clip or, for a
         clip interleaved with video, per chunk (`CHUNKS`)."""
-        tower = self.audio_tower
         mel_lengths = torch.as_tensor(audio_input["audio_feature_lengths"]).long().cpu()
-        frames, num_input = tower._get_feat_extract_output_lengths(mel_lengths)
-        active = [s for s in settings if s is not None]
-        want_keys = any(s.uses_keys and s.key_source == "encoder_keys" for s in active)
-        want_scores = any(s.requires_scores for s in active)
-        pooled: list[torch.Tensor] = []
-        handle = tower.ln_post.register_forward_pre_hook(lambda _m, args: pooled.append(args[0]))
-        try:
-            with capture_last_layer_projections(tower, queries=want_scores, keys=want_keys or want_scores) as captured:
-                self._process_audio_input(audio_input)
-        finally:
-            handle.remove()
-        inputs = _ThinkerMergingMixin._packed_merge_inputs(self, captured, frames, mel_lengths, want_keys, want_scores)
         chunks = self._audio_chunks or [0] * len(settings)
-        pieces = [chunk_sizes(n, chunk) if chunk else [n] for n, chunk in zip(num_input.tolist(), chunks)]
-        hidden, inputs, sizes = split_into_pieces(pooled[0], inputs, num_input, pieces)
-
-        def project(tokens: torch.Tensor) -> torch.Tensor:
-            return tower.proj(tower.ln_post(tokens))
-
+        pieces = [chunk_sizes(n, chunk) if chunk else [n] for n, chunk in zip(_tokens(mel_lengths).tolist(), chunks)]
+        _, _, merged = merge_packed_clips(
+            self.audio_tower, lambda _frames: self._process_audio_input(audio_input), mel_lengths, settings, pieces
+        )
         piece_settings = [setting for setting, item in zip(settings, pieces) for _ in item]
-        merged = merge_units(hidden, sizes, piece_settings, project, inputs)
         counts = merged.counts.tolist()
         out = []
         for setting, tokens, times in zip(piece_settings, merged.split(), torch.split(merged.positions, counts)):
