@@ -222,20 +222,21 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
         at the merged prompt's tokens: a clip's placeholders get its first `M` frames' positions (`forward` moves them
         by the offsets their embeddings carry), what follows keeps its unmerged position. The delta (the positions of
         generated tokens) is `max position + 1 - L`, as upstream's."""
-        merged = sorted((f for f in mm_features if _item_setting(f) is not None), key=lambda f: f.mm_position.offset)
+        settings = [(f, _item_setting(f)) for f in mm_features]
+        merged = sorted(((f, s) for f, s in settings if s is not None), key=lambda item: item[0].mm_position.offset)
         if not merged:
             return super().get_mrope_input_positions(input_tokens, mm_features)
         ids = torch.tensor(list(input_tokens), dtype=torch.long)[None]
         placeholder = torch.zeros_like(ids, dtype=torch.bool)
         in_prompt, num_input = [], []  # per merged piece: a clip, or a chunk of a clip interleaved with video
-        for feature in merged:
+        for feature, setting in merged:
             where = feature.mm_position
             span = torch.arange(where.offset, where.offset + where.length)
             placeholder[0, span if where.is_embed is None else span[where.is_embed]] = True
             chunk = int(feature.data[CHUNKS].data) if CHUNKS in feature.data else 0
             n = int(_tokens(torch.as_tensor(feature.data["audio_feature_lengths"].data)))
             pieces = chunk_sizes(n, chunk) if chunk else [n]
-            in_prompt += [_item_setting(feature).output_length(p) for p in pieces]
+            in_prompt += [setting.output_length(p) for p in pieces]
             num_input += pieces
         full_ids, _, index = expand_placeholder_runs(
             ids, torch.ones_like(ids), placeholder, torch.tensor(in_prompt), torch.tensor(num_input)
