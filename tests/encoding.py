@@ -5,6 +5,7 @@ from contextlib import contextmanager
 from unittest import mock
 
 import pytest
+import torch
 
 import hf_ltbm
 from hf_ltbm.backbones import backbone_for
@@ -80,7 +81,6 @@ def frames_video_processor():
     frames becomes `F / 2` temporal patches of 4 x 4 spatial patches (4 tokens per temporal patch after the 2 x 2
     merge), with pixel values of the right width drawn from the frame count (equal videos, equal pixels). What the
     Qwen2.5-Omni tests with videos use: upstream's processor and model do the rest."""
-    import torch
     from transformers.feature_extraction_utils import BatchFeature
     from transformers.video_processing_utils import BaseVideoProcessor
 
@@ -120,3 +120,18 @@ def qwen2_5_omni_upstream_positions(model, inputs, use_audio_in_video: bool = Fa
         inputs["feature_attention_mask"].sum(-1),
         inputs.get("video_second_per_grid"),
     )
+
+
+def assert_keep_one_reproduces_upstream(model, inputs, **forward_kwargs):
+    """A Qwen2.5-Omni thinker merging at keep 1.0 gives `inputs` (a stock processor's prompt) upstream's positions,
+    `rope_deltas` and logits exactly; `forward_kwargs` go to both forwards and to `get_rope_index`."""
+    upstream, deltas = qwen2_5_omni_upstream_positions(model, inputs, **forward_kwargs)
+    with torch.no_grad():
+        reference = model(**inputs, **forward_kwargs).logits
+        with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}):
+            out = model(**inputs, **forward_kwargs)
+            rope_deltas = model._merge_model.rope_deltas
+    valid = inputs["attention_mask"].bool()
+    assert torch.equal(out.position_ids[:, valid], upstream[:, valid])
+    assert torch.equal(rope_deltas, deltas)
+    assert torch.equal(out.logits, reference)

@@ -12,7 +12,7 @@ import hf_ltbm
 from hf_ltbm import build_prompt
 from hf_ltbm.compat import output_cache
 
-from ..encoding import qwen2_5_omni_upstream_positions
+from ..encoding import assert_keep_one_reproduces_upstream, qwen2_5_omni_upstream_positions
 
 NAME = "tiny-random-qwen2-5-omni"
 HALF = {"method": "ltbm", "keep_ratio": 0.5, "window": 3}
@@ -45,30 +45,15 @@ def tiny():
     return build_tiny_model(NAME)
 
 
-def _upstream_positions(model, inputs):
-    """What upstream gives the unmerged prompt: `get_rope_index` on the stock processor's ids."""
-    return qwen2_5_omni_upstream_positions(model, inputs)
-
-
 def test_keep_one_reproduces_upstream_positions_and_outputs_exactly(tiny):
     model, processor = tiny
-    inputs = _inputs(processor)
-    upstream, deltas = _upstream_positions(model, inputs)
-    with torch.no_grad():
-        reference = model(**inputs).logits
-        with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}):
-            out = model(**inputs)
-            rope_deltas = model._merge_model.rope_deltas
-    valid = inputs["attention_mask"].bool()
-    assert torch.equal(out.position_ids[:, valid], upstream[:, valid])
-    assert torch.equal(rope_deltas, deltas)
-    assert torch.equal(out.logits, reference)
+    assert_keep_one_reproduces_upstream(model, _inputs(processor))
 
 
 def test_a_merged_token_sits_at_the_rounded_mean_position_of_its_members_and_text_keeps_its_time(tiny):
     model, processor = tiny
     stock, merged_inputs = _stock_and_merged(processor)
-    upstream, _ = _upstream_positions(model, stock)
+    upstream, _ = qwen2_5_omni_upstream_positions(model, stock)
     with hf_ltbm.audio_token_merge(model, HALF), torch.no_grad():
         out = model(**merged_inputs)
         audio = model.get_audio_features(merged_inputs["input_features"], merged_inputs["feature_attention_mask"])

@@ -14,7 +14,12 @@ from packaging import version
 import hf_ltbm
 from hf_ltbm.compat import output_cache
 
-from ..encoding import qwen2_5_omni_upstream_positions, upstream_interleaving_warning, with_frames_video_processor
+from ..encoding import (
+    assert_keep_one_reproduces_upstream,
+    qwen2_5_omni_upstream_positions,
+    upstream_interleaving_warning,
+    with_frames_video_processor,
+)
 
 pytestmark = upstream_interleaving_warning
 
@@ -93,17 +98,7 @@ def test_the_processor_emits_merged_counts_per_chunk(tiny):
 
 def test_keep_one_reproduces_upstream_exactly(tiny):
     model, processor = tiny
-    inputs = _inputs(processor)
-    upstream, deltas = qwen2_5_omni_upstream_positions(model, inputs, use_audio_in_video=True)
-    with torch.no_grad():
-        reference = model(**inputs, use_audio_in_video=True).logits
-        with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}):
-            out = model(**inputs, use_audio_in_video=True)
-            rope_deltas = model._merge_model.rope_deltas
-    valid = inputs["attention_mask"].bool()
-    assert torch.equal(out.position_ids[:, valid], upstream[:, valid])
-    assert torch.equal(rope_deltas, deltas)
-    assert torch.equal(out.logits, reference)
+    assert_keep_one_reproduces_upstream(model, _inputs(processor), use_audio_in_video=True)
 
 
 def test_merged_chunks_keep_their_place_among_the_frames_at_time_aligned_positions(tiny):
