@@ -26,6 +26,7 @@ import importlib
 import inspect
 import json
 import os
+import typing
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -44,6 +45,7 @@ __all__ = [
     "REQUIRED_HOOKS",
     "SUPPORTED_TRANSFORMERS",
     "base_attention_functions",
+    "can_return_tuple",
     "accepted_cache_names",
     "bind_forward",
     "cache_arguments",
@@ -55,6 +57,9 @@ __all__ = [
     "missing_hooks",
     "mirrors",
     "output_cache",
+    "output_class",
+    "returned_output_class",
+    "wants_tuple",
     "prepare_pipeline_generate_kwargs",
     "processor_class_recorded_as",
     "repair_saved_language_model_keys",
@@ -315,6 +320,67 @@ def bind_forward(upstream: Callable, handled: frozenset[str], args: tuple, kwarg
 
 
 # ---------------------------------------------------------------------------------------------------------- outputs
+def returned_output_class(forward: Callable) -> Optional[type]:
+    """The `ModelOutput` subclass an upstream `forward` returns, read from its return annotation
+    (`tuple | Qwen2AudioCausalLMOutputWithPast`, `tuple | MultimodalCausalLMOutputWithPast`, ...); `None` when it names
+    none."""
+    from transformers.utils import ModelOutput
+
+    annotation = signature(forward).return_annotation
+    if isinstance(annotation, str):
+        try:
+            annotation = typing.get_type_hints(forward).get("return")
+        except Exception:  # an annotation the module cannot resolve: no class to derive from
+            return None
+    for candidate in typing.get_args(annotation) or (annotation,):
+        if isinstance(candidate, type) and issubclass(candidate, ModelOutput):
+            return candidate
+    return None
+
+
+@functools.cache
+def output_class(ours: type, upstream_forward: Callable) -> type:
+    """`ours` (an hf-ltbm output dataclass) extended with every field of the output class `upstream_forward` returns
+    on the installed release: a dataclass subclass of both, so that a merging model's output carries each field of
+    the upstream output it stands for (e.g. Qwen2.5-Omni's `image_outputs`) and is still an instance of `ours`."""
+    upstream = returned_output_class(upstream_forward)
+    if upstream is None or issubclass(ours, upstream):
+        return ours
+    name = f"AudioTokenMerge{upstream.__name__}"
+    derived = type(
+        name,
+        (ours, upstream),
+        {
+            "__module__": ours.__module__,
+            "__qualname__": name,
+            "__doc__": f"`{ours.__name__}` with the fields of `{upstream.__module__}.{upstream.__qualname__}`.",
+        },
+    )
+    return dataclasses.dataclass(derived)
+
+
+def wants_tuple(module: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether a call to `module` asked for a tuple output: `return_dict=False` among `kwargs` (removed from them),
+    else `module.config.return_dict` is false, as transformers' `can_return_tuple` decides."""
+    return_dict = kwargs.pop("return_dict", None)
+    if return_dict is None:
+        return_dict = getattr(getattr(module, "config", None), "return_dict", True)
+    return not return_dict
+
+
+def can_return_tuple(method: F) -> F:
+    """Decorator for a method returning a `ModelOutput`: a tuple instead when the call passes `return_dict=False` or
+    the module's config says so (transformers' `can_return_tuple`, for hf-ltbm's own methods)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        as_tuple = wants_tuple(self, kwargs)
+        output = method(self, *args, **kwargs)
+        return output.to_tuple() if as_tuple and not isinstance(output, tuple) else output
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
     """`hidden_states [B, L, D]` restricted to the positions whose logits are wanted: the last `logits_to_keep`
     (0: all) or the given indices (what releases before `modeling_utils.slice_logits_to_keep` did inline)."""

@@ -43,31 +43,23 @@ def _audio_config(mel_bins: int, model_type: str):
 
 
 def qwen2_audio_config(**kwargs) -> Qwen2AudioConfig:
+    kwargs.setdefault("audio_token_id", AUDIO_TOKEN_ID)
     return Qwen2AudioConfig(
-        audio_config=_audio_config(80, "qwen2_audio_encoder"),
-        text_config=_text_config(),
-        audio_token_id=AUDIO_TOKEN_ID,
-        **kwargs,
+        audio_config=_audio_config(80, "qwen2_audio_encoder"), text_config=_text_config(), **kwargs
     )
 
 
 def audioflamingo3_config(**kwargs) -> AudioFlamingo3Config:
+    kwargs.setdefault("audio_token_id", AUDIO_TOKEN_ID)
     return AudioFlamingo3Config(
-        audio_config=_audio_config(128, "audioflamingo3_encoder"),
-        text_config=_text_config(),
-        audio_token_id=AUDIO_TOKEN_ID,
-        **kwargs,
+        audio_config=_audio_config(128, "audioflamingo3_encoder"), text_config=_text_config(), **kwargs
     )
 
 
 def musicflamingo_config(**kwargs) -> MusicFlamingoConfig:
+    kwargs = {"audio_token_id": AUDIO_TOKEN_ID, "audio_bos_token_id": 152, "audio_eos_token_id": 153, **kwargs}
     return MusicFlamingoConfig(
-        audio_config=_audio_config(128, "audioflamingo3_encoder"),
-        text_config=_text_config(),
-        audio_token_id=AUDIO_TOKEN_ID,
-        audio_bos_token_id=152,
-        audio_eos_token_id=153,
-        **kwargs,
+        audio_config=_audio_config(128, "audioflamingo3_encoder"), text_config=_text_config(), **kwargs
     )
 
 
@@ -81,16 +73,18 @@ def qwen2_5_omni_config(**kwargs):
     text = _text_config(
         model_type="qwen2_5_omni_text", rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1]}
     )
-    config = Qwen2_5OmniThinkerConfig(
-        audio_config=audio,
-        vision_config=dict(vision, fullatt_block_indexes=[0]),
-        text_config=text,
+    tokens = dict(
         audio_token_index=AUDIO_TOKEN_ID,
         image_token_index=154,
         video_token_index=155,
         audio_start_token_id=152,
         audio_end_token_id=153,
-        **kwargs,
+    )
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=audio,
+        vision_config=dict(vision, fullatt_block_indexes=[0]),
+        text_config=text,
+        **{**tokens, **kwargs},
     )
     config.vision_start_token_id = 156
     return config

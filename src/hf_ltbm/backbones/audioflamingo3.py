@@ -17,7 +17,7 @@ from transformers.models.audioflamingo3.modeling_audioflamingo3 import (
     AudioFlamingo3PreTrainedModel,
 )
 
-from ..compat import mirrors
+from ..compat import can_return_tuple, mirrors
 from ..config import MergeSetting
 from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
 from ..processing import MergeSettingProcessorMixin, tokens_per_unit
@@ -60,9 +60,10 @@ class AudioFlamingo3LTBMModel(AudioTokenMergeModelMixin, AudioFlamingo3Model):
     _upstream_class = AudioFlamingo3Model
     _audio_mask_name = "input_features_mask"
 
-    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
-        return self.audio_tower(input_features, input_features_mask=feature_mask, return_dict=True).last_hidden_state
+    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
+        return self.audio_tower(input_features, input_features_mask=feature_mask, return_dict=True, **kwargs)
 
+    @can_return_tuple
     def get_audio_features(self, input_features: torch.Tensor, input_features_mask: torch.Tensor, **kwargs: Any):
         """Upstream `get_audio_features` when merging is off; otherwise encodes each window, merges it and projects it.
 
@@ -76,7 +77,7 @@ class AudioFlamingo3LTBMModel(AudioTokenMergeModelMixin, AudioFlamingo3Model):
         """
         if self.audio_token_merge is None:
             return AudioFlamingo3Model.get_audio_features(self, input_features, input_features_mask, **kwargs)
-        return AudioTokenMergeModelMixin.get_audio_features(self, input_features, input_features_mask, **kwargs)
+        return self._merged_audio_features(input_features, input_features_mask, **kwargs)
 
     @mirrors(AudioFlamingo3Model.forward)
     def forward(self, *args: Any, **kwargs: Any):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from functools import partial
 from math import pi
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from transformers.models.musicflamingo.modeling_musicflamingo import (
     apply_rotary_time_emb,
 )
 
-from ..compat import mirrors
+from ..compat import can_return_tuple, mirrors
 from ..config import MergeSetting
 from ..models.compaction import plan_placeholders
 from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin, AudioTokenMergeOutput
@@ -77,9 +77,10 @@ class MusicFlamingoLTBMModel(AudioTokenMergeModelMixin, MusicFlamingoModel):
     _upstream_class = MusicFlamingoModel
     _audio_mask_name = "input_features_mask"
 
-    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
-        return self.audio_tower(input_features, input_features_mask=feature_mask, return_dict=True).last_hidden_state
+    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
+        return self.audio_tower(input_features, input_features_mask=feature_mask, return_dict=True, **kwargs)
 
+    @can_return_tuple
     def get_audio_features(
         self, input_features: torch.Tensor, input_features_mask: torch.Tensor, input_ids: torch.LongTensor, **kwargs
     ):
@@ -104,16 +105,20 @@ class MusicFlamingoLTBMModel(AudioTokenMergeModelMixin, MusicFlamingoModel):
         plan = plan_placeholders(
             placeholder, *self.audio_token_counts(input_features_mask), token_name=self._placeholder_name()
         )
-        return self._prompt_audio_features(input_features, input_features_mask, input_ids, plan)
+        return self._prompt_audio_features(input_features, input_features_mask, input_ids, plan, **kwargs)
 
     def _prompt_audio_features(
-        self, input_features: torch.Tensor, feature_mask: torch.Tensor, input_ids: torch.Tensor, plan: Any
+        self,
+        input_features: torch.Tensor,
+        feature_mask: torch.Tensor,
+        input_ids: Optional[torch.Tensor],
+        plan: Any,
+        **kwargs: Any,
     ) -> AudioTokenMergeOutput:
         num_input, num_output = self.audio_token_counts(feature_mask)
-        placeholder = input_ids == self.config.audio_token_id
-        windows = clip_window_indices(placeholder, num_input if plan.compacts else num_output)
+        windows = clip_window_indices(plan.placeholder, num_input if plan.compacts else num_output)
         rotate = partial(self._rotate_in_time, windows=windows.to(input_features.device))
-        return self._merged_audio_features(input_features, feature_mask, before_projection=rotate)
+        return self._merged_audio_features(input_features, feature_mask, before_projection=rotate, **kwargs)
 
     def _rotate_in_time(
         self, tokens: torch.Tensor, positions: torch.Tensor, units: torch.Tensor, windows: torch.Tensor
@@ -172,12 +177,6 @@ class MusicFlamingoLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, 
     _model_class = MusicFlamingoLTBMModel
     _pretrained_base = MusicFlamingoPreTrainedModel
     _audio_mask_name = "input_features_mask"
-
-    def get_audio_features(
-        self, input_features: torch.Tensor, input_features_mask: torch.Tensor, input_ids: torch.LongTensor, **kwargs
-    ):
-        """The base model's `get_audio_features` (upstream's arguments: features, mask and the prompt's ids)."""
-        return self.model.get_audio_features(input_features, input_features_mask, input_ids, **kwargs)
 
     @mirrors(MusicFlamingoForConditionalGeneration.forward)
     def forward(self, *args: Any, **kwargs: Any):

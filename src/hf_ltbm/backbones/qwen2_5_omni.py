@@ -59,6 +59,7 @@ from ..models.mixin import (
     AudioTokenMergeOutput,
     _init_setting,
     _SettingAccess,
+    encoder_output_options,
 )
 from ..models.units import MergedUnits, MergeInputs, member_positions, merge_units
 from ..processing import MergeSettingProcessorMixin
@@ -310,15 +311,21 @@ class _ThinkerMergingMixin:
         feature_mask: torch.Tensor,
         before_projection: Any = None,
         pieces: Optional[list[list[int]]] = None,
+        **kwargs: Any,
     ) -> AudioTokenMergeOutput:
-        """Runs upstream's encoder and merges each clip (or each of its `pieces`, tokens per piece per clip,
-        `_clip_pieces`) with `merge_packed_clips`. The output's counts and merge result are per merged piece."""
+        """Runs upstream's encoder (with `output_attentions` / `output_hidden_states` from `kwargs`) and merges each
+        clip (or each of its `pieces`, tokens per piece per clip, `_clip_pieces`) with `merge_packed_clips`. The
+        output's counts and merge result are per merged piece."""
         tower = self.audio_tower
         mel_lengths = feature_mask.sum(-1).long()
         features = input_features.permute(0, 2, 1)[feature_mask.bool()].permute(1, 0)
+        encoded: list[Any] = []
+        options = encoder_output_options(kwargs)
         hidden, num_input, merged = merge_packed_clips(
             tower,
-            lambda frames: tower(features, feature_lens=mel_lengths, aftercnn_lens=frames),
+            lambda frames: encoded.append(
+                tower(features, feature_lens=mel_lengths, aftercnn_lens=frames, return_dict=True, **options)
+            ),
             mel_lengths,
             [self.audio_token_merge] * len(mel_lengths),
             pieces,
@@ -326,11 +333,14 @@ class _ThinkerMergingMixin:
         return AudioTokenMergeOutput(
             last_hidden_state=hidden,
             pooler_output=merged.tokens,
+            hidden_states=encoded[0].hidden_states,
+            attentions=encoded[0].attentions,
             audio_token_counts=merged.counts.to(num_input.device),
             num_input_tokens=num_input,
             merge_result=merged.result,
         )
 
+    @compat.can_return_tuple
     def get_audio_features(
         self,
         input_features: torch.Tensor,
@@ -354,7 +364,7 @@ class _ThinkerMergingMixin:
             )
         if feature_attention_mask is None:
             raise ValueError("Merging needs `feature_attention_mask` (the processor's), not `audio_feature_lengths`.")
-        return self._merged_audio_features(input_features, feature_attention_mask)
+        return self._merged_audio_features(input_features, feature_attention_mask, **kwargs)
 
     # ----------------------------------------------------------------------------------------- audio in video
     def _audio_in_video(self, input_ids: Optional[torch.Tensor]) -> list[bool]:
@@ -430,7 +440,23 @@ class _ThinkerMergingMixin:
         grids = {key: position_inputs.get(key) for key in ("image_grid_thw", "video_grid_thw")}
         seconds = position_inputs.get("video_second_per_grid")
         in_video = bool(position_inputs.get("use_audio_in_video"))
-        if audio is None:
+        decoding = (
+            attention_mask is not None
+            and attention_mask.ndim == 2
+            and attention_mask.shape[-1] > inputs_embeds.shape[1]
+        )
+        if audio is None and decoding and self.rope_deltas is not None:
+            # a decoding step after the prefill set `rope_deltas`: upstream's positions for it (the mask's count of
+            # tokens so far plus the delta), decided by shapes alone, so that a compiled step has no data-dependent
+            # branch (upstream's `compute_3d_position_ids` branches on the cache's length)
+            positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+            rows = inputs_embeds.shape[0]
+            delta = self.rope_deltas.repeat_interleave(rows // self.rope_deltas.shape[0], dim=0)
+            positions = positions[None].expand(3, -1, -1) + delta.to(positions.device)
+            return positions[..., -inputs_embeds.shape[1] :]
+        if audio is None or input_ids is None:
+            # without input_ids (a prompt given as `inputs_embeds`), upstream's rule: positions continue from
+            # `rope_deltas` where it has them, else the language model numbers them
             cache = {compat.cache_parameter(self.compute_3d_position_ids): kv_cache}
             positions = self.compute_3d_position_ids(
                 input_ids=input_ids,
@@ -492,7 +518,8 @@ class _ThinkerMergingMixin:
         placeholders; audio is merged (a clip interleaved with a video chunk by chunk), and the positions are
         time-aligned (`_language_model_positions`). Sets `rope_deltas` for decoding."""
         feature_mask = kwargs.get(self._audio_mask_name)
-        if not use_audio_in_video and feature_mask is not None and any(self._audio_in_video(input_ids)):
+        with_audio = feature_mask is not None and kwargs.get("input_features") is not None  # not a decoding step
+        if not use_audio_in_video and with_audio and any(self._audio_in_video(input_ids)):
             raise ValueError(
                 "The prompt holds audio interleaved with video (an `<|audio_bos|>` followed by video tokens, as the "
                 "processor writes audio loaded from a video) but `use_audio_in_video` is not set: pass "
@@ -509,17 +536,19 @@ class _ThinkerMergingMixin:
             and (encoded or pixel_values is not None or pixel_values_videos is not None)
         ):
             inputs_embeds = self.get_input_embeddings()(input_ids)  # without images the mixin embeds after its checks
+        options = encoder_output_options(kwargs)
         for modality, pixels, grid, get, token_id in (
             ("image", pixel_values, image_grid_thw, self.get_image_features, self.config.image_token_id),
             ("video", pixel_values_videos, video_grid_thw, self.get_video_features, self.config.video_token_id),
         ):
             output = encoded.get(modality)
             if output is None and pixels is not None:
-                output = get(pixels, grid, return_dict=True)
+                output = encoded[modality] = get(pixels, grid, return_dict=True, **options)
             if output is not None:
                 embeds = output.pooler_output
                 embeds = torch.cat(embeds) if isinstance(embeds, (list, tuple)) else embeds
-                mask = (input_ids == token_id)[..., None].to(inputs_embeds.device)
+                # from input_ids, or without them from inputs_embeds (as upstream's `get_placeholder_mask`)
+                mask = self._token_mask(token_id, input_ids, inputs_embeds)[..., None].to(inputs_embeds.device)
                 inputs_embeds = inputs_embeds.masked_scatter(
                     mask, embeds.to(inputs_embeds.device, inputs_embeds.dtype)
                 )
@@ -531,7 +560,11 @@ class _ThinkerMergingMixin:
             "use_audio_in_video": use_audio_in_video,
         }
         outputs = super()._merging_forward(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, position_inputs=position_inputs, **kwargs
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            position_inputs=position_inputs,
+            output_fields={"image_outputs": encoded.get("image"), "video_outputs": encoded.get("video")},
+            **kwargs,
         )
         if outputs.audio_token_counts is not None and outputs.position_ids is not None:
             mask = outputs.attention_mask
@@ -540,6 +573,13 @@ class _ThinkerMergingMixin:
             last = outputs.position_ids.masked_fill(mask[None] == 0, -1).amax(dim=(0, 2))
             self.rope_deltas = (last + 1 - mask.sum(-1)).unsqueeze(1)
         return outputs
+
+    def _audio_placeholder_mask(
+        self, input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]
+    ) -> Optional[torch.Tensor]:
+        """Upstream's rule for the thinker (`get_placeholder_mask`): the placeholders of a prompt given as
+        `inputs_embeds` alone are where a position equals the placeholder's embedding."""
+        return self._token_mask(self.config.audio_token_id, input_ids, inputs_embeds)
 
     def _placeholder_name(self) -> str:
         return "<|AUDIO|>"
@@ -568,9 +608,13 @@ class _ThinkerGenerationMixin:
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _prepare_position_ids_for_generation(self, inputs_tensor: torch.Tensor, model_kwargs: dict[str, Any]):
-        """Upstream's 3D positions, except for a prompt with audio while merging: a merged token's position depends on
-        the merge, so the prefill computes the positions (and `rope_deltas` for the tokens after it)."""
-        if self.audio_token_merge is None or model_kwargs.get("input_features") is None:
+        """Upstream's 3D positions, except for a prompt with audio given as `input_ids` while merging: a merged
+        token's position depends on the merge, so the prefill computes the positions (and `rope_deltas` for the tokens
+        after it). A prompt given as `inputs_embeds` alone gets upstream's, which cannot be time-aligned either."""
+        ids = model_kwargs.get("input_ids")
+        ids = ids if ids is not None and ids.shape[-1] > 0 else inputs_tensor
+        from_ids = ids.dim() == 2 and not ids.is_floating_point()
+        if self.audio_token_merge is None or model_kwargs.get("input_features") is None or not from_ids:
             return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
         # `generate` encodes images and videos next and drops their grids, which the prefill's positions need
         grids = {key: model_kwargs[key] for key in ("image_grid_thw", "video_grid_thw") if key in model_kwargs}
@@ -610,7 +654,11 @@ class _ThinkerGenerationMixin:
         return input_ids, model_kwargs
 
     def _needs_2d_mask(
-        self, first: bool, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]
+        self,
+        first: bool,
+        input_ids: Optional[torch.Tensor],
+        feature_mask: Optional[torch.Tensor],
+        inputs_embeds: Optional[torch.Tensor] = None,
     ) -> bool:
         """Every step of a prompt with audio while merging: the positions come from the 2D mask (and `rope_deltas`),
         not from `generate`'s position ids."""

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class Qwen2AudioLTBMModel(AudioTokenMergeModelMixin, Qwen2AudioModel):
     _upstream_class = Qwen2AudioModel
     _audio_mask_name = "feature_attention_mask"
 
-    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
+    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
         # The same steps as the upstream forward (audio attention mask from the conv output lengths).
         target = self.audio_tower.device
         input_features, feature_mask = input_features.to(target), feature_mask.to(target)
@@ -54,18 +54,22 @@ class Qwen2AudioLTBMModel(AudioTokenMergeModelMixin, Qwen2AudioModel):
         audio_mask = create_bidirectional_mask(
             config=self.audio_tower.config, inputs_embeds=dummy, attention_mask=mask_2d
         )
-        return self.audio_tower(input_features, attention_mask=audio_mask).last_hidden_state
+        return self.audio_tower(input_features, attention_mask=audio_mask, return_dict=True, **kwargs)
 
     def get_audio_features(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor, **kwargs: Any):
-        """Encodes each clip, merges it with the configured setting and projects it (AF3's API, new for Qwen2-Audio).
+        """Encodes each clip, merges it with the configured setting and projects it (the other families' API, new for
+        Qwen2-Audio, whose upstream encodes inside `forward`).
 
         Args:
             input_features (`torch.FloatTensor` of shape `[num_clips, num_mel_bins, 3000]`): log-mel features.
             feature_attention_mask (`torch.LongTensor` of shape `[num_clips, 3000]`): valid mel frames.
+            output_attentions, output_hidden_states, return_dict: as for upstream's `get_audio_features` methods.
 
         Returns:
-            `AudioTokenMergeOutput`: `pooler_output [sum(M), hidden_size]` (clips concatenated),
-            `audio_token_counts [num_clips]` (`M` per clip), `num_input_tokens [num_clips]` (`N` per clip).
+            `AudioTokenMergeOutput` (a `BaseModelOutputWithPooling`, or a tuple with `return_dict=False`):
+            `last_hidden_state [num_clips, 750, d_model]` (the encoder's), `pooler_output [sum(M), hidden_size]`
+            (clips concatenated), `audio_token_counts [num_clips]` (`M` per clip), `num_input_tokens [num_clips]`
+            (`N` per clip), and the encoder's `hidden_states` / `attentions` when asked for.
         """
         return super().get_audio_features(input_features, feature_attention_mask, **kwargs)
 
@@ -75,6 +79,13 @@ class Qwen2AudioLTBMModel(AudioTokenMergeModelMixin, Qwen2AudioModel):
         replace the placeholders and, for a prompt expanded to the unmerged count, the sequence is compacted (see
         `AudioTokenMergeModelOutput` for the returned mask, positions and labels)."""
         return self._dispatch_forward(super().forward, args, kwargs)
+
+    def _audio_placeholder_mask(
+        self, input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]
+    ) -> Optional[torch.Tensor]:
+        """Upstream's rule: Qwen2-Audio inserts the audio only into a prompt it embeds itself (given as `input_ids`
+        alone); the audio of a prompt given as `inputs_embeds` is not used, so it has no placeholders to fill."""
+        return None if inputs_embeds is not None else super()._audio_placeholder_mask(input_ids, None)
 
     def _placeholder_name(self) -> str:
         return "<|AUDIO|>"

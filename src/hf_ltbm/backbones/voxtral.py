@@ -24,7 +24,7 @@ from transformers.models.voxtral.modeling_voxtral import (
     VoxtralPreTrainedModel,
 )
 
-from ..compat import chat_template_processor_kwargs, mirrors
+from ..compat import can_return_tuple, chat_template_processor_kwargs, mirrors
 from ..config import MergeSetting
 from ..models.encoder_probe import pool_pairs
 from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
@@ -82,13 +82,16 @@ class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
         frames = (feature_mask.sum(-1).long() - 1) // 2 + 1  # after the stride-2 convolution
         return frames // self._frames_per_token
 
-    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.audio_tower(input_features, return_dict=True).last_hidden_state
-        return hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
+    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
+        encoded = self.audio_tower(input_features, return_dict=True, **kwargs)
+        hidden = encoded.last_hidden_state  # `_frames_per_token` encoder frames concatenated into each token
+        encoded.last_hidden_state = hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
+        return encoded
 
     def _merge_inputs_at_token_rate(self, inputs: MergeInputs) -> MergeInputs:
         return merge_inputs_at_token_rate(inputs, self._frames_per_token)
 
+    @can_return_tuple
     def get_audio_features(self, input_features: torch.Tensor, **kwargs: Any):
         """Upstream `get_audio_features` when merging is off; otherwise encodes each chunk, merges it and projects it.
 
@@ -101,7 +104,9 @@ class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
         """
         if self.audio_token_merge is None:
             return VoxtralModel.get_audio_features(self, input_features, **kwargs)
-        return self._merged_audio_features(input_features, self._unit_mask({"input_features": input_features}))
+        return self._merged_audio_features(
+            input_features, self._unit_mask({"input_features": input_features}), **kwargs
+        )
 
     @mirrors(VoxtralModel.forward)
     def forward(self, *args: Any, **kwargs: Any):
@@ -124,10 +129,6 @@ class VoxtralLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, Voxtra
     _model_class = VoxtralLTBMModel
     _pretrained_base = VoxtralPreTrainedModel
     _audio_mask_name = None
-
-    def get_audio_features(self, input_features: torch.Tensor, **kwargs: Any):
-        """The base model's `get_audio_features` (upstream's arguments: the features of every chunk)."""
-        return self.model.get_audio_features(input_features, **kwargs)
 
     @mirrors(VoxtralForConditionalGeneration.forward)
     def forward(self, *args: Any, **kwargs: Any):

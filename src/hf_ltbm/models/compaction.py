@@ -24,11 +24,14 @@ class PlaceholderPlan:
         keep (`torch.BoolTensor` of shape `[B, L]`): positions that stay in the sequence; `None` when no placeholder
             has to be dropped (the prompt already holds `M_u` placeholders per unit).
         unit_row (`torch.LongTensor` of shape `[U]`): the batch row each unit belongs to.
+        placeholder (`torch.BoolTensor` of shape `[B, L]`): every audio placeholder of the prompt (from `input_ids`
+            or, without them, from `inputs_embeds`).
     """
 
     fill: torch.Tensor
     keep: Optional[torch.Tensor]
     unit_row: torch.Tensor
+    placeholder: torch.Tensor
 
     @property
     def compacts(self) -> bool:
@@ -80,10 +83,10 @@ def plan_placeholders(
     position = torch.where(counts > 0, starts, (starts - 1).clamp(min=0))
     unit_row = row_of_flat[first_flat[position]] if total else torch.zeros_like(counts)
     if keep_first is None:
-        return PlaceholderPlan(fill=placeholder, keep=None, unit_row=unit_row)
+        return PlaceholderPlan(fill=placeholder, keep=None, unit_row=unit_row, placeholder=placeholder)
     kept = (order - starts[unit]) < keep_first.to(device)[unit]
     fill = (flat & kept).view_as(placeholder)
-    return PlaceholderPlan(fill=fill, keep=~placeholder | fill, unit_row=unit_row)
+    return PlaceholderPlan(fill=fill, keep=~placeholder | fill, unit_row=unit_row, placeholder=placeholder)
 
 
 def expanded_order(item_row: torch.Tensor, batch_size: int, expand_size: int) -> torch.Tensor:

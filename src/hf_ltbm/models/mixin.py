@@ -12,7 +12,8 @@ Backbone files only declare a few class attributes and implement `_run_encoder` 
 
 from __future__ import annotations
 
-import json
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -20,7 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPast,
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+)
 
 from .. import compat
 from ..compat import cache_arguments, cache_field, output_cache, slice_logits_to_keep
@@ -42,6 +48,7 @@ __all__ = [
     "AudioTokenMergeModelMixin",
     "AudioTokenMergeModelOutput",
     "AudioTokenMergeOutput",
+    "encoder_output_options",
 ]
 
 _UNSET: Any = object()
@@ -114,6 +121,12 @@ class AudioTokenMergeCausalLMOutput(CausalLMOutputWithPast):
     key_log_sizes: Optional[torch.FloatTensor] = None
 
 
+def encoder_output_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a `get_audio_features` (or image / video features) call that go on to the encoder: what it
+    returns besides its last hidden state (`output_attentions`, `output_hidden_states`)."""
+    return {name: kwargs[name] for name in ("output_attentions", "output_hidden_states") if name in kwargs}
+
+
 def _store_setting(config: Any, value: MergeSetting) -> None:
     """Normalises `value` and stores it on `config` as a plain dict (or `None`)."""
     parsed = AudioTokenMergeConfig.from_value(value)
@@ -151,7 +164,16 @@ class _SettingAccess:
     #: parameter that a later transformers adds to the upstream forward, given a value, makes the merging path raise
     #: (see `compat.bind_forward`); `tests/models/test_signatures.py` fails as soon as a release adds one.
     _merging_parameters: frozenset[str] = frozenset(
-        {"input_ids", "input_features", "attention_mask", "position_ids", "inputs_embeds", "labels", "use_cache"}
+        {
+            "input_ids",
+            "input_features",
+            "attention_mask",
+            "position_ids",
+            "inputs_embeds",
+            "labels",
+            "use_cache",
+            "return_dict",
+        }
         | set(compat.CACHE_NAMES)
     )
 
@@ -172,23 +194,53 @@ class _SettingAccess:
 
     def _dispatch_forward(self, upstream_forward: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         """`upstream_forward(*args, **kwargs)` (the upstream class's forward, bound) when merging is off, bit-identical
-        to upstream; otherwise the merging path on the same arguments, bound to the upstream signature."""
+        to upstream; otherwise the merging path on the same arguments, bound to the upstream signature, whose output
+        becomes a tuple where upstream's would (`return_dict=False`, or `config.return_dict` false)."""
         if self.audio_token_merge is None:
             return upstream_forward(*args, **kwargs)
         forward = self._upstream_class.forward
-        return self._merging_forward(**compat.bind_forward(forward, self.merging_parameters(), (self, *args), kwargs))
+        arguments = compat.bind_forward(forward, self.merging_parameters(), (self, *args), kwargs)
+        as_tuple = compat.wants_tuple(self, arguments)
+        outputs = self._merging_forward(**arguments)
+        return outputs.to_tuple() if as_tuple else outputs
+
+    def _token_mask(
+        self, token_id: int, input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]
+    ) -> Optional[torch.Tensor]:
+        """`[B, L]` bool: where `token_id` sits in the prompt, read from `input_ids`, or where they are missing (or
+        empty, as `generate()` passes them with `inputs_embeds`) from `inputs_embeds [B, L, D]` by comparing each
+        position with the token's embedding, as upstream's `get_placeholder_mask` does; `None` without either."""
+        if input_ids is not None and (inputs_embeds is None or input_ids.shape[-1] == inputs_embeds.shape[1]):
+            return input_ids == token_id
+        if inputs_embeds is None:
+            return None
+        token = torch.full((), token_id, dtype=torch.long, device=inputs_embeds.device)
+        return (inputs_embeds == self.get_input_embeddings()(token).to(inputs_embeds.dtype)).all(-1)
+
+    def _audio_placeholder_mask(
+        self, input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]
+    ) -> Optional[torch.Tensor]:
+        """`[B, L]` bool: the audio placeholders of a prompt whose audio upstream inserts; `None` for a prompt whose
+        audio upstream leaves unused. Default, upstream's rule for Audio Flamingo 3, Music Flamingo and Voxtral: the
+        audio goes in where `input_ids` hold the placeholder, and a prompt given as `inputs_embeds` alone (or with
+        empty `input_ids`, as `generate()` passes it) gets none. Backbones whose upstream finds the placeholders in
+        `inputs_embeds` (Qwen2.5-Omni) use `_token_mask`."""
+        if input_ids is None or (inputs_embeds is not None and input_ids.shape[-1] != inputs_embeds.shape[1]):
+            return None
+        return input_ids == self.config.audio_token_id
 
     @property
     def audio_token_merge(self) -> Optional[AudioTokenMergeConfig]:
         """The active merge setting (`None`: merging off). Stored in `config.audio_token_merge` as a plain dict."""
         value = getattr(self.config, "audio_token_merge", None)
         if isinstance(value, dict):
-            key = json.dumps(value, sort_keys=True, default=repr)
+            # parsed once per stored dict (compared with a copy, so that an edit in place is seen): nothing is
+            # serialised per call, which also keeps the forward traceable by `torch.compile(fullgraph=True)`
             cached = self.__dict__.get("_merge_cache")
-            if cached is None or cached[0] != key:
-                cached = (key, AudioTokenMergeConfig.from_dict(value))
+            if cached is None or cached[0] is not value or cached[1] != value:
+                cached = (value, copy.deepcopy(value), AudioTokenMergeConfig.from_dict(value))
                 self.__dict__["_merge_cache"] = cached
-            return cached[1]
+            return cached[2]
         if value is not None:  # set directly on the config as a str / config object: normalise it once
             _store_setting(self.config, value)
             return self.audio_token_merge
@@ -200,6 +252,7 @@ class _SettingAccess:
         self._validate_audio_token_merge(AudioTokenMergeConfig.from_value(value))
         _store_setting(self.config, value)
         self._sync_attention()
+        self.audio_token_merge  # noqa: B018  (parsed now, not in a forward that `torch.compile` traces)
 
     def _sync_attention(self) -> None:
         """Points the language model at the size-aware attention function when the setting asks for it, and back to
@@ -260,6 +313,17 @@ class AudioTokenMergeModelMixin(_SettingAccess):
 
     _upstream_class: type
     _audio_mask_name: str
+    #: The output class of the merging forward (`AudioTokenMergeModelOutput` with every field of the output class the
+    #: upstream forward returns on the installed release) and its field names, set per class.
+    _model_output_type: type = AudioTokenMergeModelOutput
+    _model_output_fields: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        upstream = getattr(cls, "_upstream_class", None)
+        if upstream is not None:  # resolved once here, not in the (compilable) forward
+            cls._model_output_type = compat.output_class(AudioTokenMergeModelOutput, upstream.forward)
+            cls._model_output_fields = frozenset(field.name for field in dataclasses.fields(cls._model_output_type))
 
     def __init__(self, config, audio_token_merge: MergeSetting = _UNSET, **kwargs) -> None:
         _init_setting(config, audio_token_merge)
@@ -273,8 +337,9 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         _, lengths = self.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1).long())
         return lengths
 
-    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> torch.Tensor:
-        """Runs the audio encoder exactly as upstream does; returns its output `[U, T, D_audio]`."""
+    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> BaseModelOutput:
+        """Runs the audio encoder exactly as upstream does, with `kwargs` (`output_attentions`,
+        `output_hidden_states`); returns its output, `last_hidden_state [U, T, D_audio]` at the token rate."""
         raise NotImplementedError
 
     def _merge_inputs_at_token_rate(self, inputs: Any) -> Any:
@@ -283,6 +348,7 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         return inputs
 
     # ------------------------------------------------------------------------------------------------ audio path
+    @compat.can_return_tuple
     def get_audio_features(
         self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any
     ) -> AudioTokenMergeOutput:
@@ -291,29 +357,36 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         Args:
             input_features (`torch.FloatTensor` of shape `[U, num_mel_bins, frames]`): log-mel features per unit.
             feature_mask (`torch.LongTensor` of shape `[U, frames]`): valid mel frames per unit.
+            output_attentions, output_hidden_states (`bool`, *optional*): return the audio encoder's attentions /
+                hidden states (`attentions`, `hidden_states`), as upstream's `get_audio_features` does.
+            return_dict (`bool`, *optional*): `False` returns a tuple.
 
         Returns:
-            :class:`AudioTokenMergeOutput` whose `pooler_output [sum(M_u), D_text]` holds the tokens that replace
-            the placeholders, unit after unit, and `audio_token_counts` the `M_u`.
+            :class:`AudioTokenMergeOutput` (a `BaseModelOutputWithPooling`) whose `last_hidden_state [U, T, D_audio]`
+            is the encoder output, `pooler_output [sum(M_u), D_text]` the tokens that replace the placeholders, unit
+            after unit, and `audio_token_counts` the `M_u`.
         """
-        return self._merged_audio_features(input_features, feature_mask)
+        return self._merged_audio_features(input_features, feature_mask, **kwargs)
 
     def _merged_audio_features(
-        self, input_features: torch.Tensor, feature_mask: torch.Tensor, before_projection: Any = None
+        self, input_features: torch.Tensor, feature_mask: torch.Tensor, before_projection: Any = None, **kwargs: Any
     ) -> AudioTokenMergeOutput:
         """`get_audio_features` with a backbone's time-dependent step before the projector (`merge_units`)."""
         setting = self.audio_token_merge
         feature_mask = feature_mask.to(input_features.device)
         num_input = self._audio_unit_lengths(feature_mask)
         with capture_merge_inputs(self.audio_tower, setting, feature_mask.sum(-1)) as merge_inputs:
-            hidden = self._run_encoder(input_features, feature_mask)
+            encoded = self._run_encoder(input_features, feature_mask, **encoder_output_options(kwargs))
         merge_inputs = self._merge_inputs_at_token_rate(merge_inputs)
+        hidden = encoded.last_hidden_state
         merged = merge_units(
             hidden, num_input, setting, self.multi_modal_projector, merge_inputs, before_projection=before_projection
         )
         return AudioTokenMergeOutput(
             last_hidden_state=hidden,
             pooler_output=merged.tokens,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
             audio_token_counts=merged.counts.to(num_input.device),
             num_input_tokens=num_input,
             merge_result=merged.result,
@@ -363,20 +436,22 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         labels: Optional[torch.LongTensor] = None,
         use_cache: Optional[bool] = None,
         position_inputs: Optional[dict[str, Any]] = None,
+        output_fields: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> AudioTokenMergeModelOutput:
         """The forward of a merging model; the per-unit feature mask arrives under the backbone's own name
         (`_audio_mask_name`), and the KV cache as `kv_cache`, whichever name the caller used
-        (`compat.bind_forward`). `position_inputs` go to `_language_model_positions` (a backbone's own arguments)."""
+        (`compat.bind_forward`). `position_inputs` go to `_language_model_positions` (a backbone's own arguments);
+        `output_fields` are fields of the upstream output a backbone fills itself (Qwen2.5-Omni's `image_outputs`),
+        set where the installed release's output class has them."""
         feature_mask = self._unit_mask({**kwargs, "input_features": input_features})
         kwargs.pop(self._audio_mask_name, None)
         setting = self.audio_token_merge
         size_aware = setting is not None and setting.size_aware_attention
         key_log_sizes = kwargs.pop("key_log_sizes", None)  # decoding: the bias of every cached key (and the new)
-        if input_features is not None and input_ids is None:
-            raise ValueError("Audio inputs need `input_ids` to locate the audio placeholders.")
         audio_embeds = counts = plan = None
-        placeholder = None if input_ids is None else input_ids == self.config.audio_token_id
+        # from `input_ids`, or without them from `inputs_embeds` (as upstream's `get_placeholder_mask`)
+        placeholder = None if input_features is None else self._audio_placeholder_mask(input_ids, inputs_embeds)
         if input_features is not None and placeholder is not None and bool(placeholder.any()):
             # every check that needs no weights comes before the encoder and the language model run
             if feature_mask is None:
@@ -440,9 +515,11 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
-        return AudioTokenMergeModelOutput(
+        return self._model_output_type(
+            **{name: value for name, value in (output_fields or {}).items() if name in self._model_output_fields},
             last_hidden_state=outputs.last_hidden_state,
             **cache_field(output_cache(outputs)),
             hidden_states=outputs.hidden_states,
@@ -503,6 +580,13 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         return getattr(self.config, "ignore_index", -100)
 
 
+#: The fields a merging head's `_merging_forward` sets itself; other fields of its output come from the base model's.
+_HEAD_FIELDS = frozenset(
+    {"loss", "logits", "hidden_states", "attentions", "attention_mask", "position_ids", *compat.CACHE_NAMES}
+    | {"audio_hidden_states", "audio_token_counts", "key_log_sizes"}
+)
+
+
 class AudioTokenMergeGenerationMixin(_SettingAccess):
     """Mixin for a backbone's `*ForConditionalGeneration`. Class attributes a backbone sets:
 
@@ -520,6 +604,16 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
     _model_class: type
     _pretrained_base: type
     _merging_parameters = _SettingAccess._merging_parameters | {"logits_to_keep"}
+    #: As `AudioTokenMergeModelMixin._model_output_type`, for the head (`AudioTokenMergeCausalLMOutput`, upstream's).
+    _head_output_type: type = AudioTokenMergeCausalLMOutput
+    _head_output_fields: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        upstream = getattr(cls, "_upstream_class", None)
+        if upstream is not None:
+            cls._head_output_type = compat.output_class(AudioTokenMergeCausalLMOutput, upstream.forward)
+            cls._head_output_fields = frozenset(field.name for field in dataclasses.fields(cls._head_output_type))
 
     def __init__(self, config, audio_token_merge: MergeSetting = _UNSET) -> None:
         # Same modules as the upstream __init__, with the merging base model in place of the upstream one.
@@ -528,6 +622,7 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         self.model = self._model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+        self.audio_token_merge  # noqa: B018  (parsed now, not in a forward that `torch.compile` traces)
 
     @property
     def _merge_model(self) -> Any:
@@ -539,11 +634,14 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         """Changes the merge setting of a loaded model (`None` turns merging off); validated against the audio
         encoder before it is stored. Shared with the base model (both read `config.audio_token_merge`)."""
         self.model.set_audio_token_merge(value)
+        self.audio_token_merge  # noqa: B018  (parsed now, not in a forward that `torch.compile` traces)
 
-    def get_audio_features(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any):
-        """The base model's `get_audio_features`: `input_features [U, num_mel_bins, frames]` and the per-unit feature
-        mask `[U, frames]` in, merged and projected audio tokens `pooler_output [sum(M_u), D_text]` out."""
-        return self.model.get_audio_features(input_features, feature_mask, **kwargs)
+    def get_audio_features(self, *args: Any, **kwargs: Any):
+        """The base model's `get_audio_features`, with upstream's arguments (`input_features [U, num_mel_bins,
+        frames]`, the backbone's per-unit feature mask `[U, frames]` under its upstream name, `output_attentions`,
+        `output_hidden_states`, `return_dict`): merged and projected audio tokens `pooler_output [sum(M_u), D_text]`
+        out."""
+        return self._merge_model.get_audio_features(*args, **kwargs)
 
     def audio_token_counts(
         self, feature_mask: torch.Tensor, input_ids: Optional[torch.Tensor] = None
@@ -567,7 +665,14 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             loss = self.loss_function(
                 logits=logits, labels=outputs.labels, vocab_size=self.config.text_config.vocab_size
             )
-        return AudioTokenMergeCausalLMOutput(
+        # what the upstream head's output carries from its base model's besides these (e.g. `image_outputs`)
+        passed_on = {
+            name: getattr(outputs, name, None)
+            for name in self._head_output_fields - _HEAD_FIELDS
+            if getattr(outputs, name, None) is not None
+        }
+        return self._head_output_type(
+            **passed_on,
             loss=loss,
             logits=logits,
             **cache_field(output_cache(outputs)),
@@ -585,19 +690,29 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         return self.model._merging_forward(**kwargs)
 
     # ------------------------------------------------------------------------------------------------ generation
-    def _will_compact(self, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]) -> bool:
-        """Whether a prompt carries the unmerged placeholder count (so the model compacts it at prefill)."""
-        if self.audio_token_merge is None or input_ids is None or feature_mask is None:
+    def _will_compact(
+        self,
+        input_ids: Optional[torch.Tensor],
+        feature_mask: Optional[torch.Tensor],
+        inputs_embeds: Optional[torch.Tensor] = None,
+    ) -> bool:
+        """Whether a prompt (`input_ids`, or `inputs_embeds` without them) carries the unmerged placeholder count (so
+        the model compacts it at prefill)."""
+        if self.audio_token_merge is None or feature_mask is None:
             return False
-        num_input, num_output = self._merge_model.audio_token_counts(feature_mask, input_ids)
-        placeholders = int((input_ids == self.config.audio_token_id).sum())
+        placeholder = self._merge_model._audio_placeholder_mask(input_ids, inputs_embeds)
+        if placeholder is None:
+            return False
+        ids = input_ids if input_ids is not None and input_ids.shape[-1] == placeholder.shape[-1] else None
+        num_input, num_output = self._merge_model.audio_token_counts(feature_mask, ids)
+        placeholders = int(placeholder.sum())
         return placeholders == int(num_input.sum()) != int(num_output.sum())
 
     def generate(self, *args: Any, **kwargs: Any):
         """`GenerationMixin.generate`; with a stock-processor prompt (compacted at prefill) it refuses assisted
         decoding, chunked prefill and a filled KV cache with a `ValueError` (see the class docstring)."""
         input_ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
-        if self._will_compact(input_ids, self._unit_mask(kwargs)):
+        if self._will_compact(input_ids, self._unit_mask(kwargs), kwargs.get("inputs_embeds")):
             generation_config = kwargs.get("generation_config") or self.generation_config
             problems = []
             if (
@@ -646,16 +761,23 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         extra = call.get("kwargs", {})
         # A compiled-cache prefill gets a 4D mask sized for the uncompacted prompt: hand the 2D mask to the language
         # model instead, which builds its own mask after compaction.
-        if self._needs_2d_mask(bool(call.get("is_first_iteration")), call["input_ids"], self._unit_mask(extra)):
+        first = bool(call.get("is_first_iteration"))
+        embeds = call.get("inputs_embeds") if first else None
+        if self._needs_2d_mask(first, call["input_ids"], self._unit_mask(extra), embeds):
             model_inputs["attention_mask"] = call.get("attention_mask")
         return model_inputs
 
     def _needs_2d_mask(
-        self, first: bool, input_ids: Optional[torch.Tensor], feature_mask: Optional[torch.Tensor]
+        self,
+        first: bool,
+        input_ids: Optional[torch.Tensor],
+        feature_mask: Optional[torch.Tensor],
+        inputs_embeds: Optional[torch.Tensor] = None,
     ) -> bool:
         """Whether a generation step (`first`: the prefill) needs the 2D attention mask rather than a prepared 4D
-        one: a prefill that compacts the prompt; backbones that compute positions from it add their steps."""
-        return first and self._will_compact(input_ids, feature_mask)
+        one: a prefill that compacts the prompt (`input_ids`, or `inputs_embeds` without them); backbones that
+        compute positions from it add their steps."""
+        return first and self._will_compact(input_ids, feature_mask, inputs_embeds)
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """Repeats inputs for beam search / `num_return_sequences`, moving each row's audio units (clips or windows)
@@ -663,12 +785,16 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         feature_mask = self._unit_mask(model_kwargs)
         features = model_kwargs.pop("input_features", None)
         model_kwargs.pop(self._audio_mask_name, None)
-        input_ids_before = input_ids
+        input_ids_before, embeds_before = input_ids, model_kwargs.get("inputs_embeds")
         input_ids, model_kwargs = super()._expand_inputs_for_generation(
             expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
         )
-        if features is not None and feature_mask is not None and expand_size > 1 and input_ids_before is not None:
-            order = self._unit_order(input_ids_before, feature_mask, expand_size)
+        placeholder = None
+        if features is not None and feature_mask is not None and expand_size > 1:
+            placeholder = self._merge_model._audio_placeholder_mask(input_ids_before, embeds_before)
+        if placeholder is not None:
+            with_ids = input_ids_before is not None and input_ids_before.shape[-1] == placeholder.shape[-1]
+            order = self._unit_order(placeholder, feature_mask, expand_size, input_ids_before if with_ids else None)
             features, feature_mask = features[order.to(features.device)], feature_mask[order.to(feature_mask.device)]
         elif features is not None and expand_size > 1:
             features = features.repeat_interleave(expand_size, dim=0)
@@ -679,8 +805,15 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             model_kwargs[self._audio_mask_name] = feature_mask
         return input_ids, model_kwargs
 
-    def _unit_order(self, input_ids: torch.Tensor, feature_mask: torch.Tensor, expand_size: int) -> torch.Tensor:
+    def _unit_order(
+        self,
+        placeholder: torch.Tensor,
+        feature_mask: torch.Tensor,
+        expand_size: int,
+        input_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """`[U * expand_size]`: the order that repeats each row's audio units as a block, from the prompt's audio
+        placeholders `[B, L]` (`_audio_placeholder_mask`) and its `input_ids` where it has them."""
         num_input, num_output = self._merge_model.audio_token_counts(feature_mask, input_ids)
-        placeholder = input_ids == self.config.audio_token_id
         plan = plan_placeholders(placeholder, num_input, num_output, token_name=self._merge_model._placeholder_name())
-        return expanded_order(plan.unit_row, input_ids.shape[0], expand_size)
+        return expanded_order(plan.unit_row, placeholder.shape[0], expand_size)
