@@ -55,6 +55,13 @@ def _audio_inputs(family_name: str, inputs: dict) -> dict:
     return {name: inputs[name] for name in names if name is not None}
 
 
+def _projected_tokens(output) -> torch.Tensor:
+    """The projected audio tokens of a `get_audio_features` output: `pooler_output`, or where an encoder leaves it
+    empty (Qwen2.5-Omni's on transformers 5.19) its packed `last_hidden_state`."""
+    tokens = output.last_hidden_state if output.pooler_output is None else output.pooler_output
+    return torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
+
+
 FAMILY_NAMES = list(FAMILIES)
 #: The families whose upstream inserts the audio into a prompt given as `inputs_embeds` alone, at the placeholders it
 #: finds by comparing each position with the placeholder's embedding (`get_placeholder_mask`). Qwen2-Audio inserts
@@ -79,9 +86,8 @@ def test_get_audio_features_takes_upstreams_keywords_and_returns_its_output(fami
     if hasattr(upstream, "get_audio_features"):  # Qwen2-Audio has none upstream: hf-ltbm's meets the same contract
         with torch.no_grad():
             expected = upstream.get_audio_features(**audio, output_hidden_states=True)
-        pooled = expected.pooler_output
-        pooled = torch.cat(list(pooled)) if isinstance(pooled, (list, tuple)) else pooled
-        assert torch.equal(out.pooler_output.reshape(pooled.shape), pooled)
+        pooled = _projected_tokens(expected)
+        assert torch.equal(_projected_tokens(out).reshape(pooled.shape), pooled)
         for ours_state, upstream_state in zip(out.hidden_states, expected.hidden_states, strict=True):
             assert torch.equal(ours_state, upstream_state)
 
@@ -187,3 +193,22 @@ def test_the_forward_of_a_text_step_compiles_with_fullgraph_while_merging(family
         torch.compiler.reset()
         compiled = torch.compile(ours, fullgraph=True, backend="eager")
         assert torch.equal(compiled(input_ids=ids).logits, expected)
+
+
+@pytest.mark.parametrize("family_name", FAMILY_NAMES)
+def test_the_loss_takes_the_calls_loss_arguments_as_upstreams(family_name):
+    """`shift_labels` and `num_items_in_batch` reach the loss as upstream passes them (keep 1.0: upstream's loss); a
+    prompt compacted in the model refuses `shift_labels`, which are aligned with the uncompacted sequence."""
+    upstream, ours, inputs = _models(family_name, "keep-1.0")
+    labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == ours.config.audio_token_id, -100)
+    shift_labels = torch.roll(labels, -1, dims=1)
+    shift_labels[:, -1] = 7  # a target the unshifted labels do not hold: the loss must read `shift_labels`
+    loss_args = {"labels": labels, "shift_labels": shift_labels, "num_items_in_batch": torch.tensor(17)}
+    with torch.no_grad():
+        expected = upstream(**inputs, **loss_args).loss
+        got = ours(**inputs, **loss_args).loss
+        assert torch.equal(got, expected)
+        if family_name != "qwen2_audio":  # whose upstream loss reads neither (its own cross entropy)
+            assert not torch.equal(got, ours(**inputs, labels=labels).loss)
+        with hf_ltbm.audio_token_merge(ours, HALF), pytest.raises(ValueError, match="`shift_labels` cannot"):
+            ours(**inputs, **loss_args)

@@ -315,13 +315,14 @@ class _ThinkerMergingMixin:
     ) -> AudioTokenMergeOutput:
         """Runs upstream's encoder (with `output_attentions` / `output_hidden_states` from `kwargs`) and merges each
         clip (or each of its `pieces`, tokens per piece per clip, `_clip_pieces`) with `merge_packed_clips`. The
-        output's counts and merge result are per merged piece."""
+        output's counts and merge result are per merged piece. As upstream's encoder output, `last_hidden_state`
+        holds the projected tokens packed over the clips, `[sum(M_c), hidden_size]` (and so does `pooler_output`)."""
         tower = self.audio_tower
         mel_lengths = feature_mask.sum(-1).long()
         features = input_features.permute(0, 2, 1)[feature_mask.bool()].permute(1, 0)
         encoded: list[Any] = []
         options = encoder_output_options(kwargs)
-        hidden, num_input, merged = merge_packed_clips(
+        _, num_input, merged = merge_packed_clips(
             tower,
             lambda frames: encoded.append(
                 tower(features, feature_lens=mel_lengths, aftercnn_lens=frames, return_dict=True, **options)
@@ -331,7 +332,7 @@ class _ThinkerMergingMixin:
             pieces,
         )
         return AudioTokenMergeOutput(
-            last_hidden_state=hidden,
+            last_hidden_state=merged.tokens,
             pooler_output=merged.tokens,
             hidden_states=encoded[0].hidden_states,
             attentions=encoded[0].attentions,
@@ -572,6 +573,8 @@ class _ThinkerMergingMixin:
                 mask = torch.ones(outputs.position_ids.shape[1:], dtype=torch.long, device=outputs.position_ids.device)
             last = outputs.position_ids.masked_fill(mask[None] == 0, -1).amax(dim=(0, 2))
             self.rope_deltas = (last + 1 - mask.sum(-1)).unsqueeze(1)
+        if "rope_deltas" in self._model_output_fields and self.rope_deltas is not None:
+            outputs["rope_deltas"] = self.rope_deltas  # as upstream's output on releases that carry it (5.19)
         return outputs
 
     def _audio_placeholder_mask(

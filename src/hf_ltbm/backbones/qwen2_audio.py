@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import Qwen2AudioConfig, Qwen2AudioProcessor
 from transformers.models.qwen2_audio.modeling_qwen2_audio import (
     Qwen2AudioForConditionalGeneration,
@@ -108,6 +109,24 @@ class Qwen2AudioLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, Qwe
         """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
         labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
         return self._dispatch_forward(super().forward, args, kwargs)
+
+    def _merging_loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.LongTensor,
+        attention_mask: Optional[torch.Tensor],
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Upstream Qwen2-Audio's own loss: next-token cross entropy averaged over the positions the 2D attention
+        mask keeps (it reads no `shift_labels` / `num_items_in_batch`)."""
+        shift_logits, shift_labels = logits[..., :-1, :], labels[..., 1:]
+        if attention_mask is not None:
+            keep = attention_mask[..., 1:]
+            shift_logits = shift_logits[keep.to(logits.device) != 0]
+            shift_labels = shift_labels[keep.to(labels.device) != 0]
+        return F.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1).to(shift_logits.device)
+        )
 
 
 class Qwen2AudioLTBMProcessor(MergeSettingProcessorMixin, Qwen2AudioProcessor):

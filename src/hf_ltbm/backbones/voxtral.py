@@ -83,10 +83,11 @@ class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
         return frames // self._frames_per_token
 
     def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
-        encoded = self.audio_tower(input_features, return_dict=True, **kwargs)
+        return self.audio_tower(input_features, return_dict=True, **kwargs)
+
+    def _token_states(self, encoded: Any) -> torch.Tensor:
         hidden = encoded.last_hidden_state  # `_frames_per_token` encoder frames concatenated into each token
-        encoded.last_hidden_state = hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
-        return encoded
+        return hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
 
     def _merge_inputs_at_token_rate(self, inputs: MergeInputs) -> MergeInputs:
         return merge_inputs_at_token_rate(inputs, self._frames_per_token)

@@ -196,7 +196,7 @@ def run_end_to_end(
         biases.append({} if bias is None else {"key_log_sizes": bias})
     times: list[dict[str, list[float]]] = [{} for _ in settings]
     kv: list[int] = [0] * len(settings)
-    hidden = model.model._run_encoder(features, mask).last_hidden_state  # what the merge timing runs on
+    hidden = model.model._token_states(model.model._run_encoder(features, mask))  # what the merge timing runs on
     lengths = model.model._audio_unit_lengths(mask)
     for round_ in range(repeats + 1):
         for i, (setting, inputs, bias) in enumerate(zip(settings, prepared, biases)):

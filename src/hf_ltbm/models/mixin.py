@@ -59,7 +59,9 @@ class AudioTokenMergeOutput(BaseModelOutputWithPooling):
     """Output of `get_audio_features` on a merging model.
 
     Args:
-        last_hidden_state (`torch.FloatTensor` of shape `[U, T, D_audio]`): audio-encoder output per unit.
+        last_hidden_state (`torch.FloatTensor`): the audio encoder's output as upstream's `get_audio_features`
+            returns it, `[U, T, D_audio]` per unit (Qwen2.5-Omni: the projected tokens packed over the clips).
+        hidden_states, attentions: the audio encoder's, with `output_hidden_states` / `output_attentions`.
         pooler_output (`torch.FloatTensor` of shape `[sum(M_u), D_text]`): the (merged) projected audio tokens of all
             units, concatenated in unit order: what replaces the placeholders.
         audio_token_counts (`torch.LongTensor` of shape `[U]`): tokens per unit after merging (`M_u`).
@@ -339,8 +341,13 @@ class AudioTokenMergeModelMixin(_SettingAccess):
 
     def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> BaseModelOutput:
         """Runs the audio encoder exactly as upstream does, with `kwargs` (`output_attentions`,
-        `output_hidden_states`); returns its output, `last_hidden_state [U, T, D_audio]` at the token rate."""
+        `output_hidden_states`); returns its output as upstream's `get_audio_features` does."""
         raise NotImplementedError
+
+    def _token_states(self, encoded: BaseModelOutput) -> torch.Tensor:
+        """The encoder output at the audio-token rate, `[U, T, D_audio]`: what is merged and projected. Default: its
+        `last_hidden_state` (Voxtral concatenates 4 frames per token)."""
+        return encoded.last_hidden_state
 
     def _merge_inputs_at_token_rate(self, inputs: Any) -> Any:
         """Encoder keys / attention scores (`capture_merge_inputs`, pooled by 2 from the encoder's frames, as Whisper
@@ -362,9 +369,9 @@ class AudioTokenMergeModelMixin(_SettingAccess):
             return_dict (`bool`, *optional*): `False` returns a tuple.
 
         Returns:
-            :class:`AudioTokenMergeOutput` (a `BaseModelOutputWithPooling`) whose `last_hidden_state [U, T, D_audio]`
-            is the encoder output, `pooler_output [sum(M_u), D_text]` the tokens that replace the placeholders, unit
-            after unit, and `audio_token_counts` the `M_u`.
+            :class:`AudioTokenMergeOutput` (a `BaseModelOutputWithPooling`) whose `last_hidden_state` is the audio
+            encoder's output as upstream returns it (`[U, T, D_audio]`), `pooler_output [sum(M_u), D_text]` the tokens
+            that replace the placeholders, unit after unit, and `audio_token_counts` the `M_u`.
         """
         return self._merged_audio_features(input_features, feature_mask, **kwargs)
 
@@ -378,12 +385,16 @@ class AudioTokenMergeModelMixin(_SettingAccess):
         with capture_merge_inputs(self.audio_tower, setting, feature_mask.sum(-1)) as merge_inputs:
             encoded = self._run_encoder(input_features, feature_mask, **encoder_output_options(kwargs))
         merge_inputs = self._merge_inputs_at_token_rate(merge_inputs)
-        hidden = encoded.last_hidden_state
         merged = merge_units(
-            hidden, num_input, setting, self.multi_modal_projector, merge_inputs, before_projection=before_projection
+            self._token_states(encoded),
+            num_input,
+            setting,
+            self.multi_modal_projector,
+            merge_inputs,
+            before_projection=before_projection,
         )
         return AudioTokenMergeOutput(
-            last_hidden_state=hidden,
+            last_hidden_state=encoded.last_hidden_state,
             pooler_output=merged.tokens,
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
@@ -465,6 +476,13 @@ class AudioTokenMergeModelMixin(_SettingAccess):
                     "In-model compaction (a prompt with the unmerged number of audio placeholders) cannot extend a "
                     "non-empty KV cache: the cache no longer lines up with `input_ids`. Use the merging processor "
                     "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`) to reuse caches."
+                )
+            if plan.compacts and kwargs.get("shift_labels") is not None:
+                raise ValueError(
+                    "`shift_labels` cannot be combined with in-model compaction (a prompt with the unmerged number of "
+                    "audio placeholders): they are aligned with the uncompacted sequence. Pass `labels`, which are "
+                    "compacted with it, or build the prompt with the merging processor "
+                    "(`AutoProcessor.from_pretrained(..., audio_token_merge=...)`), whose sequence is not compacted."
                 )
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -662,9 +680,11 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=outputs.labels, vocab_size=self.config.text_config.vocab_size
-            )
+            # as upstream, the call's other keyword arguments go to the loss too (`num_items_in_batch`,
+            # `shift_labels`, ...)
+            named = compat.forward_parameters(self._upstream_class.forward)
+            loss_kwargs = {key: value for key, value in model_kwargs.items() if key not in named and key != "kv_cache"}
+            loss = self._merging_loss(logits, outputs.labels, outputs.attention_mask, **loss_kwargs)
         # what the upstream head's output carries from its base model's besides these (e.g. `image_outputs`)
         passed_on = {
             name: getattr(outputs, name, None)
@@ -683,6 +703,21 @@ class AudioTokenMergeGenerationMixin(_SettingAccess):
             audio_hidden_states=outputs.audio_hidden_states,
             audio_token_counts=outputs.audio_token_counts,
             key_log_sizes=outputs.key_log_sizes,
+        )
+
+    def _merging_loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.LongTensor,
+        attention_mask: Optional[torch.Tensor],
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """The loss of the merging forward, as the upstream head computes it: `logits [B, L', vocab_size]` against the
+        (compacted) `labels [B, L']`; `attention_mask [B, L']` is the 2D mask of that sequence (`None` if none was
+        given), and `kwargs` the call's other arguments (`num_items_in_batch`, `shift_labels`, ...). Default:
+        `self.loss_function`, as Audio Flamingo 3, Music Flamingo, Voxtral and Qwen2.5-Omni do."""
+        return self.loss_function(
+            logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
         )
 
     def _model_merging_forward(self, **kwargs: Any) -> AudioTokenMergeModelOutput:

@@ -43,6 +43,7 @@ def _voxtral_config(**kwargs) -> VoxtralConfig:
             num_attention_heads=4,
             num_key_value_heads=2,
             head_dim=8,
+            max_position_embeddings=512,  # the rotary tests build prompts longer than this
             pad_token_id=tiny.PAD_TOKEN_ID,
         ),
         **kwargs,
@@ -152,6 +153,9 @@ class AudioModelTester:
         # text + optional markers + audio + optional image marker: the prompt the language model runs on
         self.seq_length = 4 + family.tokens_per_unit + 2 * family.markers + family.image * 3
         self.encoder_seq_length = self.seq_length
+        if family.image:  # what the common image / video feature tests read for the vision encoder's depth
+            depth = {"num_hidden_layers": self.get_config().vision_config.depth}
+            self.vision_config = self.video_config = depth
 
     def get_config(self) -> Any:
         family = self.family
