@@ -15,6 +15,8 @@ from unittest import mock
 
 import pytest
 
+import hf_ltbm
+
 from . import harness
 from .testers import FAMILIES, SETTINGS, AudioModelTester
 
@@ -38,24 +40,20 @@ pytestmark = [
 
 
 _UPSTREAM_FAILS = "upstream's own class fails it too with these inputs ({}), so it compares nothing"
+_AUDIO_REPLACES_EMBEDS = _UPSTREAM_FAILS.format(
+    "the audio placeholders' embeddings are replaced by the audio features, so input_ids and their embeddings "
+    "cannot give the same output; transformers' own tests of these families skip it for that reason"
+)
+_FLAT_THINKER = hf_ltbm.Qwen2_5OmniThinkerLTBMModel is None  # transformers 5.19: the thinker is one flat class
 
-#: Tests that cannot apply to these classes, whatever the setting, each with the reason; matched by test name
-#: (parameterized tests by their prefix). Every one also fails or is skipped for upstream's classes
-#: (`HF_LTBM_UPSTREAM_BASELINE=1` shows it).
-SKIPS: dict[str, str] = {
-    # transformers' own tests of these families skip it with the same reason
-    "test_inputs_embeds_matches_input_ids": (
-        "the audio placeholders' embeddings are replaced by the audio features when features are given, so "
-        "input_ids and their embeddings cannot give the same output (transformers skips it for these families too)"
-    ),
-}
-#: Per family: tests that fail for upstream's classes as well.
+#: Per family, the common tests that are skipped, each with its reason; a name covers its parameterized and variant
+#: tests (`test_x_0`, `test_x_use_reentrant_false`, ...). Every one fails for upstream's classes as well, on the
+#: release where it is listed: `HF_LTBM_UPSTREAM_BASELINE=1` runs the suite on upstream's classes, with no skip.
 FAMILY_SKIPS: dict[str, dict[str, str]] = {
-    "voxtral": {
-        "test_model_rope_scaling_frequencies": _UPSTREAM_FAILS.format(
-            "it builds the rotary tables from the text config alone and compares them with the model's"
-        ),
-    },
+    "qwen2_audio": {"test_inputs_embeds_matches_input_ids": _AUDIO_REPLACES_EMBEDS},
+    "audioflamingo3": {"test_inputs_embeds_matches_input_ids": _AUDIO_REPLACES_EMBEDS},
+    "musicflamingo": {"test_inputs_embeds_matches_input_ids": _AUDIO_REPLACES_EMBEDS},
+    "voxtral": {"test_inputs_embeds_matches_input_ids": _AUDIO_REPLACES_EMBEDS},
     "qwen2_5_omni_thinker": {
         "test_resize_tokens_embeddings": _UPSTREAM_FAILS.format(
             "after resizing, the test's clamped input_ids lose the image placeholder: 'Image features and image "
@@ -63,6 +61,15 @@ FAMILY_SKIPS: dict[str, dict[str, str]] = {
         ),
         "test_training_gradient_checkpointing": _UPSTREAM_FAILS.format(
             "the audio encoder's `audio_bos_eos_token` embedding is never used in a forward, so it gets no gradient"
+        ),
+        **(
+            {
+                "test_model_base_model_prefix": _UPSTREAM_FAILS.format(
+                    "on this release the thinker is one flat class without a base model, so its `base_model` is itself"
+                )
+            }
+            if _FLAT_THINKER
+            else {"test_inputs_embeds_matches_input_ids": _AUDIO_REPLACES_EMBEDS}
         ),
     },
 }
@@ -131,7 +138,8 @@ def _make_test_class(family_name: str, setting_name: str, upstream: bool = False
 
     for name, value in FAMILY_ATTRIBUTES.get(family_name, {}).items():
         setattr(Test, name, value)
-    for name, reason in {**SKIPS, **FAMILY_SKIPS.get(family_name, {})}.items():
+    # the baseline runs every test on upstream's classes: it shows that each skip below fails there too
+    for name, reason in {} if upstream else FAMILY_SKIPS.get(family_name, {}).items():
         for attribute in dir(Test):
             if attribute == name or attribute.startswith(name + "_"):  # with its parameterized / variant tests
                 setattr(Test, attribute, unittest.skip(reason)(getattr(Test, attribute)))
