@@ -1,8 +1,9 @@
 """Which encoder frames each merged token of a clip stands for, under one or several merge settings.
 
 `merge_maps(model, processor, audio, settings)` runs the audio encoder of a merging model once per setting and returns
-a `MergeMap` per setting: the assignment of every 40 ms encoder token to its output token, per 30 s window, with the
-segments in seconds and a summary (tokens before/after, mean and longest span).
+a `MergeMap` per setting: the assignment of every encoder token (40 ms for the Whisper-style encoders, 80 ms for
+Voxtral: the backbone's `mel_frames_per_token` mel frames) to its output token, per 30 s window, with the segments in
+seconds and a summary (tokens before/after, mean and longest span).
 """
 
 from __future__ import annotations

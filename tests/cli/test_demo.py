@@ -3,10 +3,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from hf_ltbm.cli import main
-from hf_ltbm.cli.demo import synthesise
+from hf_ltbm.cli.demo import ascii_map, map_legend, synthesise
+from hf_ltbm.inspection import merge_maps
+from hf_ltbm.tiny import TINY_MODELS, build_tiny_model
 
 
 def test_demo_runs_offline_and_writes_its_files(tmp_path, capsys):
@@ -61,3 +64,16 @@ def test_console_entry_point_runs(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "pool(keep_ratio=0.5)" in proc.stdout and (tmp_path / "hf-ltbm-demo" / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_the_merge_map_legend_states_each_backbones_own_token_duration(name):
+    """The legend's time per character is the backbone's real token rate: a 30 s clip's encoder tokens over 30 s
+    (40 ms for the Whisper-style encoders, 80 ms for Voxtral's 12.5 tokens per second)."""
+    model, processor = build_tiny_model(name)
+    audio = synthesise(30.0)[0]
+    (merge_map,) = merge_maps(model, processor, audio, [{"method": "pool", "keep_ratio": 0.5}])
+    ms_per_token = 30000 / merge_map.tokens_before
+    assert ms_per_token == (80 if name == "tiny-random-voxtral" else 40)
+    assert f"one character per {ms_per_token:g} ms encoder token" in map_legend(merge_map, 4.0)
+    assert len(ascii_map(merge_map, 4.0)) == 4000 / ms_per_token

@@ -87,6 +87,16 @@ def synthesise(seconds: float, rate: int = 16000, seed: int = 0) -> tuple[np.nda
     return (wave * (0.9 / max(float(np.abs(wave).max()), 1e-6))).astype(np.float32), timeline
 
 
+def map_legend(merge_map: MergeMap, seconds: float) -> str:
+    """The legend of `ascii_map` for the first `seconds`, with the backbone's own token duration (40 ms for the
+    Whisper-style encoders, 80 ms for Voxtral)."""
+    ms = merge_map.seconds_per_token * 1e3
+    return (
+        f"merge map, first {seconds:g} s (one character per {ms:g} ms encoder token; a run of one letter is one "
+        "output token that stands for those encoder tokens; '.' = dropped):"
+    )
+
+
 def ascii_map(merge_map: MergeMap, seconds: float) -> str:
     """One character per encoder frame of the first `seconds`: a run of one letter is one output token, '.' dropped."""
     a = merge_map.assignments[0][: int(round(seconds / merge_map.seconds_per_token))]
@@ -186,10 +196,7 @@ def run(args: argparse.Namespace) -> int:
     if merged:
         maps = merge_maps(model, processor, audio, merged)
         shown = min(4.0, len(audio) / rate)
-        print(
-            f"\nmerge map, first {shown:g} s (one character per 40 ms encoder frame; a run of one letter is one token"
-        )
-        print("that stands for those frames; '.' = dropped):")
+        print("\n" + map_legend(maps[0], shown))
         for merge_map in maps:
             print(f"  {merge_map.setting.method:<12}{ascii_map(merge_map, shown)}")
         print("\n" + summary_table(maps))
