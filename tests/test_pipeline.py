@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from transformers import pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -171,6 +172,10 @@ def test_existing_task_is_not_replaced(monkeypatch):
 
 def test_prompt_building(pipe):
     proc = pipe.processor
+    if backbone_for(proc).chat_only:  # its processor takes audio from chats only: refused, naming the chat route
+        with pytest.raises(ValueError, match=r"cannot write a Voxtral prompt.*apply_chat_template"):
+            build_prompt(proc, "caption")
+        return
     assert build_prompt(proc, f"{proc.audio_token} as is") == f"{proc.audio_token} as is"
     assert build_prompt(proc, "caption", 2).count(proc.audio_token) == 2
     proc = copy.deepcopy(proc)
@@ -285,3 +290,23 @@ def test_a_call_that_cannot_be_served_fails_before_any_weights_run(pipe, tmp_pat
         for hook in hooks:
             hook.remove()
     assert ran == []
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_the_readme_quickstart_prompt_is_accepted_by_every_backbones_processor(name, tmp_path):
+    """`build_prompt` then the processor, as the README's quickstart does: accepted by every backbone's processor,
+    or, for a chat-only backbone, refused by `build_prompt` itself with the chat route, which then works."""
+    model, processor = build_tiny_model(name, audio_token_merge=LTBM)
+    audio = clip(2.0)
+    if backbone_for(processor).chat_only:
+        with pytest.raises(ValueError, match="apply_chat_template"):
+            hf_ltbm.build_prompt(processor, "Describe the audio.")
+        sf.write(str(tmp_path / "clip.wav"), audio, 16000)
+        parts = [{"type": "audio", "path": str(tmp_path / "clip.wav")}, {"type": "text", "text": "what"}]
+        chat = [{"role": "user", "content": parts}]
+        inputs = processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt")
+    else:
+        prompt = hf_ltbm.build_prompt(processor, "Describe the audio.")
+        inputs = processor(text=prompt, audio=audio, sampling_rate=16000, return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 2

@@ -103,7 +103,21 @@ def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
     user message with `num_audio` audio parts before the text, rendered by the processor's chat template, or, without
     a template, each clip's audio marker (the backbone's `plain_prompt_audio`: Qwen2-Audio's
     `<|audio_bos|><|AUDIO|><|audio_eos|>`, the placeholder alone for the others) is put in front of it.
+
+    Raises:
+        ValueError: for a backbone whose processor takes audio only from a chat (Voxtral: mistral-common writes the
+            placeholders and the processor refuses text that holds them); the message names the chat route.
     """
+    backbone = backbone_for(processor)
+    if backbone is not None and backbone.chat_only:
+        raise ValueError(
+            f"build_prompt cannot write a {backbone.display_name} prompt: its processor takes audio only from a chat "
+            "(the audio placeholders are written by the processor itself, and text holding them is refused). Use "
+            "the chat route instead: processor.apply_chat_template([{'role': 'user', 'content': [{'type': 'audio', "
+            "'path': 'clip.wav'}, {'type': 'text', 'text': ...}]}], tokenize=True, return_dict=True, "
+            "return_tensors='pt') (audio as a 'path', 'url' or 'base64'), or pipeline('audio-text-to-text', ...), "
+            "which also takes waveforms, with `text=` or a chat."
+        )
     token = processor.audio_token
     if token in text:
         return text
@@ -112,7 +126,6 @@ def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
         return processor.apply_chat_template(
             [{"role": "user", "content": parts}], tokenize=False, add_generation_prompt=True
         )
-    backbone = backbone_for(processor)
     audio = token if backbone is None else backbone.plain_prompt_audio(processor)
     return audio * num_audio + text
 
