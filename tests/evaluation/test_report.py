@@ -1,5 +1,7 @@
 import csv
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +239,26 @@ def test_every_field_that_makes_a_run_folder_distinct_is_part_of_its_identity(tm
         )
         assert run.options == dict(spec.options)
         assert run.metrics["CIDEr-D"] == specs.index(spec) / 10
+
+
+def _documented_columns(name: str) -> list[str]:
+    """The columns docs/reproduce.md lists, in order, for the report file `name` (the backticked names after "Its
+    columns, in order:" in its bullet, up to the sentence's end or ", then")."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "reproduce.md").read_text(encoding="utf-8")
+    bullet = re.search(rf"^- `{re.escape(name)}`(.*?)(?=^- |\Z)", text, flags=re.M | re.S).group(1)
+    listed = re.search(r"Its columns, in order:(.*?)(?:, then|\.\s)", " ".join(bullet.split()), flags=re.S).group(1)
+    return re.findall(r"`([^`]+)`", listed)
+
+
+def test_the_report_files_have_the_columns_docs_reproduce_lists_in_that_order(runs_dir, tmp_path):
+    written = write_report(runs_dir, tmp_path / "report")
+    with open(written["csv"]) as handle:
+        assert next(csv.reader(handle)) == _documented_columns("results.csv")
+    with open(written["wide_csv"]) as handle:
+        header = next(csv.reader(handle))
+    identifying = _documented_columns("results_wide.csv")
+    assert header[: len(identifying)] == identifying
+    pairs = header[len(identifying) :]  # then `<task>/<metric>` and `<task>/<metric> rel`, pair by pair
+    assert pairs and pairs[0::2] == [column.removesuffix(" rel") for column in pairs[1::2]]
+    assert all(re.fullmatch(r"[\w-]+/[\w/.-]+", column) for column in pairs[0::2])
+    assert all(column.endswith(" rel") for column in pairs[1::2])
