@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import AudioFlamingo3Config, MusicFlamingoConfig, Qwen2AudioConfig
+from transformers import AudioFlamingo3Config, MusicFlamingoConfig, Qwen2AudioConfig, VoxtralConfig
 
 VOCAB = 160
 AUDIO_TOKEN_ID = 151
@@ -60,6 +60,33 @@ def musicflamingo_config(**kwargs) -> MusicFlamingoConfig:
     kwargs = {"audio_token_id": AUDIO_TOKEN_ID, "audio_bos_token_id": 152, "audio_eos_token_id": 153, **kwargs}
     return MusicFlamingoConfig(
         audio_config=_audio_config(128, "audioflamingo3_encoder"), text_config=_text_config(), **kwargs
+    )
+
+
+def voxtral_config(**kwargs) -> VoxtralConfig:
+    """Voxtral: its encoder (4 frames concatenated per token: 25 tokens per 2 s chunk) and a Llama text model."""
+    return VoxtralConfig(
+        audio_config=dict(
+            hidden_size=16,
+            intermediate_size=64,  # the projector reads 4 encoder frames per token: 4 x hidden_size
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_mel_bins=128,
+            max_source_positions=MAX_SOURCE_POSITIONS,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=512,  # the rotary tests build prompts longer than this
+            pad_token_id=PAD_TOKEN_ID,
+        ),
+        **kwargs,
     )
 
 

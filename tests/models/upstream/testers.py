@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-from transformers import VoxtralConfig
 
 import hf_ltbm
 
@@ -22,32 +21,6 @@ from .. import tiny
 #: Text token ids of the prompts start above every special id of the tiny configs (audio, image, video, markers).
 FIRST_TEXT_ID = 16
 AUDIO_ID, BOS_ID, EOS_ID, IMAGE_ID, VIDEO_ID, VISION_START_ID = 4, 5, 6, 7, 8, 9
-
-
-def _voxtral_config(**kwargs) -> VoxtralConfig:
-    return VoxtralConfig(
-        audio_config=dict(
-            hidden_size=16,
-            intermediate_size=64,  # the projector reads 4 encoder frames per token: 4 x hidden_size
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_mel_bins=128,
-            max_source_positions=tiny.MAX_SOURCE_POSITIONS,
-        ),
-        text_config=dict(
-            model_type="llama",
-            vocab_size=tiny.VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=512,  # the rotary tests build prompts longer than this
-            pad_token_id=tiny.PAD_TOKEN_ID,
-        ),
-        **kwargs,
-    )
 
 
 @dataclass(frozen=True)
@@ -104,7 +77,7 @@ FAMILIES = {
         Family(
             "voxtral",
             lambda: (hf_ltbm.VoxtralLTBMModel, hf_ltbm.VoxtralLTBMForConditionalGeneration),
-            _voxtral_config,
+            tiny.voxtral_config,
             128,
             None,
             tokens_per_unit=tiny.MAX_SOURCE_POSITIONS // 4,
