@@ -115,8 +115,9 @@ def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
             "(the audio placeholders are written by the processor itself, and text holding them is refused). Use "
             "the chat route instead: processor.apply_chat_template([{'role': 'user', 'content': [{'type': 'audio', "
             "'path': 'clip.wav'}, {'type': 'text', 'text': ...}]}], tokenize=True, return_dict=True, "
-            "return_tensors='pt') (audio as a 'path', 'url' or 'base64'), or pipeline('audio-text-to-text', ...), "
-            "which also takes waveforms, with `text=` or a chat."
+            "return_tensors='pt') (audio as a 'path', 'url' or 'base64'; a path or url needs librosa on older "
+            "transformers releases), or pipeline('audio-text-to-text', ...), which also takes waveforms, with `text=` "
+            "or a chat."
         )
     token = processor.audio_token
     if token in text:
