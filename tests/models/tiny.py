@@ -74,18 +74,7 @@ def voxtral_config(**kwargs) -> VoxtralConfig:
             num_mel_bins=128,
             max_source_positions=MAX_SOURCE_POSITIONS,
         ),
-        text_config=dict(
-            model_type="llama",
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=512,  # the rotary tests build prompts longer than this
-            pad_token_id=PAD_TOKEN_ID,
-        ),
+        text_config=_text_config(model_type="llama", head_dim=8),
         **kwargs,
     )
 
