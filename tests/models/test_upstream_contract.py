@@ -212,3 +212,21 @@ def test_the_loss_takes_the_calls_loss_arguments_as_upstreams(family_name):
             assert not torch.equal(got, ours(**inputs, labels=labels).loss)
         with hf_ltbm.audio_token_merge(ours, HALF), pytest.raises(ValueError, match="`shift_labels` cannot"):
             ours(**inputs, **loss_args)
+
+
+def test_precomputed_image_outputs_are_used_and_the_callers_dict_is_left_alone():
+    """Qwen2.5-Omni's `mm_encoder_outputs` (transformers 5.20 and later): precomputed image outputs give the logits
+    of the pixels, the caller's dict is not modified, and pixels next to them are refused as upstream does."""
+    upstream, ours, inputs = _models("qwen2_5_omni_thinker", "keep-1.0")
+    if "mm_encoder_outputs" not in compat.forward_parameters(type(upstream).forward):
+        pytest.skip("this transformers release's thinker takes no mm_encoder_outputs")
+    pixels = {key: inputs.pop(key) for key in ("pixel_values", "image_grid_thw")}
+    with torch.no_grad():
+        image = ours.get_image_features(pixels["pixel_values"], pixels["image_grid_thw"], return_dict=True)
+        given = {"image": image}
+        expected = ours(**inputs, **pixels).logits
+        got = ours(**inputs, image_grid_thw=pixels["image_grid_thw"], mm_encoder_outputs=given).logits
+        assert torch.equal(got, expected) and list(given) == ["image"]
+        for model in (upstream, ours):
+            with pytest.raises(ValueError, match="cannot specify both"):
+                model(**inputs, **pixels, mm_encoder_outputs=given)

@@ -530,7 +530,11 @@ class _ThinkerMergingMixin:
         stashed = kwargs.pop(_STASHED_GRIDS, None) or {}
         image_grid_thw = stashed.get("image_grid_thw") if image_grid_thw is None else image_grid_thw
         video_grid_thw = stashed.get("video_grid_thw") if video_grid_thw is None else video_grid_thw
-        encoded = mm_encoder_outputs or {}
+        if mm_encoder_outputs is not None and (pixel_values is not None or pixel_values_videos is not None):
+            raise ValueError(  # as upstream
+                "You cannot specify both pixel_values/pixel_values_videos and mm_encoder_outputs at the same time"
+            )
+        encoded = dict(mm_encoder_outputs or {})  # a copy: the encoders' outputs of this call are added to it
         if (
             inputs_embeds is None
             and input_ids is not None
