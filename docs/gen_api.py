@@ -267,6 +267,9 @@ def find_constant(module_name: str, name: str, depth: int = 0) -> Optional[tuple
                     package = module_name if is_package else module_name.rpartition(".")[0]
                     target = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
                     return find_constant(target, alias.name, depth + 1)
+    lazy = getattr(importlib.import_module(module_name), "_EXPORTS", {})  # a lazy package: `{name: ".module"}`
+    if name in lazy:
+        return find_constant(importlib.util.resolve_name(lazy[name], module_name), name, depth + 1)
     return None
 
 

@@ -61,3 +61,26 @@ def no_logged_transformers_deprecations(request):
     notices = [r.getMessage() for r in handler.records if "deprecat" in r.getMessage().lower()]
     if notices and request.node.get_closest_marker("allows_deprecation") is None:
         pytest.fail(f"transformers logged deprecation notices: {sorted(set(notices))}")
+
+
+#: Test modules whose every test runs a real engine: a vLLM engine, `vllm serve`, or lmms-eval's own entry point.
+_ENGINE_MODULES = {
+    "tests/integrations/vllm/test_engine.py",
+    "tests/integrations/vllm/test_processes.py",
+    "tests/integrations/vllm/test_server.py",
+    "tests/integrations/vllm/test_readme.py",
+    "tests/integrations/lmms_eval/test_plugin.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks the engine tests (`-m "not engine"` deselects them): every test of `_ENGINE_MODULES` and any test that
+    takes the vLLM `engines` fixture or serves a model; and transformers' own common model tests (`upstream`)."""
+    root = config.rootpath
+    for item in items:
+        path = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        serves = "vllm_serve" in item.name or "multi_process_engine" in item.name
+        if path in _ENGINE_MODULES or "engines" in getattr(item, "fixturenames", ()) or serves:
+            item.add_marker(pytest.mark.engine)
+        if path.startswith("tests/models/upstream/"):
+            item.add_marker(pytest.mark.upstream)

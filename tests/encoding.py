@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import hf_ltbm
-from hf_ltbm.backbones import backbone_for
-from hf_ltbm.processing import units_per_clip
+from hf_ltbm.backbones import backbone_for, units_per_clip
 
 from .models.tiny import tokens_for_frames
 

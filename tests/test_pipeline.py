@@ -10,9 +10,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 import hf_ltbm
 from hf_ltbm.audio import AudioInputError
-from hf_ltbm.backbones import backbone_for
+from hf_ltbm.backbones import backbone_for, max_audio_seconds
 from hf_ltbm.pipeline import TASK, AudioTextToTextPipeline, build_prompt, register_pipeline
-from hf_ltbm.processing import max_audio_seconds
 from hf_ltbm.tiny import TINY_MODELS, build_tiny_model
 
 from .conftest import write_clip

@@ -152,7 +152,7 @@ def test_a_max_audio_len_between_windows_counts_windows_as_upstream_does():
     batch = merging(text=[AF3_PROMPT] * 2, audio=audio)
     per_window = [tokens_for_frames(int(f)) for f in batch["input_features_mask"].sum(-1)]
     m = [hf_ltbm.output_length(n, keep_ratio=0.5) for n in per_window]
-    assert hf_ltbm.processing.units_per_clip(merging, [len(a) for a in audio]) == [2, 1] == [len(m) - 1, 1]
+    assert hf_ltbm.backbones.units_per_clip(merging, [len(a) for a in audio]) == [2, 1] == [len(m) - 1, 1]
     assert _placeholders(batch) == [m[0] + m[1], m[2]]
     _, model = AF3.models()
     model.set_audio_token_merge(setting)
@@ -161,8 +161,8 @@ def test_a_max_audio_len_between_windows_counts_windows_as_upstream_does():
     # the stock processor truncates a longer clip to those 2 windows; units_per_clip agrees with its rows
     long_clip = tone(4.6)
     assert stock(text=[AF3_PROMPT], audio=[long_clip])["input_features"].shape[0] == 2
-    assert hf_ltbm.processing.units_per_clip(stock, [len(long_clip)]) == [2]
-    assert hf_ltbm.processing.max_audio_seconds(stock) == 4.0
+    assert hf_ltbm.backbones.units_per_clip(stock, [len(long_clip)]) == [2]
+    assert hf_ltbm.backbones.max_audio_seconds(stock) == 4.0
     with pytest.raises(ValueError, match=r"Audio 0 is 4\.6 s long, but Audio Flamingo 3 \(max_audio_len=5: 2 whole"):
         merging(text=[AF3_PROMPT], audio=[long_clip])
     with pytest.raises(ValueError, match=r"max_audio_len=1 keeps no 2 s window"):

@@ -28,7 +28,7 @@ import json
 import os
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -97,17 +97,6 @@ SUPPORTED_TRANSFORMERS = _declared_range()
 #: What hf-ltbm binds to, as `(module, attribute path)`: the base models, the processors' audio hooks (where the merged
 #: placeholder count is emitted), checkpoint conversion mappings, the attention and mask registries.
 REQUIRED_HOOKS = (
-    ("transformers", "Qwen2AudioModel"),
-    ("transformers", "AudioFlamingo3Model"),
-    ("transformers", "Qwen2AudioProcessor._process_audio"),
-    ("transformers", "Qwen2AudioProcessor.replace_audio_token"),
-    ("transformers", "AudioFlamingo3Processor._process_audio"),
-    ("transformers", "AudioFlamingo3Processor.replace_audio_token"),
-    ("transformers", "MusicFlamingoModel"),
-    ("transformers", "MusicFlamingoProcessor._process_audio"),
-    ("transformers", "MusicFlamingoProcessor.replace_audio_token"),
-    ("transformers.models.musicflamingo.modeling_musicflamingo", "apply_rotary_time_emb"),
-    ("transformers.models.musicflamingo.modeling_musicflamingo", "MusicFlamingoRotaryEmbedding"),
     ("transformers", "AutoModelForMultimodalLM"),
     ("transformers", "AttentionInterface"),
     ("transformers.conversion_mapping", "get_checkpoint_conversion_mapping"),
@@ -116,13 +105,9 @@ REQUIRED_HOOKS = (
     ("transformers.masking_utils", "ALL_MASK_ATTENTION_FUNCTIONS"),
     ("transformers.masking_utils", "create_bidirectional_mask"),
     ("transformers.models.qwen2.modeling_qwen2", "Qwen2Model.forward"),
-    ("transformers", "Qwen2_5OmniThinkerForConditionalGeneration"),
-    (
-        "transformers.models.qwen2_5_omni.modeling_qwen2_5_omni",
-        "Qwen2_5OmniPreTrainedModelForConditionalGeneration.get_rope_index",
-    ),
-    ("transformers", "Qwen2_5OmniProcessor"),
 )
+"""What every backbone binds to; each backbone declares its own on top (`Backbone.required_hooks`), checked when its
+classes are first made."""
 
 
 def _resolve(module: str, path: str) -> Any:
@@ -154,20 +139,22 @@ def defines(cls: type, name: str) -> bool:
     return name in vars(cls)
 
 
-def missing_hooks() -> list[str]:
-    """The hooks of `REQUIRED_HOOKS` (and a KV-cache keyword in the language model's forward) that the installed
-    transformers lacks, as dotted names."""
-    missing = [f"{module}.{path}" for module, path in REQUIRED_HOOKS if _resolve(module, path) is None]
+def missing_hooks(hooks: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """The hooks of `REQUIRED_HOOKS` and `hooks` (a backbone's, as `(module, dotted attribute path)`), and a KV-cache
+    keyword in the language model's forward, that the installed transformers lacks, as dotted names."""
+    wanted = [*REQUIRED_HOOKS, *hooks]
+    missing = [f"{module}.{path}" for module, path in wanted if _resolve(module, path) is None]
     forward = _resolve("transformers.models.qwen2.modeling_qwen2", "Qwen2Model.forward")
     if forward is not None and not set(CACHE_NAMES) & set(inspect.signature(forward).parameters):
         missing.append(f"a KV-cache keyword ({' or '.join(CACHE_NAMES)}) in Qwen2Model.forward")
     return missing
 
 
-def check_requirements() -> None:
+def check_requirements(hooks: Iterable[tuple[str, str]] = ()) -> None:
     """Raises an `ImportError` naming the installed transformers release, what it lacks and the supported range when
-    a hook hf-ltbm needs is missing (run on `import hf_ltbm`, before anything binds to them)."""
-    missing = missing_hooks()
+    a hook hf-ltbm needs (`REQUIRED_HOOKS`, and a backbone's `hooks`) is missing: run when this module is imported and
+    before a backbone's classes are made, so nothing binds to a missing hook."""
+    missing = missing_hooks(hooks)
     if missing:
         supported = SUPPORTED_TRANSFORMERS
         raise ImportError(
@@ -198,6 +185,7 @@ __all__ += [
     "create_bidirectional_mask",
     "get_checkpoint_conversion_mapping",
     "register_checkpoint_conversion_mapping",
+    "register_conversion",
 ]
 
 
@@ -439,7 +427,17 @@ def repair_saved_language_model_keys(folder: str | os.PathLike) -> int:
     return renamed
 
 
-# ------------------------------------------------------------------------------------------------------- processors
+def register_conversion(cls: type, model_type: str) -> None:
+    """Gives a merging model class `cls` the checkpoint conversion mapping its upstream class (`cls._upstream_class`)
+    gets, by class name, else by model type: transformers treats registered subclasses as custom code and would
+    otherwise skip the key renaming of native checkpoints (`lm_head` would silently load random weights)."""
+    mapping = get_checkpoint_conversion_mapping(cls._upstream_class.__name__)
+    if mapping is None:
+        mapping = get_checkpoint_conversion_mapping(model_type)
+    if mapping is not None:
+        register_checkpoint_conversion_mapping(cls.__name__, mapping, overwrite=True)
+
+
 @contextlib.contextmanager
 def processor_class_recorded_as(processor: Any, name: str) -> Iterator[None]:
     """While `processor.save_pretrained` runs, its tokenizers record `name` as their `processor_class` in

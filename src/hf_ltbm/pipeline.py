@@ -29,10 +29,9 @@ from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
 from .audio import check_audio, load_audio
-from .backbones import backbone_for
+from .backbones import Backbone, backbone_for, units_per_clip
 from .compat import prepare_pipeline_generate_kwargs
 from .context import audio_token_merge as _merge_setting
-from .processing import units_per_clip
 
 logger = logging.get_logger(__name__)
 
@@ -108,27 +107,8 @@ def build_prompt(processor: Any, text: str, num_audio: int = 1) -> str:
         ValueError: for a backbone whose processor takes audio only from a chat (Voxtral: mistral-common writes the
             placeholders and the processor refuses text that holds them); the message names the chat route.
     """
-    backbone = backbone_for(processor)
-    if backbone is not None and backbone.chat_only:
-        raise ValueError(
-            f"build_prompt cannot write a {backbone.display_name} prompt: its processor takes audio only from a chat "
-            "(the audio placeholders are written by the processor itself, and text holding them is refused). Use "
-            "the chat route instead: processor.apply_chat_template([{'role': 'user', 'content': [{'type': 'audio', "
-            "'path': 'clip.wav'}, {'type': 'text', 'text': ...}]}], tokenize=True, return_dict=True, "
-            "return_tensors='pt') (audio as a 'path', 'url' or 'base64'; a path or url needs librosa on older "
-            "transformers releases), or pipeline('audio-text-to-text', ...), which also takes waveforms, with `text=` "
-            "or a chat."
-        )
-    token = processor.audio_token
-    if token in text:
-        return text
-    parts = [{"type": "audio"} for _ in range(num_audio)] + [{"type": "text", "text": text}]
-    if getattr(processor, "chat_template", None) is not None:
-        return processor.apply_chat_template(
-            [{"role": "user", "content": parts}], tokenize=False, add_generation_prompt=True
-        )
-    audio = token if backbone is None else backbone.plain_prompt_audio(processor)
-    return audio * num_audio + text
+    backbone = backbone_for(processor) or Backbone()  # another processor: its placeholder in front of the text
+    return backbone.build_prompt(processor, text, num_audio)
 
 
 class AudioTextToTextPipeline(Pipeline):
@@ -436,3 +416,6 @@ def register_pipeline() -> bool:
         return False
     PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=AudioTextToTextPipeline, pt_model=AutoModelForSeq2SeqLM)
     return True
+
+
+register_pipeline()  # the task exists wherever its class does

@@ -1,5 +1,6 @@
 """What every merging processor shares: the merge setting (saved with the processor, restored by `AutoProcessor`), the
-merged placeholder count, and refusing audio longer than the backbone takes whole.
+merged placeholder count, and refusing audio longer than the backbone takes whole; and what the processors of the
+backbones that cut clips into 30 s windows share (`WindowedMergeProcessorMixin`).
 
 Each backbone's processor (`hf_ltbm.backbones`) subclasses `MergeSettingProcessorMixin` and its upstream processor and
 emits the merged number of audio placeholders, so the language model's input is short from the start:
@@ -13,46 +14,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from .compat import processor_class_recorded_as
 from .config import AudioTokenMergeConfig, MergeSetting
+from .models.units import encoder_tokens
 
-__all__ = [
-    "MergeSettingProcessorMixin",
-    "max_audio_seconds",
-    "tokens_per_unit",
-    "units_per_clip",
-]
+__all__ = ["MergeSettingProcessorMixin", "WindowedMergeProcessorMixin", "tokens_per_unit"]
 
 _UNSET: Any = object()
 
 
 def tokens_per_unit(frames: torch.Tensor) -> list[int]:
     """Audio-encoder tokens for `frames` valid mel frames (Whisper-style: conv stride 2, then average pooling by 2)."""
-    return (((frames.long() - 1) // 2 + 1 - 2) // 2 + 1).tolist()
-
-
-def _backbone(processor: Any):
-    from .backbones import backbone_for
-
-    backbone = backbone_for(processor)
-    if backbone is None:
-        raise ValueError(f"{type(processor).__name__} is not the processor of a backbone hf-ltbm supports.")
-    return backbone
-
-
-def units_per_clip(processor: Any, num_samples: list[int]) -> list[int]:
-    """How many audio-encoder units (rows of `input_features`) each clip of `num_samples[i]` samples becomes with
-    `processor` (stock or merging): one per clip for Qwen2-Audio, one per started 30 s window for Audio Flamingo 3
-    (see each backbone's `units_per_clip`)."""
-    return _backbone(processor).units_per_clip(processor, num_samples)
-
-
-def max_audio_seconds(processor: Any) -> float:
-    """The longest clip `processor`'s backbone takes whole: one 30 s window for Qwen2-Audio; for Audio Flamingo 3 the
-    whole windows that fit in `max_audio_len` (600 s by default)."""
-    return _backbone(processor).max_audio_seconds(processor)
+    return encoder_tokens(frames).tolist()
 
 
 class MergeSettingProcessorMixin:
@@ -65,6 +41,8 @@ class MergeSettingProcessorMixin:
 
     audio_token_merge: Optional[dict[str, Any]]
     _upstream_class: type
+    #: The family's declaration (`hf_ltbm.backbones.Backbone`), set when the family's classes are made.
+    _backbone: Any
 
     @classmethod
     def from_pretrained(cls, *args: Any, audio_token_merge: MergeSetting = _UNSET, **kwargs: Any) -> Any:
@@ -115,7 +93,7 @@ class MergeSettingProcessorMixin:
         """Raises a `ValueError` naming the first clip longer than the backbone takes whole (`max_audio_seconds`),
         its length and the limit: such audio is refused, never truncated. `num_samples[i]` is clip `i`'s length at
         `sampling_rate`. The pipeline calls this for every input before any batch runs."""
-        limit = max_audio_seconds(self)
+        limit = self._backbone.max_audio_seconds(self)
         for index, length in enumerate(num_samples):
             if length > limit * sampling_rate:
                 what, advice = self._duration_limit()
@@ -125,10 +103,34 @@ class MergeSettingProcessorMixin:
                 )
 
 
-def __getattr__(name: str) -> Any:
-    # The backbones' processors live in `hf_ltbm.backbones` (which imports this module): re-exported lazily.
-    if name in ("Qwen2AudioLTBMProcessor", "AudioFlamingo3LTBMProcessor"):
-        from . import backbones
+class WindowedMergeProcessorMixin(MergeSettingProcessorMixin):
+    """What the processors of backbones that cut clips into 30 s windows share (Audio Flamingo 3, Music Flamingo):
+    the too-long-audio message and the merged placeholder count of each clip (the sum over its windows). Features are
+    always padded to whole windows (the encoder needs them; upstream crashes when `padding` reaches the feature
+    extractor), and the placeholders go through the upstream `replace_audio_token` (with any markers around them)."""
 
-        return getattr(backbones, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def _duration_limit(self) -> tuple[str, str]:
+        window, kept = self._backbone.windows(self)
+        seconds, family = window / self.feature_extractor.sampling_rate, self._backbone.display_name
+        if kept < 1:
+            raise ValueError(
+                f"max_audio_len={self.max_audio_len!r} keeps no {seconds:g} s window: {family} takes audio in "
+                "whole windows, so `max_audio_len` must be at least one window long."
+            )
+        return (
+            f"{family} (max_audio_len={self.max_audio_len}: {kept} whole {seconds:g} s windows)",
+            "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
+        )
+
+    def _process_audio(self, audio, **kwargs):
+        self.check_audio_lengths([int(np.asarray(clip).shape[0]) for clip in audio], int(kwargs["sampling_rate"]))
+        kwargs["padding"] = "max_length"
+        audio_inputs, replacements = super()._process_audio(audio, **kwargs)
+        if self.audio_token_merge is None:
+            return audio_inputs, replacements
+        windows = self._backbone.units_per_clip(self, [int(np.asarray(clip).shape[0]) for clip in audio])
+        per_window = [self.merged_length(n) for n in tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
+        starts = np.cumsum([0] + windows)
+        counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]
+        audio_inputs["num_audio_tokens"] = torch.tensor(counts)
+        return audio_inputs, [self.replace_audio_token(audio_inputs, audio_idx=i) for i in range(len(counts))]

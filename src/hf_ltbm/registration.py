@@ -1,12 +1,15 @@
-"""Registers every backbone's merging classes (`hf_ltbm.backbones.BACKBONES`) with transformers' Auto classes on
-`import hf_ltbm` (idempotent).
+"""Registers every backbone's merging classes (`hf_ltbm.backbones.BACKBONES`) with transformers' Auto classes
+(idempotent). `import hf_ltbm` arranges for `register_models`, `register_processors` and the pipeline task to run as
+soon as transformers' Auto modules and pipelines are imported (at once if they already are); a family's classes are
+made only when an Auto class is asked for that family.
 
 - `AutoModel` -> `*LTBMModel`; `AutoModelForSeq2SeqLM`, `AutoModelForPreTraining` and the backbone's
   `extra_auto_classes` (`AutoModelForMultimodalLM` for Qwen2-Audio) -> `*LTBMForConditionalGeneration`. With no
   merge setting these are bit-identical to the upstream classes, so the replacement is invisible until
   `audio_token_merge=...` is passed.
-- The checkpoint conversion mapping of each merging class: transformers treats registered subclasses as custom code
-  and would otherwise skip the key renaming of native checkpoints (`lm_head` would silently load random weights).
+- (When a family's classes are made, `hf_ltbm.backbones` registers each model class's checkpoint conversion mapping:
+  transformers treats registered subclasses as custom code and would otherwise skip the key renaming of native
+  checkpoints, and `lm_head` would silently load random weights.)
 - `AutoProcessor` -> `*LTBMProcessor`, and `AutoProcessor.from_pretrained(path, audio_token_merge=...)` returns the
   merging processor even for a folder saved by the upstream processor. A folder saved by a merging processor names
   the upstream class (plain transformers loads it as such) and holds `audio_token_merge`: `AutoProcessor` returns the
@@ -16,32 +19,18 @@
 from __future__ import annotations
 
 import functools
+import sys
+from typing import Any
 
 import transformers
-from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM, AutoProcessor
 
-from .backbones import BACKBONES
-from .compat import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from .backbones import BACKBONES, backbone_for
 from .config import MergeSetting, plain_setting
-from .pipeline import register_pipeline
+from .lazy import register_deferred
 
-__all__ = ["register"]
+__all__ = ["register", "register_models", "register_pipeline", "register_processors"]
 
 _SENTINEL = object()
-
-
-def _processors() -> dict[type, type]:
-    """Upstream processor class -> the merging one, for every backbone."""
-    return {backbone.upstream_processor: backbone.processor for backbone in BACKBONES.values()}
-
-
-def _register_conversion(cls, model_type: str) -> None:
-    """Gives `cls` the conversion mapping its upstream class gets (by class name, else by model type)."""
-    mapping = get_checkpoint_conversion_mapping(cls._upstream_class.__name__)
-    if mapping is None:
-        mapping = get_checkpoint_conversion_mapping(model_type)
-    if mapping is not None:
-        register_checkpoint_conversion_mapping(cls.__name__, mapping, overwrite=True)
 
 
 def _saved_setting(processor_class: type, pretrained_model_name_or_path, kwargs: dict) -> MergeSetting:
@@ -54,8 +43,9 @@ def _merging_processor_from_pretrained(original):
     @functools.wraps(original)
     def from_pretrained(pretrained_model_name_or_path, *args, audio_token_merge=_SENTINEL, **kwargs):
         processor = original(pretrained_model_name_or_path, *args, **kwargs)
-        processors = _processors()
-        target = processors.get(type(processor))
+        backbone = backbone_for(processor)
+        # the merging processor of a stock one (a folder saved by the upstream processor or by a merging one)
+        target = backbone.processor if backbone and type(processor).__name__ == backbone.processor_name else None
         if audio_token_merge is _SENTINEL:
             # A folder saved by a merging processor names the upstream class (so that plain transformers loads it);
             # its merge setting makes it the merging processor again.
@@ -66,11 +56,11 @@ def _merging_processor_from_pretrained(original):
             return target.from_pretrained(
                 pretrained_model_name_or_path, *args, audio_token_merge=audio_token_merge, **kwargs
             )
-        if isinstance(processor, tuple(processors.values())):
+        if backbone is not None and isinstance(processor, backbone.processor):
             processor._init_setting(audio_token_merge)
             return processor
         raise ValueError(
-            f"`audio_token_merge` is only supported for {sorted(c.__name__ for c in processors)}; "
+            f"`audio_token_merge` is only supported for {sorted(b.processor_name for b in BACKBONES.values())}; "
             f"{pretrained_model_name_or_path!r} loads a {type(processor).__name__}."
         )
 
@@ -92,22 +82,47 @@ def _plain_setting_kwarg(original):
     return from_pretrained
 
 
-def register() -> None:
-    """Registers everything (safe to call any number of times)."""
+def register_models(*_: Any) -> None:
+    """Registers every backbone's merging models with the Auto model classes (made when first looked up)."""
+    # imported here: this runs right after transformers imports its Auto model module (`hf_ltbm.lazy`)
+    from transformers.models.auto.modeling_auto import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM
+
     for backbone in BACKBONES.values():
         config_class = backbone.config_class
         extra = [getattr(transformers, name) for name in backbone.extra_auto_classes]
-        if backbone.base_model is not None:  # Qwen2.5-Omni's thinker on transformers 5.19 has no base model
-            AutoModel.register(config_class, backbone.base_model, exist_ok=True)
+        # Qwen2.5-Omni's thinker on transformers 5.19 has no base model: AutoModel keeps upstream's mapping there
+        if backbone.has_base_model():
+            register_deferred(AutoModel._model_mapping, config_class, lambda backbone=backbone: backbone.base_model)
         for auto in (AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
-            auto.register(config_class, backbone.generation_model, exist_ok=True)
+            register_deferred(auto._model_mapping, config_class, lambda backbone=backbone: backbone.generation_model)
         for auto in (AutoModel, AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
             if not getattr(auto.from_pretrained, "_hf_ltbm_wrapped", False):
                 auto.from_pretrained = staticmethod(_plain_setting_kwarg(auto.from_pretrained))
-        for cls in (backbone.base_model, backbone.generation_model):
-            if cls is not None:
-                _register_conversion(cls, backbone.model_type)
-        AutoProcessor.register(config_class, backbone.processor, exist_ok=True)
-    register_pipeline()
+
+
+def register_processors(*_: Any) -> None:
+    """Registers every backbone's merging processor with `AutoProcessor` (made when first looked up)."""
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING, AutoProcessor
+
+    for backbone in BACKBONES.values():
+        register_deferred(PROCESSOR_MAPPING, backbone.config_class, lambda backbone=backbone: backbone.processor)
     if not getattr(AutoProcessor.from_pretrained, "_hf_ltbm_wrapped", False):
         AutoProcessor.from_pretrained = staticmethod(_merging_processor_from_pretrained(AutoProcessor.from_pretrained))
+
+
+def register_pipeline(*_: Any) -> None:
+    """Registers the "audio-text-to-text" pipeline task (unless transformers has its own). When transformers' pipelines
+    are being imported by `hf_ltbm.pipeline` itself, that module registers the task once it is defined."""
+    module = sys.modules.get(f"{__package__}.pipeline")
+    if module is not None and getattr(module.__spec__, "_initializing", False):
+        return
+    from .pipeline import register_pipeline
+
+    register_pipeline()
+
+
+def register() -> None:
+    """Registers everything now (safe to call any number of times)."""
+    register_models()
+    register_processors()
+    register_pipeline()

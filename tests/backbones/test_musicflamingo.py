@@ -9,7 +9,7 @@ from transformers.models.musicflamingo.modeling_musicflamingo import apply_rotar
 
 import hf_ltbm
 from hf_ltbm.backbones import musicflamingo
-from hf_ltbm.backbones.musicflamingo import clip_window_indices
+from hf_ltbm.models.compaction import clip_window_indices
 from hf_ltbm.models.units import member_positions
 from hf_ltbm.tiny import build_tiny_model
 

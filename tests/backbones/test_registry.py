@@ -7,10 +7,18 @@ from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2Seq
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
 import hf_ltbm
-from hf_ltbm.backbones import BACKBONES, Backbone, backbone_for, get_backbone, register_backbone
+from hf_ltbm.backbones import (
+    BACKBONES,
+    Backbone,
+    backbone_for,
+    get_backbone,
+    max_audio_seconds,
+    register_backbone,
+    units_per_clip,
+)
 from hf_ltbm.cli.common import SUPPORTED_MODEL_TYPES
 from hf_ltbm.models import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
-from hf_ltbm.processing import MergeSettingProcessorMixin, max_audio_seconds, units_per_clip
+from hf_ltbm.processing import MergeSettingProcessorMixin
 from hf_ltbm.tiny import TINY_MODELS, build_tiny_model, build_tiny_processor
 
 BACKBONE_LIST = list(BACKBONES.values())

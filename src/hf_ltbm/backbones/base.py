@@ -1,60 +1,195 @@
-"""The backbone adapter: what differs between audio-language model families, declared once per family.
+"""The backbone declaration: everything specific to an audio-language model family, declared once.
 
-A backbone file (`backbones/qwen2_audio.py`, `backbones/audioflamingo3.py`) holds the family's merging model classes
-(thin subclasses of the upstream classes and the shared mixins in `hf_ltbm.models.mixin`), its merging processor (a
-subclass of the upstream processor and `hf_ltbm.processing.MergeSettingProcessorMixin`) and a `Backbone` subclass that
-declares the rest: the upstream classes, how a clip is cut into audio-encoder units, the longest audio it takes, the
-Auto classes it registers with and the pieces of its tiny random model. Everything shared (merging, compaction,
-generation, saving, the pipeline, the CLI, the evaluation harness) reads these declarations from the registry.
+A family is one module of `hf_ltbm.backbones` (a package for Qwen2.5-Omni) holding a `Backbone` subclass, registered
+with `@register_backbone`. The declaration is plain data and cheap to import (no torch, no transformers model code);
+the family's transformers classes (the merging models and processor) are made by its `build()` the first time one is
+used. Everything that lists backbones reads the registry: the Auto classes, the top-level exports, the tiny models,
+the CLI, the vLLM plugin's architectures, the lmms-eval models and the tests.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+import functools
+import importlib
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple, Optional
 
-__all__ = ["BACKBONES", "Backbone", "backbone_for", "get_backbone", "register_backbone"]
+from .tiny_parts import tiny_audio_config, tiny_text_config, tiny_tokenizer, whisper_features
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneClasses",
+    "backbone_for",
+    "class_getter",
+    "get_backbone",
+    "register_backbone",
+]
+
+#: The roles of a family's merging classes and the suffix of each one's name (`Qwen2Audio` + `LTBMModel`).
+_ROLES = {"base_model": "LTBMModel", "generation_model": "LTBMForConditionalGeneration", "processor": "LTBMProcessor"}
+
+
+class BackboneClasses(NamedTuple):
+    """A family's merging classes, made by `Backbone.build()`.
+
+    Attributes:
+        base_model: the `*LTBMModel` (`None` where the upstream family has no base model: Qwen2.5-Omni's thinker on
+            transformers 5.19).
+        generation_model: the `*LTBMForConditionalGeneration`.
+        processor: the `*LTBMProcessor`.
+    """
+
+    base_model: Optional[type]
+    generation_model: type
+    processor: type
 
 
 class Backbone:
-    """One audio-language model family. Subclasses set the class attributes and override the methods whose default
-    does not fit; `register_backbone` makes it known to the rest of hf-ltbm.
+    """One audio-language model family. Subclasses set the class attributes, implement `build()` and override the
+    methods whose default does not fit; `register_backbone` makes it known to the rest of hf-ltbm.
 
     Attributes:
         model_type: the family's `config.model_type` (`"qwen2_audio"`).
         display_name: its name in messages (`"Qwen2-Audio"`).
-        config_class, upstream_processor: the transformers config and processor classes.
-        base_model, generation_model, processor: the merging classes (`*LTBMModel`,
-            `*LTBMForConditionalGeneration`, `*LTBMProcessor`); `base_model` is `None` where the upstream family
-            has no base model (Qwen2.5-Omni's thinker on transformers 5.19).
+        default_checkpoint: the released checkpoint examples and the lmms-eval model load by default.
+        class_prefix: the merging classes are `{class_prefix}LTBMModel`, `...LTBMForConditionalGeneration` and
+            `...LTBMProcessor` (`"Qwen2Audio"`).
+        config_name, processor_name: the names of the upstream config and processor classes in `transformers`.
+        feature_mask: the name of the processor's per-unit mel-frame mask (`"feature_attention_mask"`), `None` where
+            the processor returns none (Voxtral: every unit is a whole 30 s chunk).
         extra_auto_classes: names of transformers Auto classes beyond `AutoModelForSeq2SeqLM` and
             `AutoModelForPreTraining` that map the family's config to its generation model upstream.
         checkpoint_model_types: model types of whole checkpoints that hold this family's model, which its
             generation model's `from_pretrained` loads (`"qwen2_5_omni"`: the thinker of a Qwen2.5-Omni checkpoint).
-        tiny_name: the name of its tiny random model (`hf_ltbm.tiny`, `hf-ltbm demo --model`).
-        tiny_encoder_type: `model_type` of its audio encoder's config.
+        required_hooks: what the family binds to in transformers, as `(module, dotted attribute path)`; checked when
+            its classes are first made (a release without one raises an `ImportError` naming it).
+        vllm_architectures: the vLLM architecture names the vLLM plugin serves with this family's merging class
+            (`{class_prefix}LTBMForConditionalGeneration` in `hf_ltbm.integrations.vllm.<family module>`).
+        chat_only: whether prompts can only be built from chats by the processor (`encode_chats`), never from text
+            holding audio placeholders (Voxtral: mistral-common writes the placeholders and its `__call__` refuses
+            them).
+        mel_frames_per_token: mel frames (10 ms each) per audio token: 4 for the Whisper-style encoders (25 tokens
+            per second), 8 for Voxtral.
+        tiny_encoder_type: `model_type` of the tiny model's audio-encoder config.
         tiny_audio_tokens: the special tokens its processor uses around audio (the first is the placeholder).
         tiny_chat_template: a chat template in the family's format for the tiny processor.
+        listing_order: where the family comes in listings (the paper's two backbones first); ties go by model type.
     """
 
     model_type: ClassVar[str]
     display_name: ClassVar[str]
-    config_class: ClassVar[type]
-    upstream_processor: ClassVar[type]
-    base_model: ClassVar[Optional[type]]
-    generation_model: ClassVar[type]
-    processor: ClassVar[type]
+    default_checkpoint: ClassVar[str]
+    class_prefix: ClassVar[str]
+    config_name: ClassVar[str]
+    processor_name: ClassVar[str]
+    feature_mask: ClassVar[Optional[str]]
     extra_auto_classes: ClassVar[tuple[str, ...]] = ()
     checkpoint_model_types: ClassVar[tuple[str, ...]] = ()
-    tiny_name: ClassVar[str]
+    required_hooks: ClassVar[tuple[tuple[str, str], ...]] = ()
+    vllm_architectures: ClassVar[tuple[str, ...]] = ()
+    chat_only: ClassVar[bool] = False
+    mel_frames_per_token: ClassVar[int] = 4
     tiny_encoder_type: ClassVar[str]
     tiny_audio_tokens: ClassVar[tuple[str, ...]]
     tiny_chat_template: ClassVar[str]
-    #: Whether prompts can only be built from chats by the processor (`encode_chats`), never from text holding audio
-    #: placeholders (Voxtral: mistral-common writes the placeholders and its `__call__` refuses them).
-    chat_only: ClassVar[bool] = False
-    #: Mel frames (10 ms each) per audio token: 4 for the Whisper-style encoders (25 tokens/s), 8 for Voxtral.
-    mel_frames_per_token: ClassVar[int] = 4
+    listing_order: ClassVar[int] = 100
 
+    # ------------------------------------------------------------------------------------------------ derived names
+    @property
+    def family_module(self) -> str:
+        """The name of the family's module in `hf_ltbm.backbones` (`"qwen2_audio"`)."""
+        return type(self).__module__.split(".")[2]
+
+    @property
+    def class_names(self) -> dict[str, str]:
+        """Role (`"base_model"`, `"generation_model"`, `"processor"`) -> the merging class's name."""
+        return {role: self.class_prefix + suffix for role, suffix in _ROLES.items()}
+
+    @property
+    def tiny_name(self) -> str:
+        """The name of its tiny random model (`hf_ltbm.tiny`, `hf-ltbm demo --model`): `tiny-random-qwen2-audio`."""
+        return "tiny-random-" + self.family_module.replace("_", "-")
+
+    @property
+    def lmms_eval_id(self) -> str:
+        """Its lmms-eval model id (`--model hf_ltbm_qwen2_audio`)."""
+        return "hf_ltbm_" + self.family_module
+
+    @property
+    def vllm_class(self) -> str:
+        """`"module:Class"` of the vLLM plugin's merging class (what vLLM's model registry imports lazily)."""
+        return f"hf_ltbm.integrations.vllm.{self.family_module}:{self.class_names['generation_model']}"
+
+    @property
+    def token_ms(self) -> int:
+        """Milliseconds of audio per encoder token (40 for 25 tokens per second)."""
+        return 10 * self.mel_frames_per_token
+
+    # ------------------------------------------------------------------------------------------- upstream classes
+    @property
+    def config_class(self) -> type:
+        """The upstream config class (`transformers.Qwen2AudioConfig`)."""
+        return getattr(importlib.import_module("transformers"), self.config_name)
+
+    @property
+    def upstream_processor(self) -> type:
+        """The upstream processor class (`transformers.Qwen2AudioProcessor`)."""
+        return getattr(importlib.import_module("transformers"), self.processor_name)
+
+    # ----------------------------------------------------------------------------------------------- merging classes
+    def build(self) -> BackboneClasses:
+        """Makes the family's merging classes (imports transformers' model code). Called once, by `classes`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build().")
+
+    @functools.cached_property
+    def classes(self) -> BackboneClasses:
+        """The family's merging classes, made on first use after checking `required_hooks`; each model class gets
+        its upstream class's checkpoint conversion mapping."""
+        from ..compat import check_requirements, register_conversion
+
+        check_requirements(self.required_hooks)
+        classes = self.build()
+        for role, name in self.class_names.items():
+            cls = getattr(classes, role)
+            if cls is not None:
+                if cls.__name__ != name:
+                    raise TypeError(
+                        f"{type(self).__name__}.build() made {cls.__name__} as its {role}; expected {name}."
+                    )
+                cls.__qualname__ = name  # made inside build(): pickled by module and name
+                cls.__module__ = type(self).__module__
+                cls._backbone = self
+        for model in (classes.base_model, classes.generation_model):
+            if model is not None:
+                register_conversion(model, self.model_type)
+        return classes
+
+    def has_base_model(self) -> bool:
+        """Whether the family has a base model (`*LTBMModel`) with the installed transformers, known without making
+        the classes. Default: yes."""
+        return True
+
+    @property
+    def base_model(self) -> Optional[type]:
+        return self.classes.base_model
+
+    @property
+    def generation_model(self) -> type:
+        return self.classes.generation_model
+
+    @property
+    def processor(self) -> type:
+        return self.classes.processor
+
+    def exported(self, name: str) -> Any:
+        """The merging class called `name` (the family module's and `hf_ltbm`'s lazy attributes)."""
+        for role, class_name in self.class_names.items():
+            if class_name == name:
+                return getattr(self.classes, role)  # `None` where the release has no such upstream class
+        raise AttributeError(name)
+
+    # ---------------------------------------------------------------------------------------------- the unit layout
     def units_per_clip(self, processor: Any, num_samples: list[int]) -> list[int]:
         """How many audio-encoder units (rows of `input_features`) each clip of `num_samples[i]` samples becomes
         with `processor` (stock or merging). Default: one unit per clip."""
@@ -65,52 +200,71 @@ class Backbone:
         extractor = processor.feature_extractor
         return extractor.n_samples / extractor.sampling_rate
 
-    def encode_audio(self, processor: Any, audio: Any, text: Optional[str] = None) -> Any:
-        """The processor's inputs for one clip (a waveform at its sampling rate) and an instruction `text` (`None`:
-        the clip alone), as a one-turn chat for a `chat_only` backbone, else as `hf_ltbm.build_prompt` writes it."""
-        rate = processor.feature_extractor.sampling_rate
+    # ------------------------------------------------------------------------------------------- prompts and inputs
+    def build_prompt(self, processor: Any, text: str, num_audio: int = 1) -> str:
+        """The model prompt for an instruction `text` about `num_audio` clips (see `hf_ltbm.build_prompt`).
+
+        Raises:
+            ValueError: for a `chat_only` backbone; the message names the chat route.
+        """
         if self.chat_only:
-            parts = [{"type": "audio", "audio": audio}] + ([] if text is None else [{"type": "text", "text": text}])
-            return self.encode_chats(processor, [[{"role": "user", "content": parts}]], rate)
-        from ..pipeline import build_prompt
-
-        prompt = processor.audio_token if text is None else build_prompt(processor, text)
-        return processor(text=prompt, audio=[audio], sampling_rate=rate, return_tensors="pt")
-
-    def audio_features(self, model: Any, inputs: Any) -> Any:
-        """`model.get_audio_features` on a processor's output `inputs` (features and the per-unit mask, moved to the
-        model's device and dtype), with the arguments this family's upstream method takes."""
-        mask_name = model._audio_mask_name
-        features = inputs["input_features"].to(model.device, model.dtype)
-        return model.get_audio_features(features, inputs[mask_name].to(model.device))
+            raise ValueError(
+                f"build_prompt cannot write a {self.display_name} prompt: its processor takes audio only from a chat "
+                "(the audio placeholders are written by the processor itself, and text holding them is refused). "
+                "Use the chat route instead: processor.apply_chat_template([{'role': 'user', 'content': [{'type': "
+                "'audio', 'path': 'clip.wav'}, {'type': 'text', 'text': ...}]}], tokenize=True, return_dict=True, "
+                "return_tensors='pt') (audio as a 'path', 'url' or 'base64'; a path or url needs librosa on older "
+                "transformers releases), or pipeline('audio-text-to-text', ...), which also takes waveforms, with "
+                "`text=` or a chat."
+            )
+        if processor.audio_token in text:
+            return text
+        parts = [{"type": "audio"} for _ in range(num_audio)] + [{"type": "text", "text": text}]
+        if getattr(processor, "chat_template", None) is not None:
+            return processor.apply_chat_template(
+                [{"role": "user", "content": parts}], tokenize=False, add_generation_prompt=True
+            )
+        return self.plain_prompt_audio(processor) * num_audio + text
 
     def plain_prompt_audio(self, processor: Any) -> str:
         """What one clip is in a prompt written without a chat template. Default: the audio placeholder (processors
         that wrap it in markers, such as Music Flamingo's, add them themselves)."""
         return processor.audio_token
 
+    def encode_audio(self, processor: Any, audio: Any, text: Optional[str] = None) -> Any:
+        """The processor's inputs for one clip (a waveform at its sampling rate) and an instruction `text` (`None`:
+        the clip alone), as a one-turn chat for a `chat_only` backbone, else as `build_prompt` writes it."""
+        rate = processor.feature_extractor.sampling_rate
+        if self.chat_only:
+            parts = [{"type": "audio", "audio": audio}] + ([] if text is None else [{"type": "text", "text": text}])
+            return self.encode_chats(processor, [[{"role": "user", "content": parts}]], rate)
+        prompt = processor.audio_token if text is None else self.build_prompt(processor, text)
+        return processor(text=prompt, audio=[audio], sampling_rate=rate, return_tensors="pt")
+
     def encode_chats(self, processor: Any, conversations: list[list[dict]], sampling_rate: int) -> Any:
         """Model inputs for a batch of chats whose audio parts hold waveforms (`{"type": "audio", "audio": array}`),
         left-padded, for a `chat_only` backbone."""
         raise NotImplementedError(f"{type(self).__name__} builds prompts from text; it has no encode_chats.")
 
+    def audio_features(self, model: Any, inputs: Any) -> Any:
+        """`model.get_audio_features` on a processor's output `inputs` (features and the per-unit mask, moved to the
+        model's device and dtype), with the arguments this family's upstream method takes."""
+        features = inputs["input_features"].to(model.device, model.dtype)
+        if self.feature_mask is None:
+            return model.get_audio_features(features)
+        return model.get_audio_features(features, inputs[self.feature_mask].to(model.device))
+
+    # --------------------------------------------------------------------------------------------------- tiny model
     def tiny_processor(self, audio_token_merge: Any) -> Any:
         """The merging processor of the family's tiny model: Whisper features at 16 kHz, 128 mel bins, 30 s windows,
         an in-process word-level tokenizer with `tiny_audio_tokens` and `tiny_chat_template`."""
-        from transformers import WhisperFeatureExtractor
-
-        from ..tiny import tiny_tokenizer
-
-        features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
         tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens))
         return self.processor(
-            features, tokenizer, chat_template=self.tiny_chat_template, audio_token_merge=audio_token_merge
+            whisper_features(), tokenizer, chat_template=self.tiny_chat_template, audio_token_merge=audio_token_merge
         )
 
     def tiny_config(self, processor: Any) -> Any:
         """The tiny model's config for `processor`'s tokenizer: tiny widths, the real audio front end."""
-        from ..tiny import tiny_audio_config, tiny_text_config
-
         tokenizer = processor.tokenizer
         return self.config_class(
             audio_config=tiny_audio_config(self.tiny_encoder_type),
@@ -129,7 +283,7 @@ class Backbone:
 
 
 BACKBONES: dict[str, Backbone] = {}
-"""`config.model_type` -> the registered `Backbone` (in registration order)."""
+"""`config.model_type` -> the registered `Backbone` (in listing order once `hf_ltbm.backbones` is imported)."""
 
 
 def register_backbone(cls: type[Backbone]) -> type[Backbone]:
@@ -138,6 +292,15 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
         raise ValueError(f"A backbone is already registered for model_type {cls.model_type!r}.")
     BACKBONES[cls.model_type] = cls()
     return cls
+
+
+def class_getter(cls: type[Backbone]) -> Callable[[str], Any]:
+    """The module `__getattr__` of a family module: its merging classes by name, made on first use."""
+
+    def __getattr__(name: str) -> Any:
+        return BACKBONES[cls.model_type].exported(name)
+
+    return __getattr__
 
 
 def get_backbone(model_type: str) -> Backbone:
@@ -152,9 +315,11 @@ def get_backbone(model_type: str) -> Backbone:
 
 
 def backbone_for(obj: Any) -> Optional[Backbone]:
-    """The backbone of a processor, model or config (stock or merging), or `None` when it is none of them."""
+    """The backbone of a processor, model or config (stock or merging), or `None` when it is none of them. Decided
+    by class names and `model_type`, so no family's classes are made to answer."""
+    names = {cls.__name__ for cls in type(obj).__mro__}
     for backbone in BACKBONES.values():
-        if isinstance(obj, (backbone.upstream_processor, backbone.config_class)):
+        if backbone.processor_name in names or backbone.config_name in names:
             return backbone
     model_type = getattr(getattr(obj, "config", None), "model_type", None)
     return BACKBONES.get(model_type) if model_type is not None else None

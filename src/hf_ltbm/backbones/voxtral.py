@@ -16,234 +16,170 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import BatchFeature, VoxtralConfig, VoxtralProcessor
-from transformers.models.voxtral.modeling_voxtral import (
-    VoxtralForConditionalGeneration,
-    VoxtralModel,
-    VoxtralPreTrainedModel,
-)
-
-from ..compat import can_return_tuple, chat_template_processor_kwargs, mirrors
-from ..config import MergeSetting
-from ..models.encoder_probe import pool_pairs
-from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
-from ..models.units import MergeInputs
-from ..processing import MergeSettingProcessorMixin
-from .base import Backbone, register_backbone
+from .base import Backbone, BackboneClasses, class_getter, register_backbone
+from .tiny_parts import tiny_text_config, whisper_features
 
 __all__ = [
     "VoxtralBackbone",
     "VoxtralLTBMForConditionalGeneration",
     "VoxtralLTBMModel",
     "VoxtralLTBMProcessor",
-    "merge_inputs_at_token_rate",
-    "shorten_audio_runs",
     "tiny_tekken_tokenizer",
 ]
 
 
-def merge_inputs_at_token_rate(inputs: MergeInputs, frames_per_token: int) -> MergeInputs:
-    """Encoder keys and scores pooled to Voxtral's token rate (shared with the vLLM plugin).
+def _build() -> BackboneClasses:
+    """Makes Voxtral's merging classes (`VoxtralBackbone.build`)."""
+    import torch
+    from transformers import BatchFeature, VoxtralProcessor
+    from transformers.models.voxtral.modeling_voxtral import (
+        VoxtralForConditionalGeneration,
+        VoxtralModel,
+        VoxtralPreTrainedModel,
+    )
 
-    Args:
-        inputs: as `capture_merge_inputs` yields them, at 2 encoder frames per position: `encoder_keys [U, T, D]`,
-            `scores [U, T]` (750 positions per 30 s chunk).
-        frames_per_token (`int`): encoder frames concatenated into one token (4).
+    from ..compat import can_return_tuple, mirrors
+    from ..config import MergeSetting
+    from ..models.compaction import shorten_audio_runs
+    from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
+    from ..models.units import MergeInputs, merge_inputs_at_token_rate
+    from ..processing import MergeSettingProcessorMixin
 
-    Returns:
-        `MergeInputs` at one position per token (`[U, T * 2 // frames_per_token, ...]`: 375 per chunk).
-    """
-    factor = frames_per_token // 2
-    while factor > 1:  # a token is `frames_per_token` frames: pool pairs until it fits
-        factor //= 2
-        inputs = MergeInputs(
-            encoder_keys=None if inputs.encoder_keys is None else pool_pairs(inputs.encoder_keys),
-            scores=None if inputs.scores is None else pool_pairs(inputs.scores[..., None])[..., 0],
-        )
-    return inputs
+    class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
+        """`VoxtralModel` whose language model runs on merged audio tokens (one merge per 30 s chunk).
 
+        Accepts an extra `audio_token_merge` argument, stored in `config.audio_token_merge` (see
+        `Qwen2AudioLTBMModel`).
+        """
 
-class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
-    """`VoxtralModel` whose language model runs on merged audio tokens (one merge per 30 s chunk).
+        _upstream_class = VoxtralModel
+        _audio_mask_name = None
 
-    Accepts an extra `audio_token_merge` argument, stored in `config.audio_token_merge` (see `Qwen2AudioLTBMModel`).
-    """
+        @property
+        def _frames_per_token(self) -> int:
+            audio = self.config.audio_config
+            return audio.intermediate_size // audio.hidden_size  # 4: the encoder frames concatenated into one token
 
-    _upstream_class = VoxtralModel
-    _audio_mask_name = None
+        def _audio_unit_lengths(self, feature_mask: torch.Tensor) -> torch.LongTensor:
+            frames = (feature_mask.sum(-1).long() - 1) // 2 + 1  # after the stride-2 convolution
+            return frames // self._frames_per_token
 
-    @property
-    def _frames_per_token(self) -> int:
-        audio = self.config.audio_config
-        return audio.intermediate_size // audio.hidden_size  # 4: the encoder frames concatenated into one token
+        def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
+            return self.audio_tower(input_features, return_dict=True, **kwargs)
 
-    def _audio_unit_lengths(self, feature_mask: torch.Tensor) -> torch.LongTensor:
-        frames = (feature_mask.sum(-1).long() - 1) // 2 + 1  # after the stride-2 convolution
-        return frames // self._frames_per_token
+        def _token_states(self, encoded: Any) -> torch.Tensor:
+            hidden = encoded.last_hidden_state  # `_frames_per_token` encoder frames concatenated into each token
+            return hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
 
-    def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
-        return self.audio_tower(input_features, return_dict=True, **kwargs)
+        def _merge_inputs_at_token_rate(self, inputs: MergeInputs) -> MergeInputs:
+            return merge_inputs_at_token_rate(inputs, self._frames_per_token)
 
-    def _token_states(self, encoded: Any) -> torch.Tensor:
-        hidden = encoded.last_hidden_state  # `_frames_per_token` encoder frames concatenated into each token
-        return hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
+        @can_return_tuple
+        def get_audio_features(self, input_features: torch.Tensor, **kwargs: Any):
+            """Upstream `get_audio_features` when merging is off; otherwise encodes each chunk, merges it and projects
+            it.
 
-    def _merge_inputs_at_token_rate(self, inputs: MergeInputs) -> MergeInputs:
-        return merge_inputs_at_token_rate(inputs, self._frames_per_token)
+            Args:
+                input_features (`torch.FloatTensor` of shape `[num_chunks, num_mel_bins, 3000]`): log-mel features.
 
-    @can_return_tuple
-    def get_audio_features(self, input_features: torch.Tensor, **kwargs: Any):
-        """Upstream `get_audio_features` when merging is off; otherwise encodes each chunk, merges it and projects it.
+            Returns:
+                Merging on: `AudioTokenMergeOutput` with `pooler_output [sum(M_c), hidden_size]` (chunks concatenated),
+                `audio_token_counts [num_chunks]` (`M_c`) and `num_input_tokens [num_chunks]` (375 each).
+            """
+            if self.audio_token_merge is None:
+                return VoxtralModel.get_audio_features(self, input_features, **kwargs)
+            return self._merged_audio_features(
+                input_features, self._unit_mask({"input_features": input_features}), **kwargs
+            )
+
+        @mirrors(VoxtralModel.forward)
+        def forward(self, *args: Any, **kwargs: Any):
+            """Upstream `VoxtralModel.forward` (same signature) when merging is off; otherwise the merged audio tokens
+            replace the placeholders and a prompt with the unmerged count is compacted."""
+            return self._dispatch_forward(super().forward, args, kwargs)
+
+        def _placeholder_name(self) -> str:
+            return "[AUDIO]"
+
+    class VoxtralLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, VoxtralForConditionalGeneration):
+        """`VoxtralForConditionalGeneration` whose language model runs on merged audio tokens (per 30 s chunk).
+
+        Works with prompts holding `M` placeholders per chunk and with mistral-common's prompts (375 per chunk,
+        compacted at prefill). With no merge setting it is the upstream class.
+        """
+
+        _upstream_class = VoxtralForConditionalGeneration
+        _model_class = VoxtralLTBMModel
+        _pretrained_base = VoxtralPreTrainedModel
+        _audio_mask_name = None
+
+        @mirrors(VoxtralForConditionalGeneration.forward)
+        def forward(self, *args: Any, **kwargs: Any):
+            """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the
+            compacted labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache
+            holds."""
+            return self._dispatch_forward(super().forward, args, kwargs)
+
+    class VoxtralLTBMProcessor(MergeSettingProcessorMixin, VoxtralProcessor):
+        """`VoxtralProcessor` whose `apply_chat_template` and `apply_transcription_request` emit `output_length(375)`
+        `[AUDIO]` placeholders per 30 s chunk: mistral-common writes 375 per chunk, and the runs are shortened after it
+        (it has no hook for the count). `input_features [num_chunks, num_mel_bins, 3000]` are the upstream ones.
 
         Args:
-            input_features (`torch.FloatTensor` of shape `[num_chunks, num_mel_bins, 3000]`): log-mel features.
-
-        Returns:
-            Merging on: `AudioTokenMergeOutput` with `pooler_output [sum(M_c), hidden_size]` (chunks concatenated),
-            `audio_token_counts [num_chunks]` (`M_c`) and `num_input_tokens [num_chunks]` (375 each).
+            feature_extractor, tokenizer: as for `VoxtralProcessor`.
+            audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
         """
-        if self.audio_token_merge is None:
-            return VoxtralModel.get_audio_features(self, input_features, **kwargs)
-        return self._merged_audio_features(
-            input_features, self._unit_mask({"input_features": input_features}), **kwargs
-        )
 
-    @mirrors(VoxtralModel.forward)
-    def forward(self, *args: Any, **kwargs: Any):
-        """Upstream `VoxtralModel.forward` (same signature) when merging is off; otherwise the merged audio tokens
-        replace the placeholders and a prompt with the unmerged count is compacted."""
-        return self._dispatch_forward(super().forward, args, kwargs)
+        _upstream_class = VoxtralProcessor
 
-    def _placeholder_name(self) -> str:
-        return "[AUDIO]"
+        def __init__(self, feature_extractor, tokenizer, audio_token_merge: MergeSetting = None):
+            self._init_setting(audio_token_merge)
+            super().__init__(feature_extractor, tokenizer)
 
+        def _duration_limit(self) -> tuple[str, str]:
+            raise AssertionError("Voxtral takes audio of any length (in 30 s chunks)")
 
-class VoxtralLTBMForConditionalGeneration(AudioTokenMergeGenerationMixin, VoxtralForConditionalGeneration):
-    """`VoxtralForConditionalGeneration` whose language model runs on merged audio tokens (per 30 s chunk).
-
-    Works with prompts holding `M` placeholders per chunk and with mistral-common's prompts (375 per chunk,
-    compacted at prefill). With no merge setting it is the upstream class.
-    """
-
-    _upstream_class = VoxtralForConditionalGeneration
-    _model_class = VoxtralLTBMModel
-    _pretrained_base = VoxtralPreTrainedModel
-    _audio_mask_name = None
-
-    @mirrors(VoxtralForConditionalGeneration.forward)
-    def forward(self, *args: Any, **kwargs: Any):
-        """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
-        labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
-        return self._dispatch_forward(super().forward, args, kwargs)
-
-
-def shorten_audio_runs(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    audio_token_id: int,
-    per_chunk: int,
-    merged: int,
-    pad_id: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewrites mistral-common's prompts to the merged placeholder count: every run of `audio_token_id` (one clip,
-    `per_chunk` tokens per 30 s chunk) keeps `merged` tokens per chunk. Rows are re-padded on their own side.
-
-    Args:
-        input_ids, attention_mask (`torch.LongTensor` of shape `[B, L]`): the tokenised prompts.
-        audio_token_id (`int`): `[AUDIO]`'s id; per_chunk (`int`): placeholders per chunk (375); merged (`int`): the
-            merged count per chunk; pad_id (`int`): the padding id.
-
-    Returns:
-        `(input_ids, attention_mask)` of shape `[B, L']`.
-    """
-    left = bool(attention_mask.shape[1]) and bool((attention_mask[:, 0] == 0).any())
-    rows = []
-    for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
-        tokens = [t for t, m in zip(ids, mask) if m]
-        out, run = [], 0
-        for token in [*tokens, None]:
-            if token == audio_token_id:
-                run += 1
-                continue
-            if run:
-                if run % per_chunk:
-                    raise ValueError(
-                        f"A run of {run} audio placeholders is not a whole number of {per_chunk}-token chunks."
-                    )
-                out += [audio_token_id] * (run // per_chunk * merged)
-                run = 0
-            if token is not None:
-                out.append(token)
-        rows.append(out)
-    width = max(map(len, rows), default=0)
-    ids = torch.full((len(rows), width), pad_id, dtype=input_ids.dtype)
-    mask = torch.zeros((len(rows), width), dtype=attention_mask.dtype)
-    for r, row in enumerate(rows):
-        where = slice(width - len(row), width) if left else slice(0, len(row))
-        ids[r, where] = torch.tensor(row, dtype=input_ids.dtype)
-        mask[r, where] = 1
-    return ids, mask
-
-
-class VoxtralLTBMProcessor(MergeSettingProcessorMixin, VoxtralProcessor):
-    """`VoxtralProcessor` whose `apply_chat_template` and `apply_transcription_request` emit `output_length(375)`
-    `[AUDIO]` placeholders per 30 s chunk: mistral-common writes 375 per chunk, and the runs are shortened after it
-    (it has no hook for the count). `input_features [num_chunks, num_mel_bins, 3000]` are the upstream ones.
-
-    Args:
-        feature_extractor, tokenizer: as for `VoxtralProcessor`.
-        audio_token_merge (`str`, `dict` or `AudioTokenMergeConfig`, *optional*): the model's merge setting.
-    """
-
-    _upstream_class = VoxtralProcessor
-
-    def __init__(self, feature_extractor, tokenizer, audio_token_merge: MergeSetting = None):
-        self._init_setting(audio_token_merge)
-        super().__init__(feature_extractor, tokenizer)
-
-    def _duration_limit(self) -> tuple[str, str]:
-        raise AssertionError("Voxtral takes audio of any length (in 30 s chunks)")
-
-    def _merged(self, output: Any) -> Any:
-        if self.audio_token_merge is None or not isinstance(output, (dict, BatchFeature)):
+        def _merged(self, output: Any) -> Any:
+            if self.audio_token_merge is None or not isinstance(output, (dict, BatchFeature)):
+                return output
+            if "input_ids" not in output or output.get("input_features") is None:
+                return output
+            as_tensors = isinstance(output["input_ids"], torch.Tensor)
+            input_ids = torch.as_tensor(output["input_ids"])
+            attention_mask = torch.as_tensor(output.get("attention_mask", torch.ones_like(input_ids)))
+            single = input_ids.dim() == 1
+            if single:
+                input_ids, attention_mask = input_ids[None], attention_mask[None]
+            chunks = int(torch.as_tensor(output["input_features"]).shape[0])
+            total = int((input_ids == self.audio_token_id).sum())
+            per_chunk = total // chunks
+            ids, mask = shorten_audio_runs(
+                input_ids,
+                attention_mask,
+                self.audio_token_id,
+                per_chunk,
+                self.merged_length(per_chunk),
+                self.tokenizer.pad_token_id,
+            )
+            if single:
+                ids, mask = ids[0], mask[0]
+            # the caller's format: tensors stay tensors, lists stay lists
+            output["input_ids"] = ids if as_tensors else ids.tolist()
+            output["attention_mask"] = mask if as_tensors else mask.tolist()
             return output
-        if "input_ids" not in output or output.get("input_features") is None:
-            return output
-        as_tensors = isinstance(output["input_ids"], torch.Tensor)
-        input_ids = torch.as_tensor(output["input_ids"])
-        attention_mask = torch.as_tensor(output.get("attention_mask", torch.ones_like(input_ids)))
-        single = input_ids.dim() == 1
-        if single:
-            input_ids, attention_mask = input_ids[None], attention_mask[None]
-        chunks = int(torch.as_tensor(output["input_features"]).shape[0])
-        total = int((input_ids == self.audio_token_id).sum())
-        per_chunk = total // chunks
-        ids, mask = shorten_audio_runs(
-            input_ids,
-            attention_mask,
-            self.audio_token_id,
-            per_chunk,
-            self.merged_length(per_chunk),
-            self.tokenizer.pad_token_id,
-        )
-        if single:
-            ids, mask = ids[0], mask[0]
-        # the caller's format: tensors stay tensors, lists stay lists
-        output["input_ids"] = ids if as_tensors else ids.tolist()
-        output["attention_mask"] = mask if as_tensors else mask.tolist()
-        return output
 
-    @mirrors(VoxtralProcessor.apply_chat_template)
-    def apply_chat_template(self, *args: Any, **kwargs: Any):
-        """Upstream `apply_chat_template` (same signature); with a merge setting, tokenised outputs hold the merged
-        number of `[AUDIO]` placeholders per chunk."""
-        return self._merged(super().apply_chat_template(*args, **kwargs))
+        @mirrors(VoxtralProcessor.apply_chat_template)
+        def apply_chat_template(self, *args: Any, **kwargs: Any):
+            """Upstream `apply_chat_template` (same signature); with a merge setting, tokenised outputs hold the merged
+            number of `[AUDIO]` placeholders per chunk."""
+            return self._merged(super().apply_chat_template(*args, **kwargs))
 
-    @mirrors(VoxtralProcessor.apply_transcription_request)
-    def apply_transcription_request(self, *args: Any, **kwargs: Any):
-        """Upstream `apply_transcription_request` (same signature), with the merged placeholder count."""
-        return self._merged(super().apply_transcription_request(*args, **kwargs))
+        @mirrors(VoxtralProcessor.apply_transcription_request)
+        def apply_transcription_request(self, *args: Any, **kwargs: Any):
+            """Upstream `apply_transcription_request` (same signature), with the merged placeholder count."""
+            return self._merged(super().apply_transcription_request(*args, **kwargs))
+
+    return BackboneClasses(VoxtralLTBMModel, VoxtralLTBMForConditionalGeneration, VoxtralLTBMProcessor)
 
 
 # The control tokens mistral-common looks up, at the ids of Voxtral's tekken.json.
@@ -315,18 +251,25 @@ class VoxtralBackbone(Backbone):
 
     model_type = "voxtral"
     display_name = "Voxtral"
-    config_class = VoxtralConfig
-    upstream_processor = VoxtralProcessor
-    base_model = VoxtralLTBMModel
-    generation_model = VoxtralLTBMForConditionalGeneration
-    processor = VoxtralLTBMProcessor
+    default_checkpoint = "mistralai/Voxtral-Mini-3B-2507"
+    class_prefix = "Voxtral"
+    config_name = "VoxtralConfig"
+    processor_name = "VoxtralProcessor"
+    feature_mask = None
     extra_auto_classes = ("AutoModelForMultimodalLM", "AutoModelForSpeechSeq2Seq")
-    tiny_name = "tiny-random-voxtral"
+    required_hooks = (
+        ("transformers", "VoxtralModel"),
+        ("transformers", "VoxtralProcessor.apply_chat_template"),
+        ("transformers", "VoxtralProcessor.apply_transcription_request"),
+    )
+    vllm_architectures = ("VoxtralForConditionalGeneration",)
     tiny_encoder_type = "voxtral_encoder"
     tiny_audio_tokens = ("[AUDIO]",)
     tiny_chat_template = ""
     chat_only = True
     mel_frames_per_token = 8  # 12.5 tokens per second
+
+    build = staticmethod(_build)
 
     def units_per_clip(self, processor: Any, num_samples: list[int]) -> list[int]:
         """mistral-common pads every clip to whole 30 s chunks: one unit per started chunk."""
@@ -337,9 +280,6 @@ class VoxtralBackbone(Backbone):
     def max_audio_seconds(self, processor: Any) -> float:
         """No limit: any length becomes whole 30 s chunks."""
         return math.inf
-
-    def audio_features(self, model: Any, inputs: Any) -> Any:
-        return model.get_audio_features(inputs["input_features"].to(model.device, model.dtype))
 
     def encode_chats(self, processor: Any, conversations: list[list[dict]], sampling_rate: int) -> Any:
         """mistral-common takes audio as files or base64 only: each waveform goes in as base64 WAV."""
@@ -357,20 +297,17 @@ class VoxtralBackbone(Backbone):
                     ]
                 turns.append({**message, "content": content})
             converted.append(turns)
+        from ..compat import chat_template_processor_kwargs  # needs transformers, as `processor` does
+
         padding = chat_template_processor_kwargs(processor.apply_chat_template, padding=True)
         return processor.apply_chat_template(
             converted, tokenize=True, return_dict=True, return_tensors="pt", **padding
         )
 
     def tiny_processor(self, audio_token_merge: Any) -> Any:
-        from transformers import WhisperFeatureExtractor
-
-        features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=30)
-        return self.processor(features, tiny_tekken_tokenizer(), audio_token_merge=audio_token_merge)
+        return self.processor(whisper_features(), tiny_tekken_tokenizer(), audio_token_merge=audio_token_merge)
 
     def tiny_config(self, processor: Any) -> Any:
-        from ..tiny import tiny_text_config
-
         text = tiny_text_config(processor.tokenizer)
         text.update(model_type="llama", head_dim=32)
         return self.config_class(
@@ -385,3 +322,6 @@ class VoxtralBackbone(Backbone):
             text_config=text,
             audio_token_id=processor.audio_token_id,
         )
+
+
+__getattr__ = class_getter(VoxtralBackbone)  # the merging classes, made on first use

@@ -20,7 +20,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     """Device and software versions, recorded next to every result."""
     import transformers
 
-    from .. import __version__
+    from ..version import __version__
 
     env = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

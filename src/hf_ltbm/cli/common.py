@@ -7,19 +7,24 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from transformers.utils import logging
 
 from ..audio import AudioInputError
-from ..backbones import BACKBONES, get_backbone
+from ..backbones import max_audio_seconds
 from ..config import KEY_SOURCES, MERGE_SPACES, AudioTokenMergeConfig
+from ..loading import (  # noqa: F401  (the subcommands load models through these)
+    SUPPORTED_MODEL_TYPES,
+    ModelLoadError,
+    load_model,
+    load_processor,
+    resolve_device,
+    resolve_dtype,
+)
 from ..merging import available_methods
-from ..processing import max_audio_seconds
-from ..tiny import TINY_MODELS, build_tiny_model, build_tiny_processor
+from ..tiny import TINY_MODELS
 
 logger = logging.get_logger(__name__)
 
-SUPPORTED_MODEL_TYPES = tuple(BACKBONES) + tuple(t for b in BACKBONES.values() for t in b.checkpoint_model_types)
 EXIT_INPUT = 1  # an audio input cannot be used
 EXIT_USAGE = 2  # bad command line: unknown option, bad merge setting, unknown or unsupported model
 
@@ -138,69 +143,6 @@ def method_list(text: str) -> list[str]:
     if not methods:
         raise CLIError("--methods is empty; pass e.g. --methods ltbm,global,pool")
     return methods
-
-
-# ------------------------------------------------------------------------------------------------------ models
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise CLIError(f"--device {name!r} is not a device: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu.")
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, name)
-
-
-def _config(name: str) -> Any:
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        hint = (
-            "The folder needs a config.json."
-            if Path(name).exists()
-            else "Pass a local checkpoint folder or a hub id that is cached or reachable "
-            f"(offline, try --model {TINY_MODELS[0]})."
-        )
-        raise CLIError(f"Could not load model {name!r}: {str(err).splitlines()[0]} {hint}") from err
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise CLIError(
-            f"Model {name!r} is a {config.model_type!r} model; hf-ltbm supports {', '.join(SUPPORTED_MODEL_TYPES)} "
-            "(e.g. Qwen/Qwen2-Audio-7B-Instruct, nvidia/audio-flamingo-3-hf)."
-        )
-    return config
-
-
-def load_processor(name: str, setting: Optional[AudioTokenMergeConfig]) -> Any:
-    """The merging processor of model `name` (cheap: load it first to check inputs before the weights)."""
-    if name in TINY_MODELS:
-        return build_tiny_processor(name, audio_token_merge=setting)
-    from transformers import AutoProcessor
-
-    _config(name)
-    return AutoProcessor.from_pretrained(name, audio_token_merge=setting)
-
-
-def load_model(name: str, setting: Optional[AudioTokenMergeConfig], device: torch.device, dtype: torch.dtype) -> Any:
-    """The merging `*ForConditionalGeneration` model `name` in eval mode; unknown or unsupported models raise
-    `CLIError`."""
-    if name in TINY_MODELS:
-        logger.warning(f"{name}: random weights built in-process, so the generated text is meaningless.")
-        return build_tiny_model(name, audio_token_merge=setting)[0].to(device=device, dtype=dtype)
-    model_class = get_backbone(_config(name).model_type).generation_model  # what AutoModelForSeq2SeqLM maps it to
-    model = model_class.from_pretrained(
-        name, audio_token_merge=setting, dtype=dtype, device_map=str(device) if device.type != "cpu" else None
-    )
-    return model.eval()
 
 
 def check_durations(paths: list[Path], processor: Any) -> dict[Path, float]:

@@ -33,12 +33,12 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 from transformers.utils import logging
 
+from ..backbones import max_audio_seconds
 from ..bench.memory import PeakMemory
 from ..config import AudioTokenMergeConfig
 from ..context import audio_token_merge
 from ..merging import DEFAULT_WINDOW, available_methods, get_method_class, non_default_options
 from ..pipeline import AudioTextToTextPipeline
-from ..processing import max_audio_seconds
 from ..timing import PrefillTimer
 from .data import EvalItem, check_unique_ids, read_item_audio
 from .tasks import EvalTask
@@ -249,7 +249,7 @@ def _resolved_config(
 ) -> dict[str, Any]:
     import transformers
 
-    from .. import __version__
+    from ..version import __version__
 
     setting = spec.setting()
     return {

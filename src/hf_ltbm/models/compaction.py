@@ -11,8 +11,17 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["PlaceholderPlan", "compact_sequence", "expanded_order", "infer_left_padding", "plan_placeholders"]
+__all__ = [
+    "PlaceholderPlan",
+    "clip_window_indices",
+    "compact_sequence",
+    "expanded_order",
+    "infer_left_padding",
+    "plan_placeholders",
+    "shorten_audio_runs",
+]
 
 
 @dataclass
@@ -170,3 +179,75 @@ def compact_sequence(
 def generation_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids from a 2D mask, as `generate()` builds them: `cumsum - 1`, 0 on padding."""
     return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
+def clip_window_indices(placeholder: torch.Tensor, counts: torch.Tensor) -> torch.LongTensor:
+    """The index of each audio unit (30 s window) within its clip, as upstream reads it from the prompt: a clip is a
+    run of consecutive placeholders, and its windows fill it in order.
+
+    Args:
+        placeholder (`torch.BoolTensor` of shape `[B, L]`): where the `<sound>` placeholder sits.
+        counts (`torch.LongTensor` of shape `[U]`): placeholders per unit in this prompt (`N_u` for a stock prompt,
+            `M_u` for a merging processor's).
+
+    Returns:
+        `torch.LongTensor` of shape `[U]`: 0 for a clip's first window, 1 for its second, ...
+    """
+    edges = torch.diff(F.pad(placeholder.int(), (1, 1)), dim=1)
+    run_starts, run_ends = (edges == 1).nonzero()[:, 1], (edges == -1).nonzero()[:, 1]
+    run_end = (run_ends - run_starts).cumsum(0)  # flat placeholder index where each clip ends
+    counts = counts.to(run_end.device)
+    starts = counts.cumsum(0) - counts
+    # A unit without placeholders (a last window too short for a token) belongs to the clip before it.
+    position = torch.where(counts > 0, starts, (starts - 1).clamp(min=0))
+    clip = torch.searchsorted(run_end, position, right=True)
+    first = torch.searchsorted(clip, clip)  # units are in clip order: the first unit of each unit's clip
+    return torch.arange(len(counts), device=clip.device) - first
+
+
+def shorten_audio_runs(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    audio_token_id: int,
+    per_chunk: int,
+    merged: int,
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewrites mistral-common's prompts to the merged placeholder count: every run of `audio_token_id` (one clip,
+    `per_chunk` tokens per 30 s chunk) keeps `merged` tokens per chunk. Rows are re-padded on their own side.
+
+    Args:
+        input_ids, attention_mask (`torch.LongTensor` of shape `[B, L]`): the tokenised prompts.
+        audio_token_id (`int`): `[AUDIO]`'s id; per_chunk (`int`): placeholders per chunk (375); merged (`int`): the
+            merged count per chunk; pad_id (`int`): the padding id.
+
+    Returns:
+        `(input_ids, attention_mask)` of shape `[B, L']`.
+    """
+    left = bool(attention_mask.shape[1]) and bool((attention_mask[:, 0] == 0).any())
+    rows = []
+    for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+        tokens = [t for t, m in zip(ids, mask) if m]
+        out, run = [], 0
+        for token in [*tokens, None]:
+            if token == audio_token_id:
+                run += 1
+                continue
+            if run:
+                if run % per_chunk:
+                    raise ValueError(
+                        f"A run of {run} audio placeholders is not a whole number of {per_chunk}-token chunks."
+                    )
+                out += [audio_token_id] * (run // per_chunk * merged)
+                run = 0
+            if token is not None:
+                out.append(token)
+        rows.append(out)
+    width = max(map(len, rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=input_ids.dtype)
+    mask = torch.zeros((len(rows), width), dtype=attention_mask.dtype)
+    for r, row in enumerate(rows):
+        where = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[r, where] = torch.tensor(row, dtype=input_ids.dtype)
+        mask[r, where] = 1
+    return ids, mask

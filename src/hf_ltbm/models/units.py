@@ -19,9 +19,17 @@ from torch import nn
 
 from ..config import AudioTokenMergeConfig
 from ..merging import MergeResult
-from .encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
+from .encoder_probe import capture_last_layer_projections, encoder_keys, pool_pairs, received_attention
 
-__all__ = ["MergeInputs", "MergedUnits", "capture_merge_inputs", "member_positions", "merge_units"]
+__all__ = [
+    "MergeInputs",
+    "MergedUnits",
+    "capture_merge_inputs",
+    "encoder_tokens",
+    "member_positions",
+    "merge_inputs_at_token_rate",
+    "merge_units",
+]
 
 Settings = Union[Optional[AudioTokenMergeConfig], Sequence[Optional[AudioTokenMergeConfig]]]
 
@@ -35,6 +43,12 @@ def _per_unit(settings: Settings, units: int) -> list[Optional[AudioTokenMergeCo
     return settings
 
 
+def encoder_tokens(mel_frames: torch.Tensor) -> torch.LongTensor:
+    """Audio-encoder tokens for `mel_frames` valid mel frames per unit (Whisper-style encoders: a stride-2
+    convolution, then average pooling by 2; 750 for a full 30 s window), elementwise."""
+    return ((mel_frames.long() - 1) // 2 + 1 - 2) // 2 + 1
+
+
 @dataclass
 class MergeInputs:
     """What the settings read from the encoder's last self-attention layer, pooled to the token rate.
@@ -46,6 +60,28 @@ class MergeInputs:
 
     encoder_keys: Optional[torch.Tensor] = None
     scores: Optional[torch.Tensor] = None
+
+
+def merge_inputs_at_token_rate(inputs: MergeInputs, frames_per_token: int) -> MergeInputs:
+    """Encoder keys and scores pooled to the token rate of an encoder that concatenates `frames_per_token` frames
+    into one token (Voxtral; shared with the vLLM plugin).
+
+    Args:
+        inputs: as `capture_merge_inputs` yields them, at 2 encoder frames per position: `encoder_keys [U, T, D]`,
+            `scores [U, T]` (750 positions per 30 s chunk).
+        frames_per_token (`int`): encoder frames concatenated into one token (4).
+
+    Returns:
+        `MergeInputs` at one position per token (`[U, T * 2 // frames_per_token, ...]`: 375 per chunk).
+    """
+    factor = frames_per_token // 2
+    while factor > 1:  # a token is `frames_per_token` frames: pool pairs until it fits
+        factor //= 2
+        inputs = MergeInputs(
+            encoder_keys=None if inputs.encoder_keys is None else pool_pairs(inputs.encoder_keys),
+            scores=None if inputs.scores is None else pool_pairs(inputs.scores[..., None])[..., 0],
+        )
+    return inputs
 
 
 @contextmanager

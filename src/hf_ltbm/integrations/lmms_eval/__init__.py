@@ -1,9 +1,9 @@
-"""lmms-eval plugin: evaluates Qwen2-Audio, Audio Flamingo 3, Music Flamingo, Voxtral and Qwen2.5-Omni's thinker with
-merged audio tokens in lmms-eval.
+"""lmms-eval plugin: evaluates every hf-ltbm backbone with merged audio tokens in lmms-eval.
 
 Installed with hf-ltbm (`pip install "hf-ltbm[lmms]"`), the models are found by lmms-eval through the
-`lmms_eval.models` entry point: `hf_ltbm_qwen2_audio`, `hf_ltbm_audioflamingo3`, `hf_ltbm_musicflamingo`,
-`hf_ltbm_voxtral` and `hf_ltbm_qwen2_5_omni`, chat-style and batched, with the merge setting in `--model_args`:
+`lmms_eval.models` entry point, one per backbone (its `lmms_eval_id`: `hf_ltbm_qwen2_audio`,
+`hf_ltbm_audioflamingo3`, `hf_ltbm_musicflamingo`, `hf_ltbm_voxtral`, `hf_ltbm_qwen2_5_omni`), chat-style and
+batched, with the merge setting in `--model_args`:
 
 ```bash
 lmms-eval --model hf_ltbm_qwen2_audio \\
@@ -18,16 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...backbones import BACKBONES
+
 __all__ = ["MODELS", "manifests"]
 
-#: lmms-eval model id -> the class that serves it.
-MODELS = {
-    "hf_ltbm_qwen2_audio": "hf_ltbm.integrations.lmms_eval.model.Qwen2AudioLTBM",
-    "hf_ltbm_audioflamingo3": "hf_ltbm.integrations.lmms_eval.model.AudioFlamingo3LTBM",
-    "hf_ltbm_musicflamingo": "hf_ltbm.integrations.lmms_eval.model.MusicFlamingoLTBM",
-    "hf_ltbm_voxtral": "hf_ltbm.integrations.lmms_eval.model.VoxtralLTBM",
-    "hf_ltbm_qwen2_5_omni": "hf_ltbm.integrations.lmms_eval.model.Qwen2_5OmniLTBM",
-}
+#: lmms-eval model id -> the class that serves it (`model.HFLTBMAudioModel` for that backbone, made on first use).
+MODELS = {backbone.lmms_eval_id: f"{__name__}.model.{backbone.class_prefix}LTBM" for backbone in BACKBONES.values()}
 
 
 def manifests() -> list[Any]:

@@ -7,6 +7,7 @@ in batches of `batch_size` requests that share generation settings, so lmms-eval
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any, Optional, Union
@@ -18,9 +19,10 @@ from lmms_eval.protocol import ChatMessages
 from tqdm.auto import tqdm
 
 from ...audio import AUDIO_EXTENSIONS
+from ...backbones import BACKBONES
 from ...config import AudioTokenMergeConfig
 
-__all__ = ["AudioFlamingo3LTBM", "HFLTBMAudioModel", "Qwen2AudioLTBM", "audio_chat", "merge_setting"]
+__all__ = ["HFLTBMAudioModel", "audio_chat", "merge_setting"]
 
 
 #: `--model_args` names of the merge setting -> `AudioTokenMergeConfig` fields (the rest keep their names).
@@ -103,7 +105,7 @@ class HFLTBMAudioModel(lmms):
         super().__init__()
         from transformers import pipeline
 
-        from ...cli.common import load_model, load_processor, resolve_device, resolve_dtype
+        from ...loading import load_model, load_processor, resolve_device, resolve_dtype
         from ...pipeline import TASK
 
         setting = merge_setting(method, **setting_fields)
@@ -190,34 +192,22 @@ class HFLTBMAudioModel(lmms):
         raise NotImplementedError("hf-ltbm's lmms-eval models answer single-round chats (generate_until).")
 
 
-class Qwen2AudioLTBM(HFLTBMAudioModel):
-    """`--model hf_ltbm_qwen2_audio`: Qwen2-Audio with merged audio tokens (default Qwen/Qwen2-Audio-7B-Instruct)."""
-
-    default_pretrained = "Qwen/Qwen2-Audio-7B-Instruct"
-
-
-class AudioFlamingo3LTBM(HFLTBMAudioModel):
-    """`--model hf_ltbm_audioflamingo3`: Audio Flamingo 3 with merged audio tokens (default
-    nvidia/audio-flamingo-3-hf)."""
-
-    default_pretrained = "nvidia/audio-flamingo-3-hf"
-
-
-class MusicFlamingoLTBM(HFLTBMAudioModel):
-    """`--model hf_ltbm_musicflamingo`: Music Flamingo with merged audio tokens, each at the mean time of the frames
-    it stands for (default nvidia/music-flamingo-2601-hf)."""
-
-    default_pretrained = "nvidia/music-flamingo-2601-hf"
+@functools.cache
+def _backbone_model(name: str) -> type:
+    for backbone in BACKBONES.values():
+        if name == f"{backbone.class_prefix}LTBM":
+            return type(
+                name,
+                (HFLTBMAudioModel,),
+                {
+                    "__doc__": f"`--model {backbone.lmms_eval_id}`: {backbone.display_name} with merged audio tokens "
+                    f"(default {backbone.default_checkpoint}).",
+                    "__module__": __name__,
+                    "default_pretrained": backbone.default_checkpoint,
+                },
+            )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class VoxtralLTBM(HFLTBMAudioModel):
-    """`--model hf_ltbm_voxtral`: Voxtral with merged audio tokens (default mistralai/Voxtral-Mini-3B-2507)."""
-
-    default_pretrained = "mistralai/Voxtral-Mini-3B-2507"
-
-
-class Qwen2_5OmniLTBM(HFLTBMAudioModel):
-    """`--model hf_ltbm_qwen2_5_omni`: Qwen2.5-Omni's thinker (text output) with merged audio tokens at time-aligned
-    positions (default Qwen/Qwen2.5-Omni-7B; the talker is not loaded)."""
-
-    default_pretrained = "Qwen/Qwen2.5-Omni-7B"
+def __getattr__(name: str) -> type:  # one model class per backbone (`Qwen2AudioLTBM`), made from its declaration
+    return _backbone_model(name)

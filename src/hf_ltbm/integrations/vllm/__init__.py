@@ -12,28 +12,21 @@ folder saved by hf-ltbm, or `hf_overrides={"audio_token_merge": ...}`). See `doc
 
 from __future__ import annotations
 
-__all__ = ["ARCHITECTURES", "register"]
+__all__ = ["architectures", "register"]
 
-#: vLLM architecture name -> the merging class that serves it.
-ARCHITECTURES = {
-    "Qwen2AudioForConditionalGeneration": (
-        "hf_ltbm.integrations.vllm.qwen2_audio:Qwen2AudioLTBMForConditionalGeneration"
-    ),
-    "AudioFlamingo3ForConditionalGeneration": (
-        "hf_ltbm.integrations.vllm.audioflamingo3:AudioFlamingo3LTBMForConditionalGeneration"
-    ),
-    "VoxtralForConditionalGeneration": "hf_ltbm.integrations.vllm.voxtral:VoxtralLTBMForConditionalGeneration",
-    # Qwen2.5-Omni's releases name the whole model (thinker, talker, vocoder); vLLM serves its thinker for both
-    "Qwen2_5OmniModel": "hf_ltbm.integrations.vllm.qwen2_5_omni:Qwen2_5OmniThinkerLTBMForConditionalGeneration",
-    "Qwen2_5OmniForConditionalGeneration": (
-        "hf_ltbm.integrations.vllm.qwen2_5_omni:Qwen2_5OmniThinkerLTBMForConditionalGeneration"
-    ),
-}
+
+def architectures() -> dict[str, str]:
+    """vLLM architecture name -> `"module:Class"` of the merging class that serves it, from each backbone's
+    declaration (`Backbone.vllm_architectures`)."""
+    from ...backbones import BACKBONES
+
+    return {arch: backbone.vllm_class for backbone in BACKBONES.values() for arch in backbone.vllm_architectures}
 
 
 def register() -> None:
-    """The `vllm.general_plugins` entry point: registers the merging classes (vLLM may call it in every process)."""
+    """The `vllm.general_plugins` entry point: registers the merging classes (vLLM may call it in every process). It
+    imports only the backbones' declarations; vLLM imports a merging class when it serves that architecture."""
     from vllm import ModelRegistry
 
-    for architecture, target in ARCHITECTURES.items():
+    for architecture, target in architectures().items():
         ModelRegistry.register_model(architecture, target)

@@ -22,6 +22,7 @@ from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 
 from ...config import AudioTokenMergeConfig
+from ...models.units import encoder_tokens
 from .settings import FIELD, KEY, decode_items, encode, engine_setting, resolve, without_setting
 
 __all__ = [
@@ -32,11 +33,6 @@ __all__ = [
     "projector_skipped",
     "shortened_runs",
 ]
-
-
-def _tokens(mel_frames: torch.Tensor) -> torch.Tensor:
-    """Audio-encoder tokens for valid mel frames (stride-2 convolution, then pooling by 2)."""
-    return ((mel_frames.long() - 1) // 2 + 1 - 2) // 2 + 1
 
 
 def _with_count(update: Any, count: Callable[[int], Optional[int]]) -> Any:
@@ -81,7 +77,7 @@ class MergingProcessorMixin:
     def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
         """The encoder tokens `N_u` of each unit of audio item `item_idx`; by default counted from the valid mel
         frames of `_item_unit_masks` (a Whisper-style encoder: stride-2 convolution, then pooling by 2)."""
-        return _tokens(self._item_unit_masks(out_mm_data, item_idx).sum(-1)).tolist()
+        return encoder_tokens(self._item_unit_masks(out_mm_data, item_idx).sum(-1)).tolist()
 
     def _merge_setting(self, mm_kwargs: Mapping[str, object]) -> Optional[AudioTokenMergeConfig]:
         return resolve(self.info.ctx.get_merged_mm_kwargs(mm_kwargs), self.info.get_merge_config())

@@ -45,7 +45,7 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 from vllm.multimodal.utils import copy_mm_embedding_modality
 
-from ...backbones.qwen2_5_omni import (
+from ...backbones.qwen2_5_omni.positions import (
     chunk_sizes,
     expand_placeholder_runs,
     merge_packed_clips,
@@ -53,11 +53,11 @@ from ...backbones.qwen2_5_omni import (
     rounded_time,
 )
 from ...config import AudioTokenMergeConfig
+from ...models.units import encoder_tokens
 from .processing import (
     MergingModelMixin,
     MergingProcessingInfoMixin,
     MergingProcessorMixin,
-    _tokens,
     shortened_runs,
 )
 from .settings import FIELD, KEY, decode, engine_setting
@@ -138,7 +138,7 @@ class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5Om
 
     def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
         """The clip's encoder tokens `[N]` (25 per second), from its valid mel frames `audio_feature_lengths`."""
-        return [int(_tokens(torch.as_tensor(out_mm_data["audio_feature_lengths"][item_idx])))]
+        return [int(encoder_tokens(torch.as_tensor(out_mm_data["audio_feature_lengths"][item_idx])))]
 
     def _get_prompt_updates(
         self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, object], out_mm_kwargs: Any
@@ -234,7 +234,7 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
             span = torch.arange(where.offset, where.offset + where.length)
             placeholder[0, span if where.is_embed is None else span[where.is_embed]] = True
             chunk = int(feature.data[CHUNKS].data) if CHUNKS in feature.data else 0
-            n = int(_tokens(torch.as_tensor(feature.data["audio_feature_lengths"].data)))
+            n = int(encoder_tokens(torch.as_tensor(feature.data["audio_feature_lengths"].data)))
             pieces = chunk_sizes(n, chunk) if chunk else [n]
             in_prompt += [setting.output_length(p) for p in pieces]
             num_input += pieces
@@ -269,7 +269,9 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
         clip interleaved with video, per chunk (`CHUNKS`)."""
         mel_lengths = torch.as_tensor(audio_input["audio_feature_lengths"]).long().cpu()
         chunks = self._audio_chunks or [0] * len(settings)
-        pieces = [chunk_sizes(n, chunk) if chunk else [n] for n, chunk in zip(_tokens(mel_lengths).tolist(), chunks)]
+        pieces = [
+            chunk_sizes(n, chunk) if chunk else [n] for n, chunk in zip(encoder_tokens(mel_lengths).tolist(), chunks)
+        ]
         _, _, merged = merge_packed_clips(
             self.audio_tower, lambda _frames: self._process_audio_input(audio_input), mel_lengths, settings, pieces
         )

@@ -20,9 +20,8 @@ from vllm.model_executor.models.voxtral import (
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
-from ...backbones.voxtral import merge_inputs_at_token_rate
 from ...config import AudioTokenMergeConfig
-from ...models.units import capture_merge_inputs, merge_units
+from ...models.units import capture_merge_inputs, merge_inputs_at_token_rate, merge_units
 from .processing import MergingModelMixin, MergingProcessingInfoMixin, MergingProcessorMixin, TokenisedRunsMixin
 
 __all__ = ["VoxtralLTBMForConditionalGeneration", "VoxtralLTBMMultiModalProcessor"]

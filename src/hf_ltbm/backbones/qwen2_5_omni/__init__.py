@@ -1,0 +1,166 @@
+"""Qwen2.5-Omni's thinker (text output): one merge per audio clip, with time-aligned multimodal rotary positions.
+
+The thinker's audio encoder packs every clip's frames into one sequence (attention within 2 s chunks), pools them by
+2 (25 tokens per second) and projects them (`ln_post`, `proj`) inside the encoder. Merging runs between the pooling
+and that projection (`space="encoder"`), or on the projected tokens (`space="projector"`).
+
+Positions. The language model rotates each token by a 3D position (time, height, width); an audio token's three are
+its time in 40 ms steps from the start of its clip's run (`get_rope_index`), and the text after a clip starts after
+its last frame. A merged token stands for several frames: it gets the **size-weighted mean position of its members,
+rounded to the nearest step** (half up). The mean is the time whose rotation best matches the members' rotations for
+small spreads; it equals a kept token's own position, so at keep ratio 1.0 every position is upstream's exactly.
+Rounding keeps positions integers, as upstream's are (and as vLLM stores them). Text, images and videos keep the
+positions upstream gives the unmerged prompt, so the positions after a merged clip keep meaning time and the prompt has
+a gap where the dropped frames were (`rope_deltas`, used while decoding, records it). Upstream's positions are computed
+on the unmerged prompt: a prompt from the merging processor has its runs expanded back to `N` placeholders first.
+
+Audio that arrives with video (`use_audio_in_video=True`; `load_audio_from_video=True` for the processor on 5.20 and
+later) is interleaved with the video's tokens by upstream, one `seconds_per_chunk` (2 s, 50 tokens) chunk of audio
+after each chunk of frames. Such a clip is merged **chunk by chunk**: each chunk's tokens merge among themselves into
+`merged_length(n)` tokens that stay between the frames they lie between, so the placeholder counts are known before
+the encoder runs and the processor can emit them. Its merged tokens get the same time-aligned positions (the mean of
+their members, which all lie in one chunk). A clip counts as arriving with video when its `<|audio_bos|>` is followed
+by a video token, as upstream lays such clips out; clips on their own are merged whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import Backbone, BackboneClasses, class_getter, register_backbone
+from ..tiny_parts import tiny_audio_config, tiny_text_config, tiny_tokenizer, whisper_features
+
+__all__ = [
+    "Qwen2_5OmniBackbone",
+    "Qwen2_5OmniThinkerLTBMForConditionalGeneration",
+    "Qwen2_5OmniThinkerLTBMModel",
+    "Qwen2_5OmniThinkerLTBMProcessor",
+]
+
+
+def _build() -> BackboneClasses:
+    """Makes Qwen2.5-Omni's merging classes (`Qwen2_5OmniBackbone.build`): over `Qwen2_5OmniThinkerModel` where
+    transformers has it (5.20 and later), else over 5.19's flat thinker."""
+    from . import modeling
+    from .processing import Qwen2_5OmniThinkerLTBMProcessor
+
+    if modeling.has_thinker_model():
+        return BackboneClasses(
+            modeling.Qwen2_5OmniThinkerLTBMModel,
+            modeling.Qwen2_5OmniThinkerLTBMForConditionalGeneration,
+            Qwen2_5OmniThinkerLTBMProcessor,
+        )
+    from .legacy import Qwen2_5OmniThinkerLTBMForConditionalGeneration
+
+    return BackboneClasses(None, Qwen2_5OmniThinkerLTBMForConditionalGeneration, Qwen2_5OmniThinkerLTBMProcessor)
+
+
+_TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}{{ '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif part['type'] == 'image' %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+_TINY_NAMED_TOKENS = {
+    "audio_token": "<|AUDIO|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+    "image_token": "<|IMAGE|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+}
+
+
+@register_backbone
+class Qwen2_5OmniBackbone(Backbone):
+    """Qwen2.5-Omni's thinker (`Qwen/Qwen2.5-Omni-7B`, text output): one unit per clip, 25 tokens per second."""
+
+    model_type = "qwen2_5_omni_thinker"
+    display_name = "Qwen2.5-Omni"
+    default_checkpoint = "Qwen/Qwen2.5-Omni-7B"
+    class_prefix = "Qwen2_5OmniThinker"
+    config_name = "Qwen2_5OmniThinkerConfig"
+    processor_name = "Qwen2_5OmniProcessor"
+    feature_mask = "feature_attention_mask"
+    extra_auto_classes = ("AutoModelForImageTextToText",)
+    checkpoint_model_types = ("qwen2_5_omni",)
+    required_hooks = (
+        ("transformers", "Qwen2_5OmniThinkerForConditionalGeneration"),
+        (
+            "transformers.models.qwen2_5_omni.modeling_qwen2_5_omni",
+            "Qwen2_5OmniPreTrainedModelForConditionalGeneration.get_rope_index",
+        ),
+        ("transformers", "Qwen2_5OmniProcessor"),
+    )
+    # Qwen2.5-Omni's releases name the whole model (thinker, talker, vocoder); vLLM serves its thinker for both
+    vllm_architectures = ("Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration")
+    tiny_encoder_type = "qwen2_5_omni_audio_encoder"
+    tiny_audio_tokens = tuple(_TINY_NAMED_TOKENS.values())
+    tiny_chat_template = _TINY_CHAT_TEMPLATE
+
+    build = staticmethod(_build)
+
+    def has_base_model(self) -> bool:
+        """transformers 5.19's thinker is one flat class: no base model there (asked of transformers' public names,
+        which imports none of its model code)."""
+        import transformers
+
+        return "Qwen2_5OmniThinkerModel" in dir(transformers)
+
+    def plain_prompt_audio(self, processor: Any) -> str:
+        """`<|audio_bos|><|AUDIO|><|audio_eos|>`: the processor expands the placeholder only."""
+        return processor.audio_bos_token + processor.audio_token + processor.audio_eos_token
+
+    def tiny_processor(self, audio_token_merge: Any) -> Any:
+        """Whisper features (16 kHz, 128 mel bins, 30 s), Qwen2-VL's image processor (the PIL one where transformers
+        has it), a `BaseVideoProcessor` stand-in and the tiny tokenizer with Qwen2.5-Omni's named special tokens."""
+        import transformers
+        from transformers.video_processing_utils import BaseVideoProcessor
+
+        features = whisper_features()
+        images = (getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor)()
+        videos = BaseVideoProcessor(merge_size=2, temporal_patch_size=2)
+        tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens), named=_TINY_NAMED_TOKENS)
+        return self.processor(
+            images,
+            videos,
+            features,
+            tokenizer,
+            chat_template=self.tiny_chat_template,
+            audio_token_merge=audio_token_merge,
+        )
+
+    def tiny_config(self, processor: Any) -> Any:
+        """The thinker with tiny widths: Qwen2.5-Omni's audio encoder (2 s attention chunks), a one-block vision
+        encoder and a two-layer language model whose rotary sections cover its head size."""
+        tokenizer = processor.tokenizer
+        audio = tiny_audio_config(self.tiny_encoder_type)
+        audio.update(n_window=100, output_dim=64)
+        text = tiny_text_config(tokenizer)
+        text.update(model_type="qwen2_5_omni_text", rope_scaling={"rope_type": "default", "mrope_section": [4, 6, 6]})
+        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _TINY_NAMED_TOKENS.items()}
+        config = self.config_class(
+            audio_config=audio,
+            vision_config=dict(
+                depth=1,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                out_hidden_size=64,
+                fullatt_block_indexes=[0],
+            ),
+            text_config=text,
+            audio_token_index=ids["audio_token"],
+            image_token_index=ids["image_token"],
+            video_token_index=ids["video_token"],
+            audio_start_token_id=ids["audio_bos_token"],
+            audio_end_token_id=ids["audio_eos_token"],
+        )
+        config.vision_start_token_id = ids["vision_bos_token"]  # read by get_rope_index, not a declared field
+        return config
+
+
+__getattr__ = class_getter(Qwen2_5OmniBackbone)  # the merging classes, made on first use
