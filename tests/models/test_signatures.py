@@ -30,7 +30,7 @@ def test_canary_every_upstream_forward_parameter_is_implemented_by_the_merging_p
     new = sorted(named - cls.merging_parameters())
     assert not new, (
         f"transformers added {new} to {cls._upstream_class.__name__}.forward: implement them in the merging path "
-        f"(hf_ltbm.models.mixin) and add them to `_merging_parameters`; until then the merging path refuses them."
+        f"(hf_ltbm.models.setting) and add them to `_merging_parameters`; until then the merging path refuses them."
     )
     # ... and the KV cache is one of them under the release's own name
     assert compat.cache_parameter(cls._upstream_class.forward) in named

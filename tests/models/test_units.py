@@ -5,7 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_ltbm import AudioTokenMergeConfig
-from hf_ltbm.models.units import MergeInputs, merge_units
+from hf_ltbm.models.units import (
+    MergeInputs,
+    encoder_tokens,
+    merge_units,
+    per_item,
+    per_unit,
+    unit_offsets,
+)
 
 from ..strategies import merge_settings
 
@@ -61,3 +68,22 @@ def test_positions_are_the_mean_member_frame_of_each_token():
     assert merge_units(hidden, torch.tensor([10, 4]), [None, projected], PROJECT).positions.tolist() == (
         out.positions.tolist()
     )
+
+
+def test_settings_go_to_each_unit_and_merged_units_back_to_their_item():
+    """A clip of 2 windows, one of 1 and one of 3: each window takes its clip's setting, and each clip's merged tokens
+    are its windows' in order (what the vLLM plugin does for Audio Flamingo 3's windows and Voxtral's chunks)."""
+    counts = [2, 1, 3]
+    assert unit_offsets(counts) == [0, 2, 3, 6]
+    assert per_unit(["a", None, "c"], counts) == ["a", "a", None, "c", "c", "c"]
+    units = [torch.full((n, 2), float(u)) for u, n in enumerate([3, 1, 4, 2, 2, 5])]
+    items = per_item(units, counts)
+    assert [item.shape[0] for item in items] == [4, 4, 9]
+    assert items[0][:, 0].tolist() == [0, 0, 0, 1] and items[1][:, 0].tolist() == [2] * 4
+    assert torch.equal(items[2], torch.cat(units[3:]))
+
+
+def test_encoder_tokens_of_whisper_style_encoders():
+    """25 tokens per second: 750 for a full 30 s window (3000 mel frames), none for a single frame (an AF3 window
+    of 320 samples or fewer), as the processors count them."""
+    assert encoder_tokens(torch.tensor([3000, 100, 1, 4])).tolist() == [750, 25, 0, 1]

@@ -30,7 +30,8 @@ def _build() -> BackboneClasses:
 
     from ..compat import can_return_tuple, mirrors
     from ..config import MergeSetting
-    from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
+    from ..models.generation import AudioTokenMergeGenerationMixin
+    from ..models.model import AudioTokenMergeModelMixin
     from ..processing import WindowedMergeProcessorMixin
 
     class AudioFlamingo3LTBMModel(AudioTokenMergeModelMixin, AudioFlamingo3Model):

@@ -44,7 +44,9 @@ def _build() -> BackboneClasses:
     from ..compat import can_return_tuple, mirrors
     from ..config import MergeSetting
     from ..models.compaction import clip_window_indices, plan_placeholders
-    from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin, AudioTokenMergeOutput
+    from ..models.generation import AudioTokenMergeGenerationMixin
+    from ..models.model import AudioTokenMergeModelMixin
+    from ..models.outputs import AudioTokenMergeOutput
     from ..processing import WindowedMergeProcessorMixin
 
     class MusicFlamingoLTBMModel(AudioTokenMergeModelMixin, MusicFlamingoModel):

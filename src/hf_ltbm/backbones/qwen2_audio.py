@@ -32,7 +32,8 @@ def _build() -> BackboneClasses:
 
     from ..compat import create_bidirectional_mask, mirrors
     from ..config import MergeSetting
-    from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
+    from ..models.generation import AudioTokenMergeGenerationMixin
+    from ..models.model import AudioTokenMergeModelMixin
     from ..processing import MergeSettingProcessorMixin
 
     class Qwen2AudioLTBMModel(AudioTokenMergeModelMixin, Qwen2AudioModel):

@@ -41,7 +41,8 @@ def _build() -> BackboneClasses:
     from ..compat import can_return_tuple, mirrors
     from ..config import MergeSetting
     from ..models.compaction import shorten_audio_runs
-    from ..models.mixin import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
+    from ..models.generation import AudioTokenMergeGenerationMixin
+    from ..models.model import AudioTokenMergeModelMixin
     from ..models.units import MergeInputs, merge_inputs_at_token_rate
     from ..processing import MergeSettingProcessorMixin
 

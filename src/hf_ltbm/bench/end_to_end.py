@@ -91,7 +91,7 @@ def build_benchmark_model(scale: str, device: torch.device, dtype: torch.dtype, 
     special token ids are the tokenizer's, so that the model can be served with it."""
     from transformers import Qwen2AudioConfig
 
-    from ..models import Qwen2AudioLTBMForConditionalGeneration
+    from ..backbones import Qwen2AudioLTBMForConditionalGeneration
 
     if scale not in SCALES:
         raise ValueError(f"`scale` must be one of {sorted(SCALES)}, got {scale!r}.")

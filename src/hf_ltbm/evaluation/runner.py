@@ -13,6 +13,9 @@ batch. A run with `metrics.json` is finished and skipped; a run without it resum
 already hold (any number of processes may resume it). Work is split with
 `PartialState().split_between_processes(items, apply_padding=True)`; the padding repeats items, so results are
 de-duplicated by id after `gather_object`, and only the main process scores (CIDEr-D needs the whole set) and writes.
+
+The sweep's points (`RunSpec`, `expand_sweep`, `model_slug`) are defined in `hf_ltbm.evaluation.sweep` and importable
+from here too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import re
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -35,150 +37,19 @@ from transformers.utils import logging
 
 from ..backbones import max_audio_seconds
 from ..bench.memory import PeakMemory
-from ..config import AudioTokenMergeConfig
 from ..context import audio_token_merge
-from ..merging import DEFAULT_WINDOW, available_methods, get_method_class, non_default_options
 from ..pipeline import AudioTextToTextPipeline
 from ..timing import PrefillTimer
 from .data import EvalItem, check_unique_ids, read_item_audio
+from .sweep import SIZE_AWARE_CHOICES, RunSpec, expand_sweep, model_slug  # noqa: F401  (SIZE_AWARE_CHOICES: the CLI's)
 from .tasks import EvalTask
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["RunResult", "RunSpec", "evaluate", "expand_sweep", "model_slug", "read_jsonl", "rescore"]
 
-SIZE_AWARE_CHOICES = ("off", "on", "both")
 # config.json fields that define a run: a finished or partial run whose values differ is not silently reused
 _IDENTITY = ("model", "task", "source", "prompt", "audio_token_merge", "generation", "limit", "dtype")
-
-
-# ------------------------------------------------------------------------------------------------------- sweeps
-@dataclass(frozen=True)
-class RunSpec:
-    """One point of a sweep: a merge method with its compression setting (`method="none"`: no compression)."""
-
-    method: str
-    keep_ratio: Optional[float] = None
-    window: Optional[int] = None
-    size_aware: bool = False
-    options: tuple[tuple[str, Any], ...] = ()
-    space: str = "encoder"
-    key_source: str = "features"
-
-    def setting(self) -> Optional[AudioTokenMergeConfig]:
-        """The merge setting of this point (`None` for no compression); invalid values raise `ValueError`."""
-        if self.method == "none":
-            return None
-        fields: dict[str, Any] = dict(
-            method=self.method,
-            keep_ratio=self.keep_ratio,
-            options=dict(self.options),
-            size_aware_attention=self.size_aware,
-            space=self.space,
-            key_source=self.key_source,
-        )
-        if self.window is not None:
-            fields["window"] = self.window
-        if self.method == "random":
-            fields["seed"] = 0
-        return AudioTokenMergeConfig(**fields)
-
-    def record(self) -> dict[str, Any]:
-        """The fields of this point as `metrics.json` records them (what the report tells runs apart by): the run
-        folder's name and every field of the spec."""
-        return {
-            "run": self.name,
-            "method": self.method,
-            "keep_ratio": self.keep_ratio,
-            "window": self.window,
-            "size_aware": self.size_aware,
-            "options": dict(self.options),
-            "space": self.space,
-            "key_source": self.key_source,
-        }
-
-    @property
-    def name(self) -> str:
-        """The run folder's name, e.g. `none`, `ltbm_keep0.5_w4`, `global_keep0.25_sizeaware`."""
-        if self.method == "none":
-            return "none"
-        parts = [self.method, f"keep{self.keep_ratio:g}"]
-        if self.window is not None:
-            parts.append(f"w{self.window}")
-        parts += [f"{key}{value}" for key, value in self.options]
-        if self.space != "encoder":
-            parts.append(self.space)
-        if self.key_source != "features":
-            parts.append(self.key_source)
-        if self.size_aware:
-            parts.append("sizeaware")
-        return re.sub(r"[^\w.-]+", "-", "_".join(parts))
-
-
-def expand_sweep(
-    methods: Sequence[str],
-    keep_ratios: Sequence[float],
-    windows: Optional[Sequence[int]] = None,
-    size_aware: str = "off",
-    options: Optional[dict[str, Any]] = None,
-    *,
-    space: str = "encoder",
-    key_source: str = "features",
-) -> list[RunSpec]:
-    """The grid of runs: `none` once; every other method at every keep ratio; LTBM also at every window; with
-    `size_aware="both"` (or `"on"`) the size-aware variant of each averaging method (pruning keeps sizes 1, so it has
-    none). `options` go to the methods that take them (e.g. `num_segments` for `segment_topk`); `space` applies to
-    every method, `key_source` to the methods that compare keys (LTBM, Global Merge)."""
-    known = ["none", *available_methods()]
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown} in `methods`; available: {', '.join(known)}.")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"`methods` repeats a method: {list(methods)}.")
-    if size_aware not in SIZE_AWARE_CHOICES:
-        raise ValueError(f"`size_aware` must be one of {SIZE_AWARE_CHOICES}, got {size_aware!r}.")
-    if any(m != "none" for m in methods) and not keep_ratios:
-        raise ValueError("`keep_ratios` is empty; pass e.g. 0.75,0.5,0.25.")
-    bad = [r for r in keep_ratios if not 0 < r <= 1]
-    if bad:
-        raise ValueError(f"Keep ratios must be in (0, 1], got {bad}.")
-    if windows and "ltbm" not in methods:
-        raise ValueError(f"Windows {list(windows)} were given but 'ltbm' is not among the methods {list(methods)}.")
-    windows = list(windows) if windows else [DEFAULT_WINDOW]
-    bad_windows = [w for w in windows if not isinstance(w, int) or w < 1]
-    if bad_windows:
-        raise ValueError(f"Windows must be positive integers, got {bad_windows}.")
-    options = dict(options or {})
-    used: set[str] = set()
-    specs: list[RunSpec] = []
-    for method in methods:
-        if method == "none":
-            specs.append(RunSpec("none"))
-            continue
-        cls = get_method_class(method)
-        accepted = {f for f in getattr(cls, "__dataclass_fields__", {})} - {"window"}
-        given = {k: v for k, v in options.items() if k in accepted}
-        used.update(given)
-        mine = tuple(sorted(non_default_options(method, given).items()))  # at its default: the run without it
-        variants = {"off": [False], "on": [True], "both": [False, True]}[size_aware] if cls.averages else [False]
-        keys = key_source if method in ("ltbm", "global") else "features"
-        for ratio in keep_ratios:
-            for window in windows if method == "ltbm" else [None]:
-                for aware in variants:
-                    specs.append(RunSpec(method, ratio, window, aware, mine, space, keys))
-    unused = sorted(set(options) - used)
-    if unused:
-        raise ValueError(f"Option(s) {unused} are not options of any of the methods {list(methods)}.")
-    for spec in specs:  # validate every point before anything runs
-        spec.setting()
-    return specs
-
-
-def model_slug(model: str) -> str:
-    """A folder name for a model: a local folder's name, or the hub id with `/` replaced (`Qwen__Qwen2-Audio-...`)."""
-    path = Path(model)
-    name = path.name if path.exists() else model.replace("/", "__")
-    return re.sub(r"[^\w.-]+", "-", name)
 
 
 # ------------------------------------------------------------------------------------------------------ files

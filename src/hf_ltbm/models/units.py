@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, TypeVar, Union
 
 import torch
 from torch import nn
@@ -29,8 +29,12 @@ __all__ = [
     "member_positions",
     "merge_inputs_at_token_rate",
     "merge_units",
+    "per_item",
+    "per_unit",
+    "unit_offsets",
 ]
 
+T = TypeVar("T")
 Settings = Union[Optional[AudioTokenMergeConfig], Sequence[Optional[AudioTokenMergeConfig]]]
 
 
@@ -47,6 +51,27 @@ def encoder_tokens(mel_frames: torch.Tensor) -> torch.LongTensor:
     """Audio-encoder tokens for `mel_frames` valid mel frames per unit (Whisper-style encoders: a stride-2
     convolution, then average pooling by 2; 750 for a full 30 s window), elementwise."""
     return ((mel_frames.long() - 1) // 2 + 1 - 2) // 2 + 1
+
+
+def unit_offsets(counts: Sequence[int]) -> list[int]:
+    """Where each item's units start among all units, and the total: `[0, c_0, c_0 + c_1, ..., sum(c)]` for items of
+    `counts[i]` units each (a clip's 30 s windows or chunks)."""
+    offsets = [0]
+    for count in counts:
+        offsets.append(offsets[-1] + int(count))
+    return offsets
+
+
+def per_unit(values: Sequence[T], counts: Sequence[int]) -> list[T]:
+    """`values[i]` once for each of item `i`'s `counts[i]` units: a clip's merge setting for each of its windows."""
+    return [value for value, count in zip(values, counts) for _ in range(int(count))]
+
+
+def per_item(units: Sequence[torch.Tensor], counts: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """The merged tokens of each item: its `counts[i]` consecutive units' `[M_u, D]` rows concatenated,
+    `[sum_u M_u, D]` per item."""
+    offsets = unit_offsets(counts)
+    return tuple(torch.cat(list(units[offsets[i] : offsets[i + 1]])) for i in range(len(counts)))
 
 
 @dataclass

@@ -9,21 +9,17 @@ from typing import Any
 from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
 from ...config import MergeSetting
-from ...models.mixin import (
-    _UNSET,
-    AudioTokenMergeGenerationMixin,
-    AudioTokenMergeModelMixin,
-    _init_setting,
-    _SettingAccess,
-)
-from .modeling import _ThinkerGenerationMixin, _ThinkerMergingMixin
+from ...models.generation import AudioTokenMergeGenerationMixin
+from ...models.model import AudioTokenMergeModelMixin
+from ...models.setting import UNSET, SettingAccess, init_setting
+from .modeling import ThinkerGenerationMixin, ThinkerMergingMixin
 
 __all__ = ["Qwen2_5OmniThinkerLTBMForConditionalGeneration"]
 
 
 class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
-    _ThinkerGenerationMixin,
-    _ThinkerMergingMixin,
+    ThinkerGenerationMixin,
+    ThinkerMergingMixin,
     AudioTokenMergeModelMixin,
     AudioTokenMergeGenerationMixin,
     Qwen2_5OmniThinkerForConditionalGeneration,
@@ -35,10 +31,10 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
 
     _model_class = None
     _merging_forward = AudioTokenMergeGenerationMixin._merging_forward  # the head's: LM head and loss
-    set_audio_token_merge = _SettingAccess.set_audio_token_merge
+    set_audio_token_merge = SettingAccess.set_audio_token_merge
 
-    def __init__(self, config: Qwen2_5OmniThinkerConfig, audio_token_merge: MergeSetting = _UNSET) -> None:
-        _init_setting(config, audio_token_merge)
+    def __init__(self, config: Qwen2_5OmniThinkerConfig, audio_token_merge: MergeSetting = UNSET) -> None:
+        init_setting(config, audio_token_merge)
         Qwen2_5OmniThinkerForConditionalGeneration.__init__(self, config)
         self._validate_audio_token_merge(self.audio_token_merge)
         self._sync_attention()
@@ -53,4 +49,4 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
         return self
 
     def _model_merging_forward(self, **kwargs: Any):
-        return _ThinkerMergingMixin._merging_forward(self, **kwargs)
+        return ThinkerMergingMixin._merging_forward(self, **kwargs)

@@ -20,12 +20,9 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
 from ... import compat
 from ...compat import mirrors
 from ...models.compaction import expanded_order
-from ...models.mixin import (
-    AudioTokenMergeGenerationMixin,
-    AudioTokenMergeModelMixin,
-    AudioTokenMergeOutput,
-    encoder_output_options,
-)
+from ...models.generation import AudioTokenMergeGenerationMixin
+from ...models.model import AudioTokenMergeModelMixin
+from ...models.outputs import AudioTokenMergeOutput, encoder_output_options
 from .positions import chunk_sizes, expand_placeholder_runs, item_rows, merge_packed_clips, merged_token_positions
 
 _STASHED_GRIDS = "hf_ltbm_grids"
@@ -34,7 +31,7 @@ _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "re
 _ThinkerModel = compat.qwen2_5_omni_thinker_model()  # `None` on 5.19 (legacy.py)
 
 
-class _ThinkerMergingMixin:
+class ThinkerMergingMixin:
     """The thinker's merging base-model methods (in front of `AudioTokenMergeModelMixin`): the packed audio encoder,
     images and videos, and time-aligned positions (module docstring). On transformers 5.20 and later they make
     `Qwen2_5OmniThinkerLTBMModel`; on 5.19, whose thinker is one flat class, the head holds them."""
@@ -353,14 +350,14 @@ class _ThinkerMergingMixin:
         return "<|AUDIO|>"
 
 
-class _ThinkerGenerationMixin:
+class ThinkerGenerationMixin:
     """The thinker head's merging pieces (in front of `AudioTokenMergeGenerationMixin`): positions are computed at
     the prefill of a prompt with audio, from the 2D mask, and continued from `rope_deltas`."""
 
     _upstream_class = Qwen2_5OmniThinkerForConditionalGeneration
     _pretrained_base = Qwen2_5OmniPreTrainedModelForConditionalGeneration
     _audio_mask_name = "feature_attention_mask"
-    _merging_parameters = AudioTokenMergeGenerationMixin._merging_parameters | _ThinkerMergingMixin._merging_parameters
+    _merging_parameters = AudioTokenMergeGenerationMixin._merging_parameters | ThinkerMergingMixin._merging_parameters
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
@@ -446,7 +443,7 @@ def has_thinker_model() -> bool:
 
 if _ThinkerModel is not None:
 
-    class Qwen2_5OmniThinkerLTBMModel(_ThinkerMergingMixin, AudioTokenMergeModelMixin, _ThinkerModel):
+    class Qwen2_5OmniThinkerLTBMModel(ThinkerMergingMixin, AudioTokenMergeModelMixin, _ThinkerModel):
         """`Qwen2_5OmniThinkerModel` whose language model runs on merged audio tokens (one merge per clip), each at
         the mean time of the frames it stands for (module docstring). Images and videos go through upstream's
         encoders. Accepts an extra `audio_token_merge` argument, stored in `config.audio_token_merge`."""
@@ -461,7 +458,7 @@ if _ThinkerModel is not None:
             return self._dispatch_forward(super().forward, args, kwargs)
 
     class Qwen2_5OmniThinkerLTBMForConditionalGeneration(
-        _ThinkerGenerationMixin, AudioTokenMergeGenerationMixin, Qwen2_5OmniThinkerForConditionalGeneration
+        ThinkerGenerationMixin, AudioTokenMergeGenerationMixin, Qwen2_5OmniThinkerForConditionalGeneration
     ):
         """`Qwen2_5OmniThinkerForConditionalGeneration` whose language model runs on merged audio tokens (one merge
         per clip) at time-aligned positions. Works with prompts from the merging processor and from the stock

@@ -15,15 +15,10 @@ from vllm.model_executor.models.audioflamingo3 import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from ...config import AudioTokenMergeConfig
-from ...models.units import capture_merge_inputs, merge_units
+from ...models.units import capture_merge_inputs, merge_units, per_item, per_unit, unit_offsets
 from .processing import MergingModelMixin, MergingProcessingInfoMixin, MergingProcessorMixin
 
 __all__ = ["AudioFlamingo3LTBMForConditionalGeneration", "AudioFlamingo3LTBMMultiModalProcessor"]
-
-
-def _window_offsets(chunk_counts: Any) -> list[int]:
-    counts = [int(c) for c in chunk_counts]
-    return [sum(counts[:i]) for i in range(len(counts) + 1)]
 
 
 class AudioFlamingo3LTBMProcessingInfo(MergingProcessingInfoMixin, AudioFlamingo3ProcessingInfo):
@@ -35,9 +30,8 @@ class AudioFlamingo3LTBMMultiModalProcessor(MergingProcessorMixin, AudioFlamingo
     """vLLM's Audio Flamingo 3 processor with `sum_w M_w` placeholders per clip."""
 
     def _item_unit_masks(self, out_mm_data: Mapping[str, Any], item_idx: int) -> torch.Tensor:
-        mask = out_mm_data["feature_attention_mask"]
-        offsets = _window_offsets(out_mm_data["chunk_counts"])
-        rows = mask[offsets[item_idx] : offsets[item_idx + 1]]
+        offsets = unit_offsets(out_mm_data["chunk_counts"])
+        rows = out_mm_data["feature_attention_mask"][offsets[item_idx] : offsets[item_idx + 1]]
         return torch.stack(list(rows)) if isinstance(rows, list) else rows
 
 
@@ -53,11 +47,10 @@ class AudioFlamingo3LTBMForConditionalGeneration(MergingModelMixin, AudioFlaming
         self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]]
     ) -> tuple[torch.Tensor, ...]:
         features, mask, chunk_counts = self._normalize_audio_feature_inputs(audio_input)
-        per_window = [setting for setting, count in zip(settings, chunk_counts) for _ in range(int(count))]
+        per_window = per_unit(settings, chunk_counts)
         mel_lengths = mask.sum(-1)
         with capture_merge_inputs(self.audio_tower, per_window, mel_lengths) as merge_inputs:
             hidden = self._encode_audio_features(features, mask)  # [windows, T, D_audio]
         _, lengths = self.audio_tower._get_feat_extract_output_lengths(mel_lengths.long())
         windows = merge_units(hidden, lengths, per_window, self.multi_modal_projector, merge_inputs).split()
-        offsets = _window_offsets(chunk_counts)
-        return tuple(torch.cat(windows[offsets[i] : offsets[i + 1]]) for i in range(len(settings)))
+        return per_item(windows, chunk_counts)

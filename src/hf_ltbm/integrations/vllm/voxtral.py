@@ -21,7 +21,7 @@ from vllm.model_executor.models.voxtral import (
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
 from ...config import AudioTokenMergeConfig
-from ...models.units import capture_merge_inputs, merge_inputs_at_token_rate, merge_units
+from ...models.units import capture_merge_inputs, merge_inputs_at_token_rate, merge_units, per_item, per_unit
 from .processing import MergingModelMixin, MergingProcessingInfoMixin, MergingProcessorMixin, TokenisedRunsMixin
 
 __all__ = ["VoxtralLTBMForConditionalGeneration", "VoxtralLTBMMultiModalProcessor"]
@@ -65,7 +65,7 @@ class VoxtralLTBMForConditionalGeneration(MergingModelMixin, VoxtralForCondition
         encoder = self.whisper_encoder
         samples_per_chunk = encoder.chunk_size * encoder.config.hop_length
         chunks = [max(1, math.ceil(len(wave) / samples_per_chunk)) for wave in arrays]
-        per_chunk = [setting for setting, count in zip(settings, chunks) for _ in range(count)]
+        per_chunk = per_unit(settings, chunks)
         mel_lengths = torch.full((len(per_chunk),), encoder.chunk_size)
         with capture_merge_inputs(encoder.whisper_encoder, per_chunk, mel_lengths) as merge_inputs:
             frames = encoder(arrays)  # [1500 * chunks, D_audio] per clip
@@ -73,5 +73,4 @@ class VoxtralLTBMForConditionalGeneration(MergingModelMixin, VoxtralForCondition
         lengths = torch.full((len(per_chunk),), hidden.shape[1])  # [chunks]: 375 tokens each
         merge_inputs = merge_inputs_at_token_rate(merge_inputs, self.downsample_factor)
         merged = merge_units(hidden, lengths, per_chunk, self.audio_language_adapter, merge_inputs).split()
-        offsets = [sum(chunks[:i]) for i in range(len(chunks) + 1)]
-        return tuple(torch.cat(merged[offsets[i] : offsets[i + 1]]) for i in range(len(settings)))
+        return per_item(merged, chunks)
