@@ -53,6 +53,24 @@ def test_the_auto_classes_make_only_the_backbone_asked_for(first):
     assert report["merging_classes"] == ["qwen2_audio"]
 
 
+def test_the_auto_classes_are_registered_when_a_config_is_imported_first():
+    """On some releases a config's docstring decorator imports transformers' Auto modules while the config module is
+    still half-imported: the registration must not look configs up then (transformers would drop the half-done Auto
+    module and import a fresh one without hf-ltbm's classes)."""
+    report = _run(
+        """
+        import hf_ltbm
+        from transformers import AudioFlamingo3Config
+        from transformers import AutoModelForSeq2SeqLM, AutoProcessor
+        cls = AutoModelForSeq2SeqLM._model_mapping[AudioFlamingo3Config]
+        assert cls is hf_ltbm.AudioFlamingo3LTBMForConditionalGeneration, cls
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+        assert PROCESSOR_MAPPING[AudioFlamingo3Config] is hf_ltbm.AudioFlamingo3LTBMProcessor
+        """
+    )
+    assert report["merging_classes"] == ["audioflamingo3"]
+
+
 def test_the_vllm_entry_point_imports_only_the_declarations():
     """A stand-in `vllm` records the registrations: the plugin registers every served architecture by name."""
     report = _run(

@@ -71,10 +71,10 @@ def __dir__() -> list[str]:
 
 
 def _register(what: str) -> Any:
-    def callback(_module: Any) -> None:
+    def callback(module: Any) -> None:
         from . import registration
 
-        getattr(registration, what)()
+        getattr(registration, what)(module)
 
     return callback
 

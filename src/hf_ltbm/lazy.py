@@ -11,11 +11,12 @@ reason (compat imports transformers' model code).
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.util
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, Optional
 
@@ -87,18 +88,53 @@ class _Deferred:
 
 
 class _DeferredMapping(dict):
-    """`_LazyAutoMapping._extra_content` (the registered classes, by config class) whose `_Deferred` values are made
-    when they are looked up, the way the mapping makes transformers' own classes from their names on first use."""
+    """`_LazyAutoMapping._extra_content` (the registered classes, by config class) with deferred entries.
+
+    An entry is registered by the *name* of its config class and a function that makes the class: the config classes
+    are looked up in `transformers` the first time the mapping is read (not while transformers is still importing
+    the module that defines one), and a class is made when the mapping is read for its config, the way the mapping
+    makes transformers' own classes from their names on first use.
+    """
+
+    def __init__(self, existing: dict) -> None:
+        super().__init__(existing)
+        self._pending: dict[str, Callable[[], type]] = {}
+
+    def defer(self, config_name: str, make: Callable[[], type]) -> None:
+        self._pending[config_name] = make
+
+    def _settle(self) -> None:
+        while self._pending:
+            config_name, make = next(iter(self._pending.items()))
+            config_class = getattr(importlib.import_module("transformers"), config_name)
+            super().__setitem__(config_class, _Deferred(make))
+            del self._pending[config_name]
 
     def __getitem__(self, key: Any) -> Any:
+        self._settle()
         value = super().__getitem__(key)
         if isinstance(value, _Deferred):
             value = value.make()
             super().__setitem__(key, value)
         return value
 
+    def __contains__(self, key: object) -> bool:
+        self._settle()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._settle()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._settle()
+        return super().__len__()
+
     def get(self, key: Any, default: Any = None) -> Any:
         return self[key] if key in self else default
+
+    def keys(self) -> list[Any]:  # type: ignore[override]
+        return list(iter(self))
 
     def values(self) -> list[Any]:  # type: ignore[override]
         return [self[key] for key in self]
@@ -107,18 +143,16 @@ class _DeferredMapping(dict):
         return [(key, self[key]) for key in self]
 
 
-def register_deferred(auto_mapping: Any, config_class: type, make: Callable[[], type]) -> None:
-    """Registers the class `make()` returns for `config_class` in a transformers Auto mapping (`MODEL_MAPPING`-like:
-    `AutoModel._model_mapping`, `PROCESSOR_MAPPING`), replacing any earlier registration, without making the class
-    until the mapping is read for that config. Where the mapping does not keep registrations in `_extra_content`
-    (a dict), the class is made and registered now."""
+def register_deferred(auto_mapping: Any, config_name: str, make: Callable[[], type]) -> None:
+    """Registers the class `make()` returns for the config class `transformers.<config_name>` in a transformers Auto
+    mapping (`MODEL_MAPPING`-like: `AutoModel._model_mapping`, `PROCESSOR_MAPPING`), replacing any earlier
+    registration. Nothing is imported now: the config class is looked up when the mapping is first read, and the
+    class is made when the mapping is read for that config. Where the mapping does not keep registrations in
+    `_extra_content` (a dict), both are looked up and registered now."""
     extra = getattr(auto_mapping, "_extra_content", None)
     if not isinstance(extra, dict):
-        auto_mapping.register(config_class, make(), exist_ok=True)
+        auto_mapping.register(getattr(importlib.import_module("transformers"), config_name), make(), exist_ok=True)
         return
     if not isinstance(extra, _DeferredMapping):
         extra = auto_mapping._extra_content = _DeferredMapping(extra)
-    dict.__setitem__(extra, config_class, _Deferred(make))
-
-
-# ------------------------------------------------------------------------------------------------------- processors
+    extra.defer(config_name, make)

@@ -19,10 +19,10 @@ made only when an Auto class is asked for that family.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
-from typing import Any
-
-import transformers
+from types import ModuleType
+from typing import Optional
 
 from .backbones import BACKBONES, backbone_for
 from .config import MergeSetting, plain_setting
@@ -82,35 +82,39 @@ def _plain_setting_kwarg(original):
     return from_pretrained
 
 
-def register_models(*_: Any) -> None:
-    """Registers every backbone's merging models with the Auto model classes (made when first looked up)."""
-    # imported here: this runs right after transformers imports its Auto model module (`hf_ltbm.lazy`)
-    from transformers.models.auto.modeling_auto import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM
-
+def register_models(modeling_auto: Optional[ModuleType] = None) -> None:
+    """Registers every backbone's merging models with the Auto model classes of `modeling_auto` (transformers'
+    `models.auto.modeling_auto`), as deferred entries: this runs right after transformers imports that module
+    (`hf_ltbm.lazy`), possibly in the middle of another transformers import, so it imports nothing itself."""
+    auto = modeling_auto or importlib.import_module("transformers.models.auto.modeling_auto")
     for backbone in BACKBONES.values():
-        config_class = backbone.config_class
-        extra = [getattr(transformers, name) for name in backbone.extra_auto_classes]
+        extra = [getattr(auto, name) for name in backbone.extra_auto_classes]
         # Qwen2.5-Omni's thinker on transformers 5.19 has no base model: AutoModel keeps upstream's mapping there
         if backbone.has_base_model():
-            register_deferred(AutoModel._model_mapping, config_class, lambda backbone=backbone: backbone.base_model)
-        for auto in (AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
-            register_deferred(auto._model_mapping, config_class, lambda backbone=backbone: backbone.generation_model)
-        for auto in (AutoModel, AutoModelForSeq2SeqLM, AutoModelForPreTraining, *extra):
-            if not getattr(auto.from_pretrained, "_hf_ltbm_wrapped", False):
-                auto.from_pretrained = staticmethod(_plain_setting_kwarg(auto.from_pretrained))
+            register_deferred(
+                auto.AutoModel._model_mapping, backbone.config_name, lambda backbone=backbone: backbone.base_model
+            )
+        for cls in (auto.AutoModelForSeq2SeqLM, auto.AutoModelForPreTraining, *extra):
+            register_deferred(
+                cls._model_mapping, backbone.config_name, lambda backbone=backbone: backbone.generation_model
+            )
+        for cls in (auto.AutoModel, auto.AutoModelForSeq2SeqLM, auto.AutoModelForPreTraining, *extra):
+            if not getattr(cls.from_pretrained, "_hf_ltbm_wrapped", False):
+                cls.from_pretrained = staticmethod(_plain_setting_kwarg(cls.from_pretrained))
 
 
-def register_processors(*_: Any) -> None:
-    """Registers every backbone's merging processor with `AutoProcessor` (made when first looked up)."""
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING, AutoProcessor
-
+def register_processors(processing_auto: Optional[ModuleType] = None) -> None:
+    """Registers every backbone's merging processor with `AutoProcessor` (deferred, as `register_models`)."""
+    auto = processing_auto or importlib.import_module("transformers.models.auto.processing_auto")
     for backbone in BACKBONES.values():
-        register_deferred(PROCESSOR_MAPPING, backbone.config_class, lambda backbone=backbone: backbone.processor)
-    if not getattr(AutoProcessor.from_pretrained, "_hf_ltbm_wrapped", False):
-        AutoProcessor.from_pretrained = staticmethod(_merging_processor_from_pretrained(AutoProcessor.from_pretrained))
+        register_deferred(auto.PROCESSOR_MAPPING, backbone.config_name, lambda backbone=backbone: backbone.processor)
+    if not getattr(auto.AutoProcessor.from_pretrained, "_hf_ltbm_wrapped", False):
+        auto.AutoProcessor.from_pretrained = staticmethod(
+            _merging_processor_from_pretrained(auto.AutoProcessor.from_pretrained)
+        )
 
 
-def register_pipeline(*_: Any) -> None:
+def register_pipeline(_pipelines: Optional[ModuleType] = None) -> None:
     """Registers the "audio-text-to-text" pipeline task (unless transformers has its own). When transformers' pipelines
     are being imported by `hf_ltbm.pipeline` itself, that module registers the task once it is defined."""
     module = sys.modules.get(f"{__package__}.pipeline")
