@@ -65,7 +65,7 @@ __all__ = [
     "repair_saved_language_model_keys",
     "slice_logits_to_keep",
     "defines",
-    "qwen2_5_omni_thinker_model",
+    "find",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,7 +110,7 @@ REQUIRED_HOOKS = (
 classes are first made."""
 
 
-def _resolve(module: str, path: str) -> Any:
+def find(module: str, path: str) -> Any:
     """`module.path` (a dotted attribute path), or `None` when the installed release lacks it. An attribute of a class
     counts only where that class defines it itself: an inherited default (e.g. `ProcessorMixin.replace_audio_token`)
     is not the hook of the backbone's processor."""
@@ -125,13 +125,6 @@ def _resolve(module: str, path: str) -> Any:
     return value
 
 
-def qwen2_5_omni_thinker_model() -> Optional[type]:
-    """transformers' `Qwen2_5OmniThinkerModel` (5.20 and later: the thinker's encoders and language model, under a
-    head), or `None` on a release whose thinker is one flat class (5.19: `audio_tower`, `visual`, `model` = the
-    language model, `lm_head`)."""
-    return _resolve("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniThinkerModel")
-
-
 def defines(cls: type, name: str) -> bool:
     """Whether `cls` defines `name` itself (a hook of that class on the installed release, not an inherited default:
     Qwen2.5-Omni's processor has `_process_audio` / `replace_audio_token` from 5.20 and
@@ -143,8 +136,8 @@ def missing_hooks(hooks: Iterable[tuple[str, str]] = ()) -> list[str]:
     """The hooks of `REQUIRED_HOOKS` and `hooks` (a backbone's, as `(module, dotted attribute path)`), and a KV-cache
     keyword in the language model's forward, that the installed transformers lacks, as dotted names."""
     wanted = [*REQUIRED_HOOKS, *hooks]
-    missing = [f"{module}.{path}" for module, path in wanted if _resolve(module, path) is None]
-    forward = _resolve("transformers.models.qwen2.modeling_qwen2", "Qwen2Model.forward")
+    missing = [f"{module}.{path}" for module, path in wanted if find(module, path) is None]
+    forward = find("transformers.models.qwen2.modeling_qwen2", "Qwen2Model.forward")
     if forward is not None and not set(CACHE_NAMES) & set(inspect.signature(forward).parameters):
         missing.append(f"a KV-cache keyword ({' or '.join(CACHE_NAMES)}) in Qwen2Model.forward")
     return missing

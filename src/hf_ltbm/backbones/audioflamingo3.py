@@ -164,6 +164,7 @@ class AudioFlamingo3Backbone(Backbone):
         ("transformers", "AudioFlamingo3Processor.replace_audio_token"),
     )
     vllm_architectures = ("AudioFlamingo3ForConditionalGeneration",)
+    task_prompts = {"asr": "Transcribe the input speech."}  # its processor's `default_transcription_prompt`
     listing_order = 1
     tiny_encoder_type = "audioflamingo3_encoder"
     tiny_audio_tokens = ("<sound>",)

@@ -74,6 +74,8 @@ class Backbone:
         tiny_encoder_type: `model_type` of the tiny model's audio-encoder config.
         tiny_audio_tokens: the special tokens its processor uses around audio (the first is the placeholder).
         tiny_chat_template: a chat template in the family's format for the tiny processor.
+        task_prompts: the prompts the family's checkpoints were trained with for a kind of task, where they differ
+            from the evaluation task's default (`{"asr": "Transcribe the input speech."}` for Audio Flamingo 3).
         listing_order: where the family comes in listings (the paper's two backbones first); ties go by model type.
     """
 
@@ -93,6 +95,7 @@ class Backbone:
     tiny_encoder_type: ClassVar[str]
     tiny_audio_tokens: ClassVar[tuple[str, ...]]
     tiny_chat_template: ClassVar[str]
+    task_prompts: ClassVar[dict[str, str]] = {}
     listing_order: ClassVar[int] = 100
 
     # ------------------------------------------------------------------------------------------------ derived names

@@ -241,6 +241,7 @@ class MusicFlamingoBackbone(AudioFlamingo3Backbone):
         ("transformers.models.musicflamingo.modeling_musicflamingo", "MusicFlamingoRotaryEmbedding"),
     )
     vllm_architectures = ()  # vLLM has no Music Flamingo model
+    task_prompts = {}  # the evaluation tasks' own prompts
     listing_order = 100
     tiny_encoder_type = "audioflamingo3_encoder"
     tiny_audio_tokens = ("<sound>", "<|sound_bos|>", "<|sound_eos|>")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from ..backbones import BACKBONES
 from .asr import asr_metrics, asr_requirements
 from .captioning import caption_metrics, captioning_requirements
 from .data import (
@@ -47,8 +48,8 @@ class EvalTask:
     default_source: ClassVar[str]
     default_prompt: ClassVar[str]
     primary_metric: ClassVar[str]
-    #: Each backbone's own default prompt where it differs from `default_prompt` (model_type -> prompt).
-    default_prompts: ClassVar[dict[str, str]] = {}
+    #: The kind of task whose prompt a backbone may declare (`Backbone.task_prompts`), e.g. `"asr"`.
+    prompt_kind: ClassVar[Optional[str]] = None
     #: Generation length when the caller gives none (long enough for the task's longest answers).
     default_max_new_tokens: ClassVar[int] = 64
 
@@ -65,7 +66,9 @@ class EvalTask:
         for that backbone."""
         if self.prompt is not None:
             return self.prompt
-        return self.default_prompts.get(model_type or "", self.default_prompt)
+        backbone = BACKBONES.get(model_type or "")
+        prompts = {} if backbone is None or self.prompt_kind is None else backbone.task_prompts
+        return prompts.get(self.prompt_kind, self.default_prompt)
 
     def load(self) -> list[EvalItem]:
         """The task's items (read once, then cached on the task)."""
@@ -204,7 +207,7 @@ class SpeechRecognitionTask(EvalTask):
     subset: ClassVar[str]
     default_source: ClassVar[str] = "openslr/librispeech_asr"
     default_prompt: ClassVar[str] = "Recognize the speech and give me the transcription."
-    default_prompts: ClassVar[dict[str, str]] = {"audioflamingo3": "Transcribe the input speech."}
+    prompt_kind: ClassVar[Optional[str]] = "asr"
     primary_metric: ClassVar[str] = "WER"
     default_max_new_tokens: ClassVar[int] = 256  # the longest test utterances (35 s) have about 100 words
 

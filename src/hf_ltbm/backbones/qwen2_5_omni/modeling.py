@@ -28,7 +28,9 @@ from .positions import chunk_sizes, expand_placeholder_runs, item_rows, merge_pa
 _STASHED_GRIDS = "hf_ltbm_grids"
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 
-_ThinkerModel = compat.qwen2_5_omni_thinker_model()  # `None` on 5.19 (legacy.py)
+#: transformers' `Qwen2_5OmniThinkerModel` (5.20 and later: the thinker's encoders and language model, under a head),
+#: or `None` on a release whose thinker is one flat class (5.19: `legacy.py`).
+_ThinkerModel = compat.find("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniThinkerModel")
 
 
 class ThinkerMergingMixin:
