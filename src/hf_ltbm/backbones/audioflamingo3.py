@@ -28,7 +28,7 @@ def _build() -> BackboneClasses:
         AudioFlamingo3PreTrainedModel,
     )
 
-    from ..compat import can_return_tuple, mirrors
+    from ..compat import can_return_tuple
     from ..config import MergeSetting
     from ..models.generation import AudioTokenMergeGenerationMixin
     from ..models.model import AudioTokenMergeModelMixin
@@ -64,13 +64,6 @@ def _build() -> BackboneClasses:
                 return AudioFlamingo3Model.get_audio_features(self, input_features, input_features_mask, **kwargs)
             return self._merged_audio_features(input_features, input_features_mask, **kwargs)
 
-        @mirrors(AudioFlamingo3Model.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream `AudioFlamingo3Model.forward` (same signature) when merging is off; otherwise the merged audio
-            tokens replace the placeholders and a prompt with the unmerged count is compacted (`labels`, which
-            upstream's base model does not take, are compacted with it)."""
-            return self._dispatch_forward(super().forward, args, kwargs)
-
         def _placeholder_name(self) -> str:
             return "<sound>"
 
@@ -87,13 +80,6 @@ def _build() -> BackboneClasses:
         _model_class = AudioFlamingo3LTBMModel
         _pretrained_base = AudioFlamingo3PreTrainedModel
         _audio_mask_name = "input_features_mask"
-
-        @mirrors(AudioFlamingo3ForConditionalGeneration.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the
-            compacted labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache
-            holds."""
-            return self._dispatch_forward(super().forward, args, kwargs)
 
     class AudioFlamingo3LTBMProcessor(WindowedMergeProcessorMixin, AudioFlamingo3Processor):
         """`AudioFlamingo3Processor` that emits `sum_w output_length(N_w, ...)` `<sound>` placeholders per clip.

@@ -41,7 +41,7 @@ def _build() -> BackboneClasses:
         apply_rotary_time_emb,
     )
 
-    from ..compat import can_return_tuple, mirrors
+    from ..compat import can_return_tuple
     from ..config import MergeSetting
     from ..models.compaction import clip_window_indices, plan_placeholders
     from ..models.generation import AudioTokenMergeGenerationMixin
@@ -143,12 +143,6 @@ def _build() -> BackboneClasses:
             freqs = freqs * (-timestamps * 2 * pi).to(freqs).unsqueeze(-1)
             return apply_rotary_time_emb(tokens, freqs.cos(), freqs.sin())
 
-        @mirrors(MusicFlamingoModel.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream `MusicFlamingoModel.forward` (same signature) when merging is off; otherwise the merged audio
-            tokens replace the placeholders and a prompt with the unmerged count is compacted."""
-            return self._dispatch_forward(super().forward, args, kwargs)
-
         def _placeholder_name(self) -> str:
             return "<sound>"
 
@@ -165,13 +159,6 @@ def _build() -> BackboneClasses:
         _model_class = MusicFlamingoLTBMModel
         _pretrained_base = MusicFlamingoPreTrainedModel
         _audio_mask_name = "input_features_mask"
-
-        @mirrors(MusicFlamingoForConditionalGeneration.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the
-            compacted labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache
-            holds."""
-            return self._dispatch_forward(super().forward, args, kwargs)
 
     class MusicFlamingoLTBMProcessor(WindowedMergeProcessorMixin, MusicFlamingoProcessor):
         """`MusicFlamingoProcessor` that emits `<|sound_bos|>` + `sum_w output_length(N_w)` `<sound>` + `<|sound_eos|>`

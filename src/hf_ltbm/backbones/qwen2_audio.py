@@ -30,7 +30,7 @@ def _build() -> BackboneClasses:
         Qwen2AudioPreTrainedModel,
     )
 
-    from ..compat import create_bidirectional_mask, mirrors
+    from ..compat import create_bidirectional_mask
     from ..config import MergeSetting
     from ..models.generation import AudioTokenMergeGenerationMixin
     from ..models.model import AudioTokenMergeModelMixin
@@ -80,13 +80,6 @@ def _build() -> BackboneClasses:
             """
             return super().get_audio_features(input_features, feature_attention_mask, **kwargs)
 
-        @mirrors(Qwen2AudioModel.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream `Qwen2AudioModel.forward` (same signature) when merging is off; otherwise the merged audio
-            tokens replace the placeholders and, for a prompt expanded to the unmerged count, the sequence is compacted
-            (see `AudioTokenMergeModelOutput` for the returned mask, positions and labels)."""
-            return self._dispatch_forward(super().forward, args, kwargs)
-
         def _audio_placeholder_mask(
             self, input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor]
         ) -> Optional[torch.Tensor]:
@@ -108,13 +101,6 @@ def _build() -> BackboneClasses:
         _model_class = Qwen2AudioLTBMModel
         _pretrained_base = Qwen2AudioPreTrainedModel
         _audio_mask_name = "feature_attention_mask"
-
-        @mirrors(Qwen2AudioForConditionalGeneration.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the
-            compacted labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache
-            holds."""
-            return self._dispatch_forward(super().forward, args, kwargs)
 
         def _merging_loss(
             self,

@@ -93,12 +93,6 @@ def _build() -> BackboneClasses:
                 input_features, self._unit_mask({"input_features": input_features}), **kwargs
             )
 
-        @mirrors(VoxtralModel.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream `VoxtralModel.forward` (same signature) when merging is off; otherwise the merged audio tokens
-            replace the placeholders and a prompt with the unmerged count is compacted."""
-            return self._dispatch_forward(super().forward, args, kwargs)
-
         def _placeholder_name(self) -> str:
             return "[AUDIO]"
 
@@ -113,13 +107,6 @@ def _build() -> BackboneClasses:
         _model_class = VoxtralLTBMModel
         _pretrained_base = VoxtralPreTrainedModel
         _audio_mask_name = None
-
-        @mirrors(VoxtralForConditionalGeneration.forward)
-        def forward(self, *args: Any, **kwargs: Any):
-            """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the
-            compacted labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache
-            holds."""
-            return self._dispatch_forward(super().forward, args, kwargs)
 
     class VoxtralLTBMProcessor(MergeSettingProcessorMixin, VoxtralProcessor):
         """`VoxtralProcessor` whose `apply_chat_template` and `apply_transcription_request` emit `output_length(375)`

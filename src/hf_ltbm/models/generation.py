@@ -67,6 +67,11 @@ class AudioTokenMergeGenerationMixin(GenerationHooks, SettingAccess):
     """
 
     _merging_parameters = SettingAccess._merging_parameters | {"logits_to_keep"}
+    _forward_doc = (
+        "Upstream `{upstream}.forward` (same signature) when merging is off; with merging, the loss is computed on "
+        "the compacted labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache "
+        "holds."
+    )
     #: As `AudioTokenMergeModelMixin._model_output_type`, for the head (`AudioTokenMergeCausalLMOutput`, upstream's).
     _head_output_type: type = AudioTokenMergeCausalLMOutput
     _head_output_fields: frozenset[str] = frozenset()

@@ -44,6 +44,11 @@ class AudioTokenMergeModelMixin(ModelHooks, SettingAccess):
 
     _upstream_class: type
     _audio_mask_name: str
+    _forward_doc = (
+        "Upstream `{upstream}.forward` (same signature) when merging is off; otherwise the merged audio tokens "
+        "replace the placeholders and, for a prompt expanded to the unmerged count, the sequence is compacted "
+        "(`AudioTokenMergeModelOutput` describes the returned mask, positions and labels)."
+    )
     #: The output class of the merging forward (`AudioTokenMergeModelOutput` with every field of the output class the
     #: upstream forward returns on the installed release) and its field names, set per class.
     _model_output_type: type = AudioTokenMergeModelOutput

@@ -44,6 +44,16 @@ class SettingAccess(AudioTokenMergeHooks):
     the forward that runs upstream's code with merging off and the merging path otherwise."""
 
     config: Any
+    #: The docstring of the `forward` a subclass gets when it declares `_upstream_class` and no `forward` of its own.
+    _forward_doc: str = (
+        "Upstream `{upstream}.forward` (same signature) when merging is off; otherwise the merging path."
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        upstream = vars(cls).get("_upstream_class")
+        if upstream is not None and "forward" not in vars(cls):
+            cls.forward = _dispatching_forward(cls, upstream)
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
@@ -171,3 +181,15 @@ class SettingAccess(AudioTokenMergeHooks):
             self.config.architectures = [self._upstream_class.__name__]
             self.config.save_pretrained(save_directory)
             compat.repair_saved_language_model_keys(save_directory)
+
+
+def _dispatching_forward(cls: type, upstream: type) -> Any:
+    """`cls.forward`: upstream's forward (`upstream`'s signature, never copied) when merging is off, the merging path
+    otherwise (`SettingAccess._dispatch_forward`)."""
+
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._dispatch_forward(super(cls, self).forward, args, kwargs)
+
+    forward.__doc__ = cls._forward_doc.format(upstream=upstream.__name__)
+    forward.__qualname__ = f"{cls.__name__}.forward"
+    return compat.mirrors(upstream.forward)(forward)
