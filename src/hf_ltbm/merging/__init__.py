@@ -14,10 +14,11 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "build_method": ".api",
     "merge_tokens": ".api",
+    **dict.fromkeys(("MergeResult", "TokenReducer", "output_length", "pool_by_assignment"), ".base"),
     **dict.fromkeys(
-        ("MergeResult", "TokenReducer", "non_default_options", "output_length", "pool_by_assignment"), ".base"
+        ("DEFAULT_WINDOW", "available_methods", "get_method_class", "non_default_options", "register_method"),
+        ".registry",
     ),
-    **dict.fromkeys(("DEFAULT_WINDOW", "available_methods", "get_method_class", "register_method"), ".registry"),
     **dict.fromkeys(("GlobalMerge", "LocalTemporalBipartiteMerge", "bipartite_assign"), ".bipartite"),
     **dict.fromkeys(("AveragePooling", "segment_ids"), ".pooling"),
     **dict.fromkeys(

@@ -10,16 +10,21 @@ This module is pure PyTorch: it knows nothing of transformers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import torch
 
-from .registry import _REGISTRY, available_methods, get_method_class, register_method  # noqa: F401  (re-exported)
+from .registry import (  # noqa: F401  (re-exported)
+    _REGISTRY,
+    available_methods,
+    get_method_class,
+    non_default_options,
+    register_method,
+)
 
 __all__ = [
     "MergeResult",
@@ -220,12 +225,3 @@ class TokenReducer(ABC):
         assignment = self.assign(x, lengths, num_out, keys=keys, scores=scores, generator=generator)
         tokens, sizes = pool_by_assignment(x, assignment, int(num_out.max()) if num_out.numel() else 0)
         return MergeResult(tokens=tokens, lengths=num_out.clone(), sizes=sizes, assignment=assignment)
-
-
-def non_default_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """`options` of method `name` less those given at the method's default value (so that a setting written with an
-    option at its default and one without it are the same setting)."""
-    defaults = {
-        f.name: f.default for f in dataclasses.fields(get_method_class(name)) if f.default is not dataclasses.MISSING
-    }
-    return {key: value for key, value in options.items() if key not in defaults or defaults[key] != value}

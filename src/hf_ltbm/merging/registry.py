@@ -8,14 +8,15 @@ is stored as its class.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
     from .base import TokenReducer
 
-__all__ = ["DEFAULT_WINDOW", "available_methods", "get_method_class", "register_method"]
+__all__ = ["DEFAULT_WINDOW", "available_methods", "get_method_class", "non_default_options", "register_method"]
 
 #: Default LTBM window, in slots of the current sequence. A-B distances are odd, so windows 2k and 2k - 1 are
 #: identical; 3 lets a token reach its neighbour and the next-but-one B token on either side. Chosen by the sweep in
@@ -109,3 +110,12 @@ def get_method_class(name: str) -> type[TokenReducer]:
             _REGISTRY[name] = cls
         return cls
     return entry
+
+
+def non_default_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` of method `name` less those given at the method's default value (so that a setting written with an
+    option at its default and one without it are the same setting)."""
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(get_method_class(name)) if f.default is not dataclasses.MISSING
+    }
+    return {key: value for key, value in options.items() if key not in defaults or defaults[key] != value}
