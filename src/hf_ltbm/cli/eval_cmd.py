@@ -12,18 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..audio import AudioInputError
-from .common import (
-    CLIError,
-    add_model_arguments,
-    float_list,
-    input_error,
-    int_list,
-    load_model,
-    load_processor,
-    resolve_device,
-    resolve_dtype,
-)
+from .common import CLIError, add_model_arguments, float_list, input_error, int_list
 
 HELP = "evaluate methods x compression settings on Clotho, AudioCaps or MMAU (resumable, data-parallel)"
 
@@ -37,7 +26,7 @@ def _numbers(text: str, option: str, kind: str) -> list:
 
 def add_parser(subparsers: Any) -> None:
     from ..config import KEY_SOURCES, MERGE_SPACES
-    from ..evaluation.runner import SIZE_AWARE_CHOICES
+    from ..evaluation.sweep import SIZE_AWARE_CHOICES
     from ..evaluation.tasks import TASKS
 
     parser = subparsers.add_parser("eval", help=HELP, description=HELP)
@@ -165,10 +154,12 @@ def _evaluate_task(model: Any, processor: Any, task: Any, specs: list, device: A
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
+    from ..audio import AudioInputError
     from ..evaluation.captioning import MetricUnavailableError
     from ..evaluation.report import collect_runs, markdown
     from ..evaluation.runner import expand_sweep
     from ..evaluation.tasks import get_task
+    from ..loading import load_model, load_processor, resolve_device, resolve_dtype
     from .common import method_list, option_dict
 
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
