@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backbones import backbone_for
 from ..context import audio_token_merge
+from ..merging import DEFAULT_WINDOW
 from ..prompt import DEFAULT_PROMPT
 from .common import add_model_arguments, check_durations, merge_setting, method_list, read_clip, tiny_models
 from .inspect_cmd import log_mel, summary_table
@@ -37,7 +38,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the synthesised clip")
     parser.add_argument("--methods", default="none,ltbm,global,pool,prune_norm", help="comma-separated settings")
     parser.add_argument("--keep-ratio", type=float, default=0.5, help="fraction of audio tokens kept, in (0, 1]")
-    parser.add_argument("--window", type=int, default=None, help="LTBM window in slots (default: 3)")
+    parser.add_argument("--window", type=int, default=None, help=f"LTBM window in slots (default: {DEFAULT_WINDOW})")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed generate() calls per setting (median)")

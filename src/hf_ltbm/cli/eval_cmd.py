@@ -28,6 +28,7 @@ def add_parser(subparsers: Any) -> None:
     from ..config import KEY_SOURCES, MERGE_SPACES
     from ..evaluation.sweep import SIZE_AWARE_CHOICES
     from ..evaluation.tasks import TASKS
+    from ..merging import DEFAULT_WINDOW
 
     parser = subparsers.add_parser("eval", help=HELP, description=HELP)
     add_model_arguments(parser)
@@ -42,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--methods", default="none,ltbm,global,pool,prune_norm", help="comma-separated methods")
     parser.add_argument("--keep-ratios", default="0.75,0.5,0.25", help="comma-separated keep ratios in (0, 1]")
-    parser.add_argument("--windows", default=None, help="comma-separated LTBM windows (default: 3)")
+    parser.add_argument("--windows", default=None, help=f"comma-separated LTBM windows (default: {DEFAULT_WINDOW})")
     parser.add_argument(
         "--size-aware",
         default="off",
