@@ -6,20 +6,14 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-import torch
+from . import merging  # a lazy package: the methods (and torch) are imported when a setting is first built
 
-from .merging import (
-    DEFAULT_WINDOW,
-    MergeResult,
-    TokenReducer,
-    build_method,
-    merge_tokens,
-    non_default_options,
-    output_length,
-)
-from .merging.base import _check_int, check_count_setting
+if TYPE_CHECKING:
+    import torch
+
+    from .merging import MergeResult, TokenReducer
 
 __all__ = ["DEFAULT_KEEP_RATIO", "KEY_SOURCES", "MERGE_SPACES", "AudioTokenMergeConfig", "MergeSetting"]
 
@@ -84,7 +78,7 @@ class AudioTokenMergeConfig:
             raise TypeError(f"`method` must be a method name (str), got {self.method!r}.")
         if self.keep_ratio is None and self.num_tokens is None:
             object.__setattr__(self, "keep_ratio", DEFAULT_KEEP_RATIO)
-        check_count_setting(self.keep_ratio, self.num_tokens)
+        merging.base.check_count_setting(self.keep_ratio, self.num_tokens)
         if self.keep_ratio is not None:
             object.__setattr__(self, "keep_ratio", float(self.keep_ratio))
         if not isinstance(self.options, Mapping):
@@ -94,12 +88,12 @@ class AudioTokenMergeConfig:
             if name in self.options:
                 raise ValueError(f"Pass `{name}` as its own field, not inside `options` ({self.options!r}).")
         if self.method == "ltbm" and self.window is None:
-            object.__setattr__(self, "window", DEFAULT_WINDOW)
+            object.__setattr__(self, "window", merging.DEFAULT_WINDOW)
         reducer = self.build_method()  # validates the method name, `window` and `options`
         # an option at the method's default is the same setting as no option (equal configs, one run folder)
-        object.__setattr__(self, "options", non_default_options(self.method, self.options))
+        object.__setattr__(self, "options", merging.non_default_options(self.method, self.options))
         if self.seed is not None:
-            _check_int("seed", self.seed, 0)
+            merging.base._check_int("seed", self.seed, 0)
             if not reducer.uses_generator:
                 raise ValueError(f"`seed` is only used by random methods; method {self.method!r} does not draw any.")
         if self.space not in MERGE_SPACES:
@@ -154,7 +148,7 @@ class AudioTokenMergeConfig:
     def build_method(self) -> TokenReducer:
         """The configured :class:`~hf_ltbm.TokenReducer` instance."""
         extra = {} if self.window is None else {"window": self.window}
-        return build_method(self.method, **self.options, **extra)
+        return merging.build_method(self.method, **self.options, **extra)
 
     @property
     def requires_scores(self) -> bool:
@@ -171,7 +165,7 @@ class AudioTokenMergeConfig:
         Flamingo 3 clip's last window of 320 samples or fewer) stays empty."""
         if n == 0:
             return 0
-        return output_length(n, keep_ratio=self.keep_ratio, num_tokens=self.num_tokens)
+        return merging.output_length(n, keep_ratio=self.keep_ratio, num_tokens=self.num_tokens)
 
     def merge(
         self,
@@ -193,11 +187,13 @@ class AudioTokenMergeConfig:
             :class:`~hf_ltbm.MergeResult` with `tokens [B, M_max, D]`, `lengths [B]`, `sizes [B, M_max]` and
             `assignment [B, N]`. With `seed` set, the random methods draw from a fresh generator seeded with it.
         """
+        import torch
+
         reducer = self.build_method()
         generator = None
         if self.seed is not None:
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        return merge_tokens(
+        return merging.merge_tokens(
             x,
             lengths,
             method=reducer,

@@ -1,5 +1,6 @@
-"""Deferred work for a cheap `import hf_ltbm`: run a callback once a module has been imported, and register classes
-with transformers' Auto mappings that are made only when looked up.
+"""Deferred work for a cheap `import hf_ltbm`: run a callback once a module has been imported, register classes
+with transformers' Auto mappings that are made only when looked up, and load a package's names on first use
+(`lazy_exports`).
 
 `import hf_ltbm` imports neither torch nor transformers. What it must do to transformers (register the merging classes
 with the Auto classes, the pipeline task) runs when transformers' own module for it is imported, or at once when it
@@ -16,11 +17,11 @@ import importlib.abc
 import importlib.util
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any, Optional
 
-__all__ = ["register_deferred", "when_imported"]
+__all__ = ["lazy_exports", "register_deferred", "when_imported"]
 
 _PENDING: dict[str, list[Callable[[ModuleType], Any]]] = {}
 _LOCK = threading.RLock()
@@ -78,6 +79,24 @@ def when_imported(name: str, callback: Callable[[ModuleType], Any]) -> None:
                 sys.meta_path.insert(0, _FINDER)
             return
     callback(module)
+
+
+def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module `__getattr__` (PEP 562) for `package` that loads its names on first use: a name of `exports`
+    (name -> the module, relative to `package`, that defines it) from its module, any other name that is a submodule
+    as that submodule. What it loads is kept in the module, so each name is looked up once."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            value = getattr(importlib.import_module(exports[name], package), name)
+        elif importlib.util.find_spec(f"{package}.{name}") is not None:
+            value = importlib.import_module(f".{name}", package)
+        else:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
 
 
 class _Deferred:

@@ -32,6 +32,7 @@ from .audio import check_audio, load_audio
 from .backbones import Backbone, backbone_for, units_per_clip
 from .compat import prepare_pipeline_generate_kwargs
 from .context import audio_token_merge as _merge_setting
+from .prompt import DEFAULT_PROMPT
 
 logger = logging.get_logger(__name__)
 
@@ -39,8 +40,6 @@ __all__ = ["DEFAULT_PROMPT", "TASK", "AudioTextToTextPipeline", "build_prompt", 
 
 #: The pipeline task name registered with transformers (only where transformers has none of its own).
 TASK = "audio-text-to-text"
-DEFAULT_PROMPT = "Describe the audio."
-"""Prompt used when a call gives audio and no `text`."""
 
 _UNSET: Any = object()
 

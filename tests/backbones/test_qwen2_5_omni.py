@@ -144,7 +144,7 @@ def test_the_thinker_loads_from_a_whole_qwen2_5_omni_checkpoint(tiny, tmp_path):
     from safetensors.torch import load_file, save_file
     from transformers import Qwen2_5OmniConfig
 
-    from hf_ltbm.cli.common import load_model
+    from hf_ltbm.loading import load_model
 
     model, processor = tiny
     model.save_pretrained(tmp_path / "thinker")

@@ -16,7 +16,7 @@ from hf_ltbm.backbones import (
     register_backbone,
     units_per_clip,
 )
-from hf_ltbm.cli.common import SUPPORTED_MODEL_TYPES
+from hf_ltbm.loading import SUPPORTED_MODEL_TYPES
 from hf_ltbm.models import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
 from hf_ltbm.processing import MergeSettingProcessorMixin
 from hf_ltbm.tiny import TINY_MODELS, build_tiny_model, build_tiny_processor

@@ -153,7 +153,7 @@ def test_score_only_rescores_saved_predictions_without_loading_the_model(mmau_di
     def no_weights(*args, **kwargs):
         raise AssertionError("--score-only loaded the model")
 
-    monkeypatch.setattr("hf_ltbm.cli.eval_cmd.load_model", no_weights)
+    monkeypatch.setattr("hf_ltbm.loading.load_model", no_weights)  # what `hf-ltbm eval` loads with
     assert main(_mmau_args(mmau_dir, out, "none,ltbm,pool") + common + ["--score-only"]) == 0
     printed = capsys.readouterr().out
     assert "2 run(s) rescored" in printed and "(1 without finished predictions)" in printed

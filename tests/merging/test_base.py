@@ -1,4 +1,7 @@
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from hf_ltbm.merging import (
     register_method,
 )
 from hf_ltbm.merging.base import _REGISTRY, pool_by_assignment
+from hf_ltbm.merging.registry import BUILTIN_METHODS
 
 
 class TestOutputLength:
@@ -110,3 +114,41 @@ class TestRegistry:
     def test_only_token_reducers_can_be_registered(self):
         with pytest.raises(TypeError, match="TokenReducer"):
             register_method("bad")(object)
+
+    def test_the_builtin_table_names_each_class_under_its_own_name(self):
+        assert available_methods()[: len(BUILTIN_METHODS)] == list(BUILTIN_METHODS)
+        for name, target in BUILTIN_METHODS.items():
+            cls = get_method_class(name)
+            assert cls.name == name and _REGISTRY[name] is cls
+            assert target == f".{cls.__module__.rpartition('.')[2]}:{cls.__qualname__}"
+        import hf_ltbm.merging as merging
+
+        exported = {getattr(merging, n) for n in merging.__all__} - {TokenReducer}
+        reducers = {c for c in exported if isinstance(c, type) and issubclass(c, TokenReducer)}
+        assert reducers == {get_method_class(name) for name in BUILTIN_METHODS}  # every built-in class is in the table
+
+    def test_overwrite_replaces_a_builtin(self):
+        original = get_method_class("pool")
+        try:
+            replacement = register_method("pool", overwrite=True)(type("MyPool", (original,), {}))
+            assert get_method_class("pool") is replacement
+            assert available_methods()[: len(BUILTIN_METHODS)] == list(BUILTIN_METHODS)  # same place in the order
+        finally:
+            _REGISTRY["pool"] = original
+            original.name = "pool"
+
+    def test_names_need_no_torch_and_a_replaced_builtin_stays_replaced_once_its_module_runs(self):
+        code = """
+            import sys
+            from hf_ltbm.merging import DEFAULT_WINDOW, available_methods, get_method_class
+            assert available_methods()[:2] == ["ltbm", "global"] and DEFAULT_WINDOW == 3
+            assert "torch" not in sys.modules
+            from hf_ltbm.merging import TokenReducer, register_method
+            mine = register_method("ltbm", overwrite=True)(type("Mine", (TokenReducer,), {"assign": None}))
+            import hf_ltbm.merging.bipartite  # the built-in's module runs after the user's replacement
+            assert get_method_class("ltbm") is mine, get_method_class("ltbm")
+            assert hf_ltbm.merging.bipartite.LocalTemporalBipartiteMerge.name == "ltbm"
+            assert get_method_class("global").name == "global"
+            """
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import float_list, int_list, resolve_device, resolve_dtype
+from .common import float_list, int_list
 
 HELP = "measure what merging costs and saves (merge ops; end-to-end prefill, decode, memory)"
 
@@ -50,6 +50,7 @@ def run_vllm(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..bench.report import environment, write_environment
+    from ..loading import resolve_device, resolve_dtype
     from ..tables import write_csv
 
     try:
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.which == "vllm":
         return run_vllm(args)
     from ..bench.end_to_end import SCALES, run_end_to_end
+    from ..loading import resolve_device, resolve_dtype
 
     args.scale = args.scale or "cpu"
     from ..bench.merge_ops import run_merge_ops

@@ -1,29 +1,23 @@
-"""What the subcommands share: merge-setting and model arguments, model loading, audio checks, errors."""
+"""What the subcommands share: merge-setting and model arguments, option parsing, audio checks, errors.
+
+Building the parser imports neither torch nor transformers (`hf-ltbm --help` stays quick): what the help lists comes
+from light modules (the method registry, the backbones' declarations, the config's constants), and the subcommands
+import models, loading and the harness inside their `run`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from transformers.utils import logging
-
-from ..audio import AudioInputError
-from ..backbones import max_audio_seconds
+from ..backbones import BACKBONES, max_audio_seconds
 from ..config import KEY_SOURCES, MERGE_SPACES, AudioTokenMergeConfig
-from ..loading import (  # noqa: F401  (the subcommands load models through these)
-    SUPPORTED_MODEL_TYPES,
-    ModelLoadError,
-    load_model,
-    load_processor,
-    resolve_device,
-    resolve_dtype,
-)
-from ..merging import available_methods
-from ..tiny import TINY_MODELS
+from ..merging import DEFAULT_WINDOW, available_methods
 
-logger = logging.get_logger(__name__)
+if TYPE_CHECKING:
+    from ..audio import AudioInputError
 
 EXIT_INPUT = 1  # an audio input cannot be used
 EXIT_USAGE = 2  # bad command line: unknown option, bad merge setting, unknown or unsupported model
@@ -38,13 +32,18 @@ class CLIError(Exception):
 
 
 # --------------------------------------------------------------------------------------------------- arguments
+def tiny_models() -> list[str]:
+    """The tiny random models `--model` takes (`hf_ltbm.tiny.TINY_MODELS`), from the backbones' declarations."""
+    return [backbone.tiny_name for backbone in BACKBONES.values()]
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, default: Optional[str] = None) -> None:
     parser.add_argument(
         "--model",
         default=default,
         required=default is None,
         help="hub id or local folder of a Qwen2-Audio or Audio Flamingo 3 checkpoint, or "
-        f"{' / '.join(TINY_MODELS)} (random weights, built offline)" + (f" (default: {default})" if default else ""),
+        f"{' / '.join(tiny_models())} (random weights, built offline)" + (f" (default: {default})" if default else ""),
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', 'cuda:0', ...")
     parser.add_argument(
@@ -68,7 +67,7 @@ def add_merge_arguments(parser: argparse.ArgumentParser, *, methods: bool = Fals
         parser.add_argument("--merge", default="ltbm", metavar="METHOD", help=f"one of {names} (default: ltbm)")
     parser.add_argument("--keep-ratio", type=float, default=None, help="fraction of audio tokens kept, in (0, 1]")
     parser.add_argument("--num-tokens", type=int, default=None, help="audio tokens kept per clip (or 30 s window)")
-    parser.add_argument("--window", type=int, default=None, help="LTBM window in slots (default: 3)")
+    parser.add_argument("--window", type=int, default=None, help=f"LTBM window in slots (default: {DEFAULT_WINDOW})")
     parser.add_argument("--space", default="encoder", help=f"where to merge: {', '.join(MERGE_SPACES)}")
     parser.add_argument("--key-source", default="features", help=f"what merging compares: {', '.join(KEY_SOURCES)}")
     parser.add_argument("--seed", type=int, default=None, help="seed of the 'random' method")
@@ -173,7 +172,7 @@ def check_durations(paths: list[Path], processor: Any) -> dict[Path, float]:
 def read_clip(path: Path, processor: Any) -> Any:
     """One audio file as a waveform at the processor's rate, after the same checks as `check_durations`; problems
     raise `CLIError` with the input exit code."""
-    from ..audio import load_audio
+    from ..audio import AudioInputError, load_audio
 
     try:
         if not path.exists():

@@ -12,29 +12,20 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..backbones import backbone_for
 from ..context import audio_token_merge
-from ..inspection import MergeMap, merge_maps
-from ..pipeline import DEFAULT_PROMPT
-from ..timing import PrefillTimer
-from ..tiny import TINY_MODELS
-from .common import (
-    add_model_arguments,
-    check_durations,
-    load_model,
-    load_processor,
-    merge_setting,
-    method_list,
-    read_clip,
-    resolve_device,
-    resolve_dtype,
-)
+from ..merging import DEFAULT_WINDOW
+from ..prompt import DEFAULT_PROMPT
+from .common import add_model_arguments, check_durations, merge_setting, method_list, read_clip, tiny_models
 from .inspect_cmd import log_mel, summary_table
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from ..inspection import MergeMap
 
 HELP = "run a model with and without merging on one clip (offline: a tiny random model and a synthesised clip)"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -42,12 +33,12 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help=HELP, description=HELP)
-    add_model_arguments(parser, default=TINY_MODELS[0])
+    add_model_arguments(parser, default=tiny_models()[0])
     parser.add_argument("--audio", type=Path, default=None, help="an audio file (default: a synthesised clip)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the synthesised clip")
     parser.add_argument("--methods", default="none,ltbm,global,pool,prune_norm", help="comma-separated settings")
     parser.add_argument("--keep-ratio", type=float, default=0.5, help="fraction of audio tokens kept, in (0, 1]")
-    parser.add_argument("--window", type=int, default=None, help="LTBM window in slots (default: 3)")
+    parser.add_argument("--window", type=int, default=None, help=f"LTBM window in slots (default: {DEFAULT_WINDOW})")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed generate() calls per setting (median)")
@@ -59,6 +50,8 @@ def add_parser(subparsers: Any) -> None:
 def synthesise(seconds: float, rate: int = 16000, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, str]]]:
     """A clip of distinct sound events in turn (tone, silence, noise burst, chirp, vowel-like harmonics, clicks),
     repeated to fill `seconds`, peak-normalised to 0.9. Returns the waveform and `(start_s, event)` pairs."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     events = ("440 Hz tone", "silence", "noise burst", "rising chirp", "harmonic vowel", "clicks")
     total = int(seconds * rate)
@@ -104,12 +97,20 @@ def ascii_map(merge_map: MergeMap, seconds: float) -> str:
 
 
 def _generate(model: Any, inputs: Any, max_new_tokens: int) -> tuple[float, torch.Tensor]:
+    import torch
+
+    from ..timing import PrefillTimer
+
     with PrefillTimer(model) as timer, torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=[timer])
     return timer.seconds, out
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inspection import merge_maps
+    from ..loading import load_model, load_processor, resolve_device, resolve_dtype
+    from ..tiny import TINY_MODELS
+
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}.")
     methods = method_list(args.methods)

@@ -12,18 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..audio import AudioInputError
-from .common import (
-    CLIError,
-    add_model_arguments,
-    float_list,
-    input_error,
-    int_list,
-    load_model,
-    load_processor,
-    resolve_device,
-    resolve_dtype,
-)
+from .common import CLIError, add_model_arguments, float_list, input_error, int_list
 
 HELP = "evaluate methods x compression settings on Clotho, AudioCaps or MMAU (resumable, data-parallel)"
 
@@ -37,8 +26,9 @@ def _numbers(text: str, option: str, kind: str) -> list:
 
 def add_parser(subparsers: Any) -> None:
     from ..config import KEY_SOURCES, MERGE_SPACES
-    from ..evaluation.runner import SIZE_AWARE_CHOICES
+    from ..evaluation.sweep import SIZE_AWARE_CHOICES
     from ..evaluation.tasks import TASKS
+    from ..merging import DEFAULT_WINDOW
 
     parser = subparsers.add_parser("eval", help=HELP, description=HELP)
     add_model_arguments(parser)
@@ -53,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--methods", default="none,ltbm,global,pool,prune_norm", help="comma-separated methods")
     parser.add_argument("--keep-ratios", default="0.75,0.5,0.25", help="comma-separated keep ratios in (0, 1]")
-    parser.add_argument("--windows", default=None, help="comma-separated LTBM windows (default: 3)")
+    parser.add_argument("--windows", default=None, help=f"comma-separated LTBM windows (default: {DEFAULT_WINDOW})")
     parser.add_argument(
         "--size-aware",
         default="off",
@@ -165,10 +155,12 @@ def _evaluate_task(model: Any, processor: Any, task: Any, specs: list, device: A
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
+    from ..audio import AudioInputError
     from ..evaluation.captioning import MetricUnavailableError
     from ..evaluation.report import collect_runs, markdown
     from ..evaluation.runner import expand_sweep
     from ..evaluation.tasks import get_task
+    from ..loading import load_model, load_processor, resolve_device, resolve_dtype
     from .common import method_list, option_dict
 
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]

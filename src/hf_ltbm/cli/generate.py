@@ -9,23 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-from transformers import LogitsProcessorList
-
-from ..audio import AudioInputError, find_audio_files
-from ..pipeline import DEFAULT_PROMPT, AudioTextToTextPipeline
-from ..timing import PrefillTimer
-from .common import (
-    add_merge_arguments,
-    add_model_arguments,
-    check_durations,
-    input_error,
-    load_model,
-    load_processor,
-    merge_setting,
-    resolve_device,
-    resolve_dtype,
-)
+from ..prompt import DEFAULT_PROMPT
+from .common import add_merge_arguments, add_model_arguments, check_durations, input_error, merge_setting
 
 HELP = "generate text for audio files (captions, answers) with a merged audio prompt"
 
@@ -47,6 +32,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+    from transformers import LogitsProcessorList
+
+    from ..audio import AudioInputError, find_audio_files
+    from ..loading import load_model, load_processor, resolve_device, resolve_dtype
+    from ..pipeline import AudioTextToTextPipeline
+    from ..timing import PrefillTimer
+
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
     if args.max_new_tokens < 1:

@@ -5,23 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from .common import CLIError, add_merge_arguments, add_model_arguments, merge_setting, method_list, read_clip
 
-from ..inspection import MergeMap, merge_maps
-from .common import (
-    CLIError,
-    add_merge_arguments,
-    add_model_arguments,
-    load_model,
-    load_processor,
-    merge_setting,
-    method_list,
-    read_clip,
-    resolve_device,
-    resolve_dtype,
-)
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..inspection import MergeMap
 
 HELP = "show which encoder frames each merged token stands for, one lane per method (PNG + summary)"
 
@@ -39,6 +30,8 @@ def add_parser(subparsers: Any) -> None:
 
 def log_mel(extractor: Any, audio: np.ndarray) -> np.ndarray:
     """The processor's log-mel features of the whole clip, `[mel_bins, frames]` (30 s windows side by side)."""
+    import numpy as np
+
     chunks = [audio[i : i + extractor.n_samples] for i in range(0, len(audio), extractor.n_samples)]
     feats = extractor(chunks, sampling_rate=extractor.sampling_rate, return_tensors="np")["input_features"]
     return np.concatenate(list(feats), axis=-1)
@@ -58,6 +51,9 @@ def summary_table(maps: list[MergeMap]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inspection import merge_maps
+    from ..loading import load_model, load_processor, resolve_device, resolve_dtype
+
     methods = method_list(args.methods)
     if "none" in methods:
         raise CLIError("--methods: 'none' merges nothing, so it has no merge map; leave it out.")

@@ -1,5 +1,6 @@
 """The evaluation tasks: how each loads its data, prompts the model and scores the answers (one small class per task
-behind a registry, like the merge methods).
+behind a registry, like the merge methods). The loaders and scorers are imported when a task uses them, so the
+registry (`TASKS`: the command line's help) imports neither torch nor transformers.
 
 Default prompts (override with `--prompt`; the MMAU template fills `{question}` and `{choices}`):
 
@@ -21,21 +22,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from ..backbones import BACKBONES
-from .asr import asr_metrics, asr_requirements
-from .captioning import caption_metrics, captioning_requirements
-from .data import (
-    EvalItem,
-    _mmau_items,
-    load_audiocaps,
-    load_clotho,
-    load_librispeech,
-    mmau_dataset_info,
-    mmau_files,
-)
 from .multiple_choice import mmau_accuracy
+
+if TYPE_CHECKING:
+    from .data import EvalItem
 
 __all__ = ["TASKS", "CaptioningTask", "EvalTask", "MultipleChoiceTask", "SpeechRecognitionTask", "get_task"]
 
@@ -112,12 +105,16 @@ class CaptioningTask(EvalTask):
     primary_metric: ClassVar[str] = "CIDEr-D"
 
     def check_requirements(self) -> None:
+        from .captioning import captioning_requirements
+
         captioning_requirements()
 
     def record_fields(self, item: EvalItem) -> dict[str, Any]:
         return {"references": item.references}
 
     def score(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        from .captioning import caption_metrics
+
         return caption_metrics(
             {r["id"]: r["prediction"] for r in records}, {r["id"]: r["references"] for r in records}
         )
@@ -131,6 +128,8 @@ class ClothoTask(CaptioningTask):
     default_source: ClassVar[str] = "mteb/Clotho"
 
     def _load(self) -> list[EvalItem]:
+        from .data import load_clotho
+
         return load_clotho(self.resolved_source)
 
 
@@ -142,6 +141,8 @@ class AudioCapsTask(CaptioningTask):
     default_source: ClassVar[str] = "OpenSound/AudioCaps"
 
     def _load(self) -> list[EvalItem]:
+        from .data import load_audiocaps
+
         return load_audiocaps(self.resolved_source)
 
 
@@ -165,6 +166,8 @@ class MultipleChoiceTask(EvalTask):
     official_file: ClassVar[str] = "mmau_predictions.json"
 
     def _load(self) -> list[EvalItem]:
+        from .data import _mmau_items, mmau_dataset_info, mmau_files
+
         questions, audio = mmau_files(self.resolved_source, self.audio_source)
         from_hub = self.source is None or not Path(self.resolved_source).exists()
         self.__dict__["_dataset_info"] = mmau_dataset_info(questions, from_hub)
@@ -212,9 +215,13 @@ class SpeechRecognitionTask(EvalTask):
     default_max_new_tokens: ClassVar[int] = 256  # the longest test utterances (35 s) have about 100 words
 
     def _load(self) -> list[EvalItem]:
+        from .data import load_librispeech
+
         return load_librispeech(self.resolved_source, self.subset)
 
     def check_requirements(self) -> None:
+        from .asr import asr_requirements
+
         asr_requirements()
 
     def record_fields(self, item: EvalItem) -> dict[str, Any]:
@@ -224,6 +231,8 @@ class SpeechRecognitionTask(EvalTask):
         return {"benchmark": f"LibriSpeech {self.subset}"}
 
     def score(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        from .asr import asr_metrics
+
         return asr_metrics({r["id"]: r["prediction"] for r in records}, {r["id"]: r["reference"] for r in records})
 
 

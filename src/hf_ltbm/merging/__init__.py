@@ -2,44 +2,34 @@
 
 One contract for every method (see :class:`TokenReducer`): each row of `N` valid tokens becomes exactly
 `M = output_length(N, ...)` tokens in temporal order, with a per-input `assignment` and per-output `sizes`.
-Importing this package registers the built-in methods.
+The registry lists the built-in methods by name without importing them (nor torch); the names below are loaded when
+first used.
 """
 
-from .api import build_method, merge_tokens
-from .base import (
-    MergeResult,
-    TokenReducer,
-    available_methods,
-    get_method_class,
-    non_default_options,
-    output_length,
-    pool_by_assignment,
-    register_method,
-)
-from .bipartite import DEFAULT_WINDOW, GlobalMerge, LocalTemporalBipartiteMerge, bipartite_assign
-from .pooling import AveragePooling, segment_ids
-from .pruning import AttentionPruning, NormPruning, RandomPruning, SegmentTopKPruning, select_top
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_WINDOW",
-    "AttentionPruning",
-    "AveragePooling",
-    "GlobalMerge",
-    "LocalTemporalBipartiteMerge",
-    "MergeResult",
-    "NormPruning",
-    "RandomPruning",
-    "SegmentTopKPruning",
-    "TokenReducer",
-    "available_methods",
-    "bipartite_assign",
-    "build_method",
-    "get_method_class",
-    "non_default_options",
-    "merge_tokens",
-    "output_length",
-    "pool_by_assignment",
-    "register_method",
-    "segment_ids",
-    "select_top",
-]
+from ..lazy import lazy_exports
+
+#: Name -> the module (relative to this package) that defines it.
+_EXPORTS = {
+    "build_method": ".api",
+    "merge_tokens": ".api",
+    **dict.fromkeys(("MergeResult", "TokenReducer", "output_length", "pool_by_assignment"), ".base"),
+    **dict.fromkeys(
+        ("DEFAULT_WINDOW", "available_methods", "get_method_class", "non_default_options", "register_method"),
+        ".registry",
+    ),
+    **dict.fromkeys(("GlobalMerge", "LocalTemporalBipartiteMerge", "bipartite_assign"), ".bipartite"),
+    **dict.fromkeys(("AveragePooling", "segment_ids"), ".pooling"),
+    **dict.fromkeys(
+        ("AttentionPruning", "NormPruning", "RandomPruning", "SegmentTopKPruning", "select_top"), ".pruning"
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,4 +1,4 @@
-"""The contract shared by every token-reduction method, and the registry that names them.
+"""The contract shared by every token-reduction method (the registry that names them is `registry`, re-exported here).
 
 A method reduces the ``N`` valid tokens of each row to exactly ``M = output_length(N, ...)`` tokens, keeps
 temporal order, and reports which output token represents each input token. Every method here is expressed
@@ -10,14 +10,21 @@ This module is pure PyTorch: it knows nothing of transformers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import torch
+
+from .registry import (  # noqa: F401  (re-exported)
+    _REGISTRY,
+    available_methods,
+    get_method_class,
+    non_default_options,
+    register_method,
+)
 
 __all__ = [
     "MergeResult",
@@ -218,61 +225,3 @@ class TokenReducer(ABC):
         assignment = self.assign(x, lengths, num_out, keys=keys, scores=scores, generator=generator)
         tokens, sizes = pool_by_assignment(x, assignment, int(num_out.max()) if num_out.numel() else 0)
         return MergeResult(tokens=tokens, lengths=num_out.clone(), sizes=sizes, assignment=assignment)
-
-
-_REGISTRY: dict[str, type[TokenReducer]] = {}
-
-
-def register_method(name: str, *, overwrite: bool = False):
-    """Class decorator that registers a :class:`TokenReducer` subclass under `name`.
-
-    Example:
-
-    ```python
-    @register_method("keep_first")
-    class KeepFirst(TokenReducer):
-        averages = False
-
-        def assign(self, x, lengths, num_out, **_):
-            pos = torch.arange(x.shape[1], device=x.device)[None]
-            return torch.where(pos < num_out[:, None], pos, -1)
-    ```
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
-
-    def decorator(cls: type[TokenReducer]) -> type[TokenReducer]:
-        if not (isinstance(cls, type) and issubclass(cls, TokenReducer)):
-            raise TypeError(f"Only TokenReducer subclasses can be registered, got {cls!r}.")
-        if name in _REGISTRY and _REGISTRY[name] is not cls and not overwrite:
-            raise ValueError(
-                f"A method named {name!r} is already registered ({_REGISTRY[name].__qualname__}); "
-                "pass `overwrite=True` to replace it."
-            )
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def available_methods() -> list[str]:
-    """Names of all registered methods, in registration order."""
-    return list(_REGISTRY)
-
-
-def get_method_class(name: str) -> type[TokenReducer]:
-    """The :class:`TokenReducer` subclass registered under `name`."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown `method` {name!r}; known methods: {', '.join(map(repr, _REGISTRY))}.") from None
-
-
-def non_default_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """`options` of method `name` less those given at the method's default value (so that a setting written with an
-    option at its default and one without it are the same setting)."""
-    defaults = {
-        f.name: f.default for f in dataclasses.fields(get_method_class(name)) if f.default is not dataclasses.MISSING
-    }
-    return {key: value for key, value in options.items() if key not in defaults or defaults[key] != value}

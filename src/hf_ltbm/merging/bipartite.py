@@ -25,14 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from .base import TokenReducer, _check_int, register_method
+from .registry import DEFAULT_WINDOW
 
 __all__ = ["DEFAULT_WINDOW", "GlobalMerge", "LocalTemporalBipartiteMerge", "bipartite_assign"]
-
-#: Default LTBM window, in slots of the current sequence. A-B distances are odd, so windows 2k and 2k - 1 are
-#: identical; 3 lets a token reach its neighbour and the next-but-one B token on either side. Chosen by the sweep in
-#: `benchmarks/window_sweep.py` (results and reasoning in `docs/window_sweep.md`): the largest window whose merged
-#: tokens still cover under a quarter second on average at keep 0.25.
-DEFAULT_WINDOW = 3
 
 # The dense (global) similarity is computed in blocks of A rows so that at most this many scores are alive at
 # once: Global Merge then needs O(N) memory too, only its time stays O(N^2).
