@@ -131,6 +131,10 @@ class _DeferredMapping(dict):
 
     def __getitem__(self, key: Any) -> Any:
         self._settle()
+        return self._made(key)
+
+    def _made(self, key: Any) -> Any:
+        """The class registered for `key` (settled), made now if it was deferred."""
         value = super().__getitem__(key)
         if isinstance(value, _Deferred):
             value = value.make()
@@ -150,16 +154,17 @@ class _DeferredMapping(dict):
         return super().__len__()
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if key in self else default
+        self._settle()
+        return self._made(key) if super().__contains__(key) else default
 
     def keys(self) -> list[Any]:  # type: ignore[override]
         return list(iter(self))
 
     def values(self) -> list[Any]:  # type: ignore[override]
-        return [self[key] for key in self]
+        return [self._made(key) for key in self]
 
     def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
-        return [(key, self[key]) for key in self]
+        return [(key, self._made(key)) for key in self]
 
 
 def register_deferred(auto_mapping: Any, config_name: str, make: Callable[[], type]) -> None:

@@ -19,16 +19,10 @@ import torch
 
 from .compat import processor_class_recorded_as
 from .config import AudioTokenMergeConfig, MergeSetting
-from .models.units import encoder_tokens
 
-__all__ = ["MergeSettingProcessorMixin", "WindowedMergeProcessorMixin", "tokens_per_unit"]
+__all__ = ["MergeSettingProcessorMixin", "WindowedMergeProcessorMixin"]
 
 _UNSET: Any = object()
-
-
-def tokens_per_unit(frames: torch.Tensor) -> list[int]:
-    """Audio-encoder tokens for `frames` valid mel frames (Whisper-style: conv stride 2, then average pooling by 2)."""
-    return encoder_tokens(frames).tolist()
 
 
 class MergeSettingProcessorMixin:
@@ -85,6 +79,11 @@ class MergeSettingProcessorMixin:
         setting = self.merge_config
         return n if setting is None else setting.output_length(n)
 
+    def clip_placeholders(self, num_samples: int) -> int:
+        """Placeholders emitted for a clip of `num_samples` samples: `merged_length(N_u)` summed over its units (the
+        backbone's `unit_layout`)."""
+        return sum(self.merged_length(n) for n in self._backbone.unit_layout(self).tokens(num_samples))
+
     def _duration_limit(self) -> tuple[str, str]:
         """`(what accepts at most the limit, advice)` for the too-long-audio error of this backbone."""
         raise NotImplementedError
@@ -110,27 +109,25 @@ class WindowedMergeProcessorMixin(MergeSettingProcessorMixin):
     extractor), and the placeholders go through the upstream `replace_audio_token` (with any markers around them)."""
 
     def _duration_limit(self) -> tuple[str, str]:
-        window, kept = self._backbone.windows(self)
-        seconds, family = window / self.feature_extractor.sampling_rate, self._backbone.display_name
-        if kept < 1:
+        layout, family = self._backbone.unit_layout(self), self._backbone.display_name
+        if layout.max_units < 1:
             raise ValueError(
-                f"max_audio_len={self.max_audio_len!r} keeps no {seconds:g} s window: {family} takes audio in "
-                "whole windows, so `max_audio_len` must be at least one window long."
+                f"max_audio_len={self.max_audio_len!r} keeps no {layout.unit_seconds:g} s window: {family} takes "
+                "audio in whole windows, so `max_audio_len` must be at least one window long."
             )
         return (
-            f"{family} (max_audio_len={self.max_audio_len}: {kept} whole {seconds:g} s windows)",
+            f"{family} (max_audio_len={self.max_audio_len}: {layout.max_units} whole {layout.unit_seconds:g} s "
+            "windows)",
             "Cut it into shorter clips, or raise `max_audio_len` if the checkpoint supports longer audio.",
         )
 
     def _process_audio(self, audio, **kwargs):
-        self.check_audio_lengths([int(np.asarray(clip).shape[0]) for clip in audio], int(kwargs["sampling_rate"]))
+        num_samples = [int(np.asarray(clip).shape[0]) for clip in audio]
+        self.check_audio_lengths(num_samples, int(kwargs["sampling_rate"]))
         kwargs["padding"] = "max_length"
         audio_inputs, replacements = super()._process_audio(audio, **kwargs)
         if self.audio_token_merge is None:
             return audio_inputs, replacements
-        windows = self._backbone.units_per_clip(self, [int(np.asarray(clip).shape[0]) for clip in audio])
-        per_window = [self.merged_length(n) for n in tokens_per_unit(audio_inputs["input_features_mask"].sum(-1))]
-        starts = np.cumsum([0] + windows)
-        counts = [sum(per_window[starts[i] : starts[i + 1]]) for i in range(len(windows))]
+        counts = [self.clip_placeholders(n) for n in num_samples]
         audio_inputs["num_audio_tokens"] = torch.tensor(counts)
         return audio_inputs, [self.replace_audio_token(audio_inputs, audio_idx=i) for i in range(len(counts))]

@@ -1,6 +1,7 @@
 """The backbone adapter: each registered backbone declares consistent classes, and everything that lists backbones
 (Auto classes, tiny models, the CLI, the unit helpers) reads the registry."""
 
+import numpy as np
 import pytest
 import transformers
 from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2SeqLM
@@ -18,6 +19,7 @@ from hf_ltbm.backbones import (
 )
 from hf_ltbm.loading import SUPPORTED_MODEL_TYPES
 from hf_ltbm.models import AudioTokenMergeGenerationMixin, AudioTokenMergeModelMixin
+from hf_ltbm.models.units import encoder_tokens
 from hf_ltbm.processing import MergeSettingProcessorMixin
 from hf_ltbm.tiny import TINY_MODELS, build_tiny_model, build_tiny_processor
 
@@ -86,3 +88,33 @@ def test_a_model_type_is_registered_once():
     with pytest.raises(ValueError, match="already registered for model_type 'qwen2_audio'"):
         register_backbone(Duplicate)
     assert type(BACKBONES["qwen2_audio"]).__name__ == "Qwen2AudioBackbone"
+
+
+LENGTHS = [1, 159, 160, 161, 320, 321, 16000, 479999, 480000, 480001, 480160, 480321, 1000000, 1440000]
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_LIST, ids=repr)
+def test_the_unit_layout_counts_what_the_processor_makes(backbone):
+    """The declared layout (what the merging processors and the vLLM plugin count with) agrees with the stock
+    feature extraction: the rows of `input_features` per clip and the encoder tokens of each from its mask (or, with
+    no mask, the placeholders per chunk the stock prompt holds)."""
+    processor = build_tiny_processor(backbone.tiny_name)
+    layout = backbone.unit_layout(processor)
+    rng = np.random.default_rng(0)
+    for length in [n for n in LENGTHS if n <= layout.max_seconds * layout.sampling_rate]:
+        clip = (0.1 * rng.standard_normal(length)).astype(np.float32)
+        inputs = backbone.encode_audio(processor, clip)
+        assert inputs["input_features"].shape[0] == layout.units(length) == units_per_clip(processor, [length])[0]
+        if backbone.feature_mask is None:
+            per_unit = int((inputs["input_ids"] == processor.audio_token_id).sum()) // layout.units(length)
+            assert layout.tokens(length) == [per_unit] * layout.units(length)
+        else:
+            assert layout.tokens(length) == encoder_tokens(inputs[backbone.feature_mask].sum(-1)).tolist()
+    if layout.max_units == 1:  # a longer clip: the stock feature extractor keeps its first window
+        mask = processor.feature_extractor(
+            np.zeros(45 * layout.sampling_rate, np.float32),
+            sampling_rate=layout.sampling_rate,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )["attention_mask"]
+        assert layout.unit_frames(45 * layout.sampling_rate) == mask.sum(-1).tolist()

@@ -6,8 +6,10 @@ its windows.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from ..layout import UnitLayout
 from .base import Backbone, BackboneClasses, class_getter, register_backbone
 
 __all__ = [
@@ -42,7 +44,6 @@ def _build() -> BackboneClasses:
         """
 
         _upstream_class = AudioFlamingo3Model
-        _audio_mask_name = "input_features_mask"
 
         def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
             return self.audio_tower(input_features, input_features_mask=feature_mask, return_dict=True, **kwargs)
@@ -79,7 +80,6 @@ def _build() -> BackboneClasses:
         _upstream_class = AudioFlamingo3ForConditionalGeneration
         _model_class = AudioFlamingo3LTBMModel
         _pretrained_base = AudioFlamingo3PreTrainedModel
-        _audio_mask_name = "input_features_mask"
 
     class AudioFlamingo3LTBMProcessor(WindowedMergeProcessorMixin, AudioFlamingo3Processor):
         """`AudioFlamingo3Processor` that emits `sum_w output_length(N_w, ...)` `<sound>` placeholders per clip.
@@ -158,24 +158,12 @@ class AudioFlamingo3Backbone(Backbone):
 
     build = staticmethod(_build)
 
-    def windows(self, processor: Any) -> tuple[int, int]:
-        """`(samples per window, windows kept per clip)` of `processor`: upstream cuts clips into `chunk_length`
-        (30 s) windows and keeps the first `floor(max_audio_len / chunk_length)` of them, so a `max_audio_len` that
-        is not a multiple of 30 s keeps less than `max_audio_len` seconds."""
-        extractor = processor.feature_extractor
-        return int(extractor.sampling_rate * extractor.chunk_length), int(
-            processor.max_audio_len // extractor.chunk_length
-        )
-
-    def units_per_clip(self, processor: Any, num_samples: list[int]) -> list[int]:
-        """One unit per started 30 s window, at most the windows upstream keeps (`max_audio_len`)."""
-        window, kept = self.windows(processor)
-        return [min(kept, max(1, -(-int(n) // window))) for n in num_samples]
-
-    def max_audio_seconds(self, processor: Any) -> float:
-        """The whole windows that fit in `max_audio_len` (600 s by default)."""
-        window, kept = self.windows(processor)
-        return kept * window / processor.feature_extractor.sampling_rate
+    def unit_layout(self, processor: Any) -> UnitLayout:
+        """The feature extractor's `chunk_length` (30 s) windows; upstream keeps the first
+        `floor(max_audio_len / chunk_length)` of a clip's windows, so a `max_audio_len` that is not a multiple of
+        30 s keeps less than `max_audio_len` seconds."""
+        layout = super().unit_layout(processor)
+        return dataclasses.replace(layout, max_units=int(processor.max_audio_len // layout.unit_seconds))
 
 
 __getattr__ = class_getter(AudioFlamingo3Backbone)  # the merging classes, made on first use

@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, Optional
 
+from ..layout import UnitLayout
 from .tiny_parts import tiny_audio_config, tiny_text_config, tiny_tokenizer, whisper_features
 
 __all__ = [
@@ -71,6 +72,11 @@ class Backbone:
             them).
         mel_frames_per_token: mel frames (10 ms each) per audio token: 4 for the Whisper-style encoders (25 tokens
             per second), 8 for Voxtral.
+        unit_seconds: seconds of audio per unit; `None` (the default): the feature extractor's window (30 s).
+        max_units: the units a clip keeps at most: `1` (the default) makes a clip one unit of at most one window;
+            `None` takes any number (Voxtral's chunks). Audio Flamingo 3 reads it from its processor.
+        whole_units: whether every unit is encoded whole, padding included (Voxtral), rather than only its valid
+            mel frames.
         tiny_encoder_type: `model_type` of the tiny model's audio-encoder config.
         tiny_audio_tokens: the special tokens its processor uses around audio (the first is the placeholder).
         tiny_chat_template: a chat template in the family's format for the tiny processor.
@@ -92,6 +98,9 @@ class Backbone:
     vllm_architectures: ClassVar[tuple[str, ...]] = ()
     chat_only: ClassVar[bool] = False
     mel_frames_per_token: ClassVar[int] = 4
+    unit_seconds: ClassVar[Optional[float]] = None
+    max_units: ClassVar[Optional[int]] = 1
+    whole_units: ClassVar[bool] = False
     tiny_encoder_type: ClassVar[str]
     tiny_audio_tokens: ClassVar[tuple[str, ...]]
     tiny_chat_template: ClassVar[str]
@@ -148,7 +157,8 @@ class Backbone:
     @functools.cached_property
     def classes(self) -> BackboneClasses:
         """The family's merging classes, made on first use after checking `required_hooks`; each model class gets
-        its upstream class's checkpoint conversion mapping."""
+        the declared `feature_mask` as its `_audio_mask_name` and its upstream class's checkpoint conversion
+        mapping."""
         from ..compat import check_requirements, register_conversion
 
         check_requirements(self.required_hooks)
@@ -165,6 +175,7 @@ class Backbone:
                 cls._backbone = self
         for model in (classes.base_model, classes.generation_model):
             if model is not None:
+                model._audio_mask_name = self.feature_mask  # the argument name, declared once
                 register_conversion(model, self.model_type)
         return classes
 
@@ -193,15 +204,29 @@ class Backbone:
         raise AttributeError(name)
 
     # ---------------------------------------------------------------------------------------------- the unit layout
+    def unit_layout(self, processor: Any) -> UnitLayout:
+        """How a clip becomes units and encoder tokens with `processor` (any processor whose `feature_extractor` has
+        a `sampling_rate`: stock, merging, or vLLM's): the declared `unit_seconds` (else the extractor's
+        `chunk_length`), `max_units`, `whole_units` and `mel_frames_per_token`. The transformers processor, the model
+        and the vLLM processor all count with it."""
+        extractor = processor.feature_extractor
+        return UnitLayout(
+            sampling_rate=int(extractor.sampling_rate),
+            unit_seconds=self.unit_seconds if self.unit_seconds is not None else extractor.chunk_length,
+            max_units=self.max_units,
+            whole_units=self.whole_units,
+            frames_per_token=self.mel_frames_per_token,
+        )
+
     def units_per_clip(self, processor: Any, num_samples: list[int]) -> list[int]:
         """How many audio-encoder units (rows of `input_features`) each clip of `num_samples[i]` samples becomes
-        with `processor` (stock or merging). Default: one unit per clip."""
-        return [1 for _ in num_samples]
+        with `processor` (`unit_layout`)."""
+        layout = self.unit_layout(processor)
+        return [layout.units(n) for n in num_samples]
 
     def max_audio_seconds(self, processor: Any) -> float:
-        """The longest clip `processor`'s backbone takes whole. Default: the feature extractor's window (30 s)."""
-        extractor = processor.feature_extractor
-        return extractor.n_samples / extractor.sampling_rate
+        """The longest clip `processor`'s backbone takes whole (`unit_layout`; one 30 s window by default)."""
+        return self.unit_layout(processor).max_seconds
 
     # ------------------------------------------------------------------------------------------- prompts and inputs
     def build_prompt(self, processor: Any, text: str, num_audio: int = 1) -> str:

@@ -58,7 +58,6 @@ def _build() -> BackboneClasses:
         """
 
         _upstream_class = MusicFlamingoModel
-        _audio_mask_name = "input_features_mask"
 
         def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
             return self.audio_tower(input_features, input_features_mask=feature_mask, return_dict=True, **kwargs)
@@ -158,7 +157,6 @@ def _build() -> BackboneClasses:
         _upstream_class = MusicFlamingoForConditionalGeneration
         _model_class = MusicFlamingoLTBMModel
         _pretrained_base = MusicFlamingoPreTrainedModel
-        _audio_mask_name = "input_features_mask"
 
     class MusicFlamingoLTBMProcessor(WindowedMergeProcessorMixin, MusicFlamingoProcessor):
         """`MusicFlamingoProcessor` that emits `<|sound_bos|>` + `sum_w output_length(N_w)` `<sound>` + `<|sound_eos|>`

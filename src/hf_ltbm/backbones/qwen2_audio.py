@@ -44,7 +44,6 @@ def _build() -> BackboneClasses:
         """
 
         _upstream_class = Qwen2AudioModel
-        _audio_mask_name = "feature_attention_mask"
 
         def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
             # The same steps as the upstream forward (audio attention mask from the conv output lengths).
@@ -100,7 +99,6 @@ def _build() -> BackboneClasses:
         _upstream_class = Qwen2AudioForConditionalGeneration
         _model_class = Qwen2AudioLTBMModel
         _pretrained_base = Qwen2AudioPreTrainedModel
-        _audio_mask_name = "feature_attention_mask"
 
         def _merging_loss(
             self,

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import io
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,6 @@ def _build() -> BackboneClasses:
         """
 
         _upstream_class = VoxtralModel
-        _audio_mask_name = None
 
         @property
         def _frames_per_token(self) -> int:
@@ -106,7 +104,6 @@ def _build() -> BackboneClasses:
         _upstream_class = VoxtralForConditionalGeneration
         _model_class = VoxtralLTBMModel
         _pretrained_base = VoxtralPreTrainedModel
-        _audio_mask_name = None
 
     class VoxtralLTBMProcessor(MergeSettingProcessorMixin, VoxtralProcessor):
         """`VoxtralProcessor` whose `apply_chat_template` and `apply_transcription_request` emit `output_length(375)`
@@ -256,18 +253,11 @@ class VoxtralBackbone(Backbone):
     tiny_chat_template = ""
     chat_only = True
     mel_frames_per_token = 8  # 12.5 tokens per second
+    unit_seconds = 30.0  # mistral-common pads every clip to whole 30 s chunks (its audio config's `chunk_length_s`)
+    max_units = None  # any length: one unit per started chunk
+    whole_units = True  # every chunk is encoded whole, silence included (no feature mask): 375 tokens
 
     build = staticmethod(_build)
-
-    def units_per_clip(self, processor: Any, num_samples: list[int]) -> list[int]:
-        """mistral-common pads every clip to whole 30 s chunks: one unit per started chunk."""
-        extractor = processor.feature_extractor
-        chunk = int(extractor.sampling_rate * extractor.chunk_length)
-        return [max(1, -(-int(n) // chunk)) for n in num_samples]
-
-    def max_audio_seconds(self, processor: Any) -> float:
-        """No limit: any length becomes whole 30 s chunks."""
-        return math.inf
 
     def encode_chats(self, processor: Any, conversations: list[list[dict]], sampling_rate: int) -> Any:
         """mistral-common takes audio as files or base64 only: each waveform goes in as base64 WAV."""

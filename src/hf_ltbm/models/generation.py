@@ -55,7 +55,7 @@ class AudioTokenMergeGenerationMixin(GenerationHooks, SettingAccess):
     """Mixin for a backbone's `*ForConditionalGeneration`. Class attributes a backbone sets:
 
     - `_upstream_class`, `_model_class` (the merging base model), `_pretrained_base` (the upstream
-      `*PreTrainedModel`), `_audio_mask_name`.
+      `*PreTrainedModel`); `_audio_mask_name` comes from the family's declaration (`Backbone.classes`).
 
     `__init__` builds the upstream modules (`model`, `lm_head`) with the merging base model in place of the upstream
     one. `generate()` works with prompts from the merging processor (`M_u` placeholders per unit) and from a stock

@@ -9,8 +9,8 @@ and nothing backbone-specific. Shapes: `B` prompts of length `L`, `U` audio unit
 
 Required (no usable default):
 
-- class attributes `_upstream_class` and `_audio_mask_name` (both classes), `_model_class` and `_pretrained_base`
-  (the head);
+- class attributes `_upstream_class` (both classes), `_model_class` and `_pretrained_base` (the head);
+  `_audio_mask_name` (both) is set from the declaration's `Backbone.feature_mask` when the classes are made;
 - `ModelHooks._run_encoder`, unless the backbone overrides `_merged_audio_features`, its only caller (Qwen2.5-Omni's
   packed encoder);
 - a `forward` decorated with `compat.mirrors(<upstream>.forward)` that returns `self._dispatch_forward(super().forward,
@@ -110,17 +110,23 @@ class ModelHooks(AudioTokenMergeHooks):
         as they are (Voxtral pools them by its 4 frames per token)."""
         return inputs
 
+    def _unit_frames(self) -> Optional[int]:
+        """The mel frames every row of `input_features` is padded to, or `None` where a unit may have any frame
+        count. Default: the encoder's window (`2 * max_source_positions`: 3000, 30 s). Qwen2.5-Omni's packed encoder
+        reads the valid frames only: `None`."""
+        return 2 * self.config.audio_config.max_source_positions
+
     def _check_audio_inputs(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> None:
         """Raises a `ValueError` naming the tensor, its shape and the expected one when the audio inputs cannot be
-        encoded: `input_features [U, num_mel_bins, frames]` with the encoder's mel bins and window length, and a
-        feature mask `[U, frames]` with one row per unit. Runs before any weights (Qwen2.5-Omni: any frame count)."""
-        audio_config = self.config.audio_config
-        frames = 2 * audio_config.max_source_positions
-        expected = (audio_config.num_mel_bins, frames)
-        if input_features.dim() != 3 or tuple(input_features.shape[1:]) != expected:
+        encoded: `input_features [U, num_mel_bins, frames]` with the encoder's mel bins and `_unit_frames`, and a
+        feature mask `[U, frames]` with one row per unit. Runs before any weights."""
+        window, bins = self._unit_frames(), self.config.audio_config.num_mel_bins
+        frames = input_features.shape[-1] if window is None else window
+        if input_features.dim() != 3 or tuple(input_features.shape[1:]) != (bins, frames):
+            detail = "any number of frames" if window is None else "every unit padded to the encoder's window"
             raise ValueError(
-                f"`input_features` must have shape [units, num_mel_bins, frames] = [U, {expected[0]}, {expected[1]}] "
-                f"(every unit padded to the encoder's window), got {tuple(input_features.shape)}."
+                f"`input_features` must have shape [units, num_mel_bins, frames] = [U, {bins}, {frames}] ({detail}), "
+                f"got {tuple(input_features.shape)}."
             )
         if tuple(feature_mask.shape) != (input_features.shape[0], frames):
             raise ValueError(
@@ -304,6 +310,7 @@ OPTIONAL_HOOKS: dict[type, tuple[str, ...]] = {
         "_audio_unit_lengths",
         "_token_states",
         "_merge_inputs_at_token_rate",
+        "_unit_frames",
         "_check_audio_inputs",
         "_merged_audio_features",
         "_merge_unit_counts",

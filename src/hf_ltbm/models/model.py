@@ -36,7 +36,8 @@ class AudioTokenMergeModelMixin(ModelHooks, SettingAccess):
     """Mixin for a backbone's base `*Model`. Class attributes a backbone sets:
 
     - `_upstream_class`: the transformers class it extends (used for saving and registration);
-    - `_audio_mask_name`: the name of the per-unit feature mask argument.
+    - `_audio_mask_name`: the name of the per-unit feature mask argument (`None`: none), set from the family's
+      declared `Backbone.feature_mask` when its classes are made.
 
     The hooks it implements or overrides (at least `_run_encoder`) are declared, with their defaults, by `ModelHooks`
     in `hf_ltbm.models.hooks`.

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..config import AudioTokenMergeConfig
+from ..layout import tokens_for_frames
 from ..merging import MergeResult
 from .encoder_probe import capture_last_layer_projections, encoder_keys, pool_pairs, received_attention
 
@@ -49,8 +50,8 @@ def _per_unit(settings: Settings, units: int) -> list[Optional[AudioTokenMergeCo
 
 def encoder_tokens(mel_frames: torch.Tensor) -> torch.LongTensor:
     """Audio-encoder tokens for `mel_frames` valid mel frames per unit (Whisper-style encoders: a stride-2
-    convolution, then average pooling by 2; 750 for a full 30 s window), elementwise."""
-    return ((mel_frames.long() - 1) // 2 + 1 - 2) // 2 + 1
+    convolution, then average pooling by 2; 750 for a full 30 s window), elementwise (`hf_ltbm.layout`)."""
+    return tokens_for_frames(mel_frames.long())
 
 
 def unit_offsets(counts: Sequence[int]) -> list[int]:

@@ -38,13 +38,26 @@ __all__ = [
 ]
 
 
+#: transformers' thinker base model (5.20 and later); 5.19's thinker is one flat class (`legacy.py`).
+THINKER_MODEL = "Qwen2_5OmniThinkerModel"
+
+
+def has_thinker_model() -> bool:
+    """Whether the installed transformers has `THINKER_MODEL`: the one check of the two layouts (the declaration and
+    `modeling` ask it), made on transformers' public names, so that no model code is imported to answer."""
+    import transformers
+
+    return THINKER_MODEL in dir(transformers)
+
+
 def _build() -> BackboneClasses:
     """Makes Qwen2.5-Omni's merging classes (`Qwen2_5OmniBackbone.build`): over `Qwen2_5OmniThinkerModel` where
     transformers has it (5.20 and later), else over 5.19's flat thinker."""
-    from . import modeling
     from .processing import Qwen2_5OmniThinkerLTBMProcessor
 
-    if modeling.has_thinker_model():
+    if has_thinker_model():
+        from . import modeling
+
         return BackboneClasses(
             modeling.Qwen2_5OmniThinkerLTBMModel,
             modeling.Qwen2_5OmniThinkerLTBMForConditionalGeneration,
@@ -104,11 +117,8 @@ class Qwen2_5OmniBackbone(Backbone):
     build = staticmethod(_build)
 
     def has_base_model(self) -> bool:
-        """transformers 5.19's thinker is one flat class: no base model there (asked of transformers' public names,
-        which imports none of its model code)."""
-        import transformers
-
-        return "Qwen2_5OmniThinkerModel" in dir(transformers)
+        """transformers 5.19's thinker is one flat class: no base model there (`has_thinker_model`)."""
+        return has_thinker_model()
 
     def plain_prompt_audio(self, processor: Any) -> str:
         """`<|audio_bos|><|AUDIO|><|audio_eos|>`: the processor expands the placeholder only."""

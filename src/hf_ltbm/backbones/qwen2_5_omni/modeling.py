@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+import transformers
 from transformers import (
     PretrainedConfig,
     Qwen2_5OmniConfig,
@@ -23,14 +24,15 @@ from ...models.compaction import expanded_order
 from ...models.generation import AudioTokenMergeGenerationMixin
 from ...models.model import AudioTokenMergeModelMixin
 from ...models.outputs import AudioTokenMergeOutput, encoder_output_options
+from . import THINKER_MODEL, has_thinker_model
 from .positions import chunk_sizes, expand_placeholder_runs, item_rows, merge_packed_clips, merged_token_positions
 
 _STASHED_GRIDS = "hf_ltbm_grids"
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 
 #: transformers' `Qwen2_5OmniThinkerModel` (5.20 and later: the thinker's encoders and language model, under a head),
-#: or `None` on a release whose thinker is one flat class (5.19: `legacy.py`).
-_ThinkerModel = compat.find("transformers.models.qwen2_5_omni.modeling_qwen2_5_omni", "Qwen2_5OmniThinkerModel")
+#: or `None` on a release whose thinker is one flat class (5.19: `legacy.py`), as `has_thinker_model` tells.
+_ThinkerModel = getattr(transformers, THINKER_MODEL) if has_thinker_model() else None
 
 
 class ThinkerMergingMixin:
@@ -38,7 +40,6 @@ class ThinkerMergingMixin:
     images and videos, and time-aligned positions (module docstring). On transformers 5.20 and later they make
     `Qwen2_5OmniThinkerLTBMModel`; on 5.19, whose thinker is one flat class, the head holds them."""
 
-    _audio_mask_name = "feature_attention_mask"
     _merging_parameters = AudioTokenMergeModelMixin._merging_parameters | {
         "pixel_values",
         "pixel_values_videos",
@@ -50,20 +51,9 @@ class ThinkerMergingMixin:
     }
 
     # -------------------------------------------------------------------------------------------------- audio
-    def _check_audio_inputs(self, input_features: torch.Tensor, feature_mask: torch.Tensor) -> None:
-        """`input_features [U, num_mel_bins, frames]` and `feature_attention_mask [U, frames]` (any padded length:
-        the encoder reads the valid frames only)."""
-        bins, frames = self.config.audio_config.num_mel_bins, input_features.shape[-1]
-        if input_features.dim() != 3 or input_features.shape[1] != bins:
-            raise ValueError(
-                f"`input_features` must have shape [units, num_mel_bins, frames] = [U, {bins}, {frames}] (any number "
-                f"of frames), got {tuple(input_features.shape)}."
-            )
-        if tuple(feature_mask.shape) != (input_features.shape[0], frames):
-            raise ValueError(
-                f"`{self._audio_mask_name}` must have shape [units, frames] = [{input_features.shape[0]}, {frames}] "
-                f"(one row per row of `input_features`), got {tuple(feature_mask.shape)}."
-            )
+    def _unit_frames(self) -> Optional[int]:
+        """Any padded length: the packed encoder reads the valid frames only."""
+        return None
 
     def _merged_audio_features(
         self,
@@ -358,7 +348,6 @@ class ThinkerGenerationMixin:
 
     _upstream_class = Qwen2_5OmniThinkerForConditionalGeneration
     _pretrained_base = Qwen2_5OmniPreTrainedModelForConditionalGeneration
-    _audio_mask_name = "feature_attention_mask"
     _merging_parameters = AudioTokenMergeGenerationMixin._merging_parameters | ThinkerMergingMixin._merging_parameters
 
     @classmethod
@@ -436,11 +425,6 @@ class ThinkerGenerationMixin:
         """Upstream forward (same signature) when merging is off; with merging, the loss is computed on the compacted
         labels and the output (`AudioTokenMergeCausalLMOutput`) describes the sequence the KV cache holds."""
         return self._dispatch_forward(super().forward, args, kwargs)
-
-
-def has_thinker_model() -> bool:
-    """Whether the installed transformers has `Qwen2_5OmniThinkerModel` (5.20 and later)."""
-    return _ThinkerModel is not None
 
 
 if _ThinkerModel is not None:
