@@ -2,27 +2,36 @@
 
 - Processor (front end): the resolved setting of a request is part of every audio item's multimodal hash (so the
   processor, encoder and prefix caches never mix settings), travels to the model as a tensor field, and each item's
-  placeholder run is `M = sum over the item's units of output_length(N_u)` tokens instead of `N`. Where vLLM writes
+  placeholder run is `M = sum over the item's units of output_length(N_u)` tokens instead of `N`, the units and their
+  `N_u` counted with the backbone's unit layout (`Backbone.unit_layout`, the one the transformers processor uses) and
+  sent to the model with the setting. Where vLLM writes
   the runs (Qwen2-Audio, AF3) they are written with `M` tokens; where the prompt arrives tokenised with the stock runs
   (Voxtral: mistral-common writes them), `TokenisedRunsMixin` shortens each run to `M`.
 - Model (engine core): the encoder output of every unit is merged with its item's setting (`hf_ltbm.models.units`)
-  and projected; items without a setting take the stock path unchanged.
+  and projected, and each item's units are concatenated; items without a setting take the stock path unchanged.
+
+A backbone's adapter (`hf_ltbm.integrations.vllm.<family module>`) composes these mixins with vLLM's stock classes and
+writes only how its encoder runs (`MergingModelMixin._merged_units`); `merging_processor` makes its processing info
+and processor and registers them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Optional
 
 import torch
 from torch import nn
+from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement, PromptUpdateDetails
 
+from ...backbones import BACKBONES, Backbone
 from ...config import AudioTokenMergeConfig
-from ...models.units import encoder_tokens
+from ...models.units import per_item, per_unit
 from .settings import FIELD, KEY, decode_items, encode, engine_setting, resolve, without_setting
 
 __all__ = [
@@ -30,9 +39,52 @@ __all__ = [
     "MergingProcessingInfoMixin",
     "MergingProcessorMixin",
     "TokenisedRunsMixin",
+    "UNIT_TOKENS",
+    "family_of",
+    "merging_processor",
     "projector_skipped",
     "shortened_runs",
 ]
+
+#: The multimodal field that carries each audio item's unit layout to the model: `[U_i]` encoder tokens per unit.
+UNIT_TOKENS = "audio_token_merge_unit_tokens"
+
+
+def family_of(cls: type) -> Backbone:
+    """The backbone a vLLM adapter class serves: the family whose module names the adapter's module
+    (`hf_ltbm.integrations.vllm.qwen2_audio` serves `qwen2_audio`, as `Backbone.vllm_class` names it)."""
+    module = cls.__module__.rsplit(".", 1)[-1]
+    for backbone in BACKBONES.values():
+        if backbone.family_module == module:
+            return backbone
+    raise LookupError(f"{cls.__qualname__} is in {cls.__module__}, which names no hf-ltbm backbone.")
+
+
+def merging_processor(processor: type, info: type, dummy_inputs: type, *front: type) -> Callable[[type], type]:
+    """Class decorator of an adapter's merging model `<Prefix>ForConditionalGeneration`: makes its processing info
+    (`<Prefix>ProcessingInfo`: `MergingProcessingInfoMixin` in front of the stock `info`) and its multimodal processor
+    (`<Prefix>MultiModalProcessor`: `front` mixins, then `MergingProcessorMixin`, in front of the stock `processor`)
+    in the model's module, and registers them with vLLM's multimodal registry for the model."""
+
+    def decorate(model: type) -> type:
+        prefix, module = model.__name__.removesuffix("ForConditionalGeneration"), model.__module__
+        made = {}
+        for suffix, bases, stock in (
+            ("ProcessingInfo", (MergingProcessingInfoMixin, info), info),
+            ("MultiModalProcessor", (*front, MergingProcessorMixin, processor), processor),
+        ):
+            doc = f"vLLM's `{stock.__name__}` with hf-ltbm's mixins in front (`hf_ltbm.integrations.vllm.processing`)."
+            made[suffix] = type(prefix + suffix, bases, {"__module__": module, "__doc__": doc})
+            setattr(sys.modules[module], prefix + suffix, made[suffix])
+        register = MULTIMODAL_REGISTRY.register_processor
+        return register(made["MultiModalProcessor"], info=made["ProcessingInfo"], dummy_inputs=dummy_inputs)(model)
+
+    return decorate
+
+
+def _rows(value: Any) -> list[list[int]]:
+    """The rows of a batched field (a `[items, U]` tensor, or a list of `[U_i]` tensors) as lists of ints."""
+    return [[int(n) for n in row] for row in value]
 
 
 def _with_count(update: Any, count: Callable[[int], Optional[int]]) -> Any:
@@ -70,14 +122,10 @@ class MergingProcessingInfoMixin:
 class MergingProcessorMixin:
     """In front of a stock `BaseMultiModalProcessor` (see the module docstring)."""
 
-    def _item_unit_masks(self, out_mm_data: Mapping[str, Any], item_idx: int) -> torch.Tensor:
-        """The feature mask rows `[units, frames]` of audio item `item_idx` (its clip, or its 30 s windows)."""
-        raise NotImplementedError
-
     def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
-        """The encoder tokens `N_u` of each unit of audio item `item_idx`; by default counted from the valid mel
-        frames of `_item_unit_masks` (a Whisper-style encoder: stride-2 convolution, then pooling by 2)."""
-        return encoder_tokens(self._item_unit_masks(out_mm_data, item_idx).sum(-1)).tolist()
+        """The encoder tokens `N_u` of each unit of audio item `item_idx`, as the backbone's unit layout counts them
+        (`UNIT_TOKENS`)."""
+        return _rows(out_mm_data[UNIT_TOKENS][item_idx : item_idx + 1])[0]
 
     def _merge_setting(self, mm_kwargs: Mapping[str, object]) -> Optional[AudioTokenMergeConfig]:
         return resolve(self.info.ctx.get_merged_mm_kwargs(mm_kwargs), self.info.get_merge_config())
@@ -105,20 +153,26 @@ class MergingProcessorMixin:
                     f"for this request with mm_processor_kwargs={{'{KEY}': None}}."
                 )
             return processed
-        items = len(audio) if isinstance(audio, (list, tuple)) else 1
-        processed.update(self._audio_item_data(setting, hf_processor_mm_kwargs, items))
+        clips = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        processed.update(self._audio_item_data(setting, hf_processor_mm_kwargs, clips))
         return processed
 
     #: The tensor fields `_audio_item_data` adds, batched over the audio items.
-    _audio_item_fields: tuple[str, ...] = (FIELD,)
+    _audio_item_fields: tuple[str, ...] = (FIELD, UNIT_TOKENS)
 
     def _audio_item_data(
-        self, setting: Optional[AudioTokenMergeConfig], hf_processor_mm_kwargs: Mapping[str, object], items: int
-    ) -> dict[str, torch.Tensor]:
-        """The tensor fields each of a request's `items` audio items carries to the model (one row per item): the
-        request's resolved setting (`FIELD`). A backbone that needs more adds them here and to
+        self, setting: Optional[AudioTokenMergeConfig], hf_processor_mm_kwargs: Mapping[str, object], clips: list
+    ) -> dict[str, Any]:
+        """The fields each of a request's audio `clips` (waveforms at the feature extractor's rate) carries to the
+        model, one row per item: the request's resolved setting (`FIELD`) and the encoder tokens of each of the
+        clip's units (`UNIT_TOKENS`, `[U_i]`). A backbone that needs more adds them here and to
         `_audio_item_fields`."""
-        return {FIELD: encode(setting)[None].expand(items, -1).clone()}
+        processor = self.info.get_hf_processor(**without_setting(hf_processor_mm_kwargs))
+        layout = family_of(type(self)).unit_layout(processor)
+        return {
+            FIELD: encode(setting)[None].expand(len(clips), -1).clone(),
+            UNIT_TOKENS: [torch.tensor(layout.tokens(len(clip)), dtype=torch.long) for clip in clips],
+        }
 
     def _get_mm_fields_config(self, hf_inputs: Any, hf_processor_mm_kwargs: Mapping[str, object]) -> Any:
         config = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
@@ -219,18 +273,26 @@ class MergingModelMixin:
         """The config that holds the served model's `audio_token_merge` (by default the model's config)."""
         return self.config
 
-    def _merged_audio(
+    def _merged_units(
         self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]]
-    ) -> tuple[torch.Tensor, ...]:
-        """The embeddings of each audio item `[M_i, D_text]` under its setting."""
+    ) -> Sequence[torch.Tensor]:
+        """The embeddings of each unit `[M_u, D_text]` of the batch's audio items, unit after unit, under its
+        setting (one per unit): run the encoder, then `hf_ltbm.models.units.merge_units`."""
         raise NotImplementedError
 
+    def _merged_audio(
+        self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]], units: list[int]
+    ) -> tuple[torch.Tensor, ...]:
+        """The embeddings of each audio item `[M_i, D_text]` under its setting: its `units[i]` units' merged tokens
+        concatenated."""
+        return per_item(self._merged_units(audio_input, per_unit(settings, units)), units)
+
     def embed_multimodal(self, **kwargs: object) -> Any:
-        encoded = kwargs.pop(FIELD, None)
+        encoded, unit_tokens = kwargs.pop(FIELD, None), kwargs.pop(UNIT_TOKENS, None)
         audio_input = self._parse_and_validate_audio_input(**kwargs)
         if audio_input is None:  # another modality (Qwen2.5-Omni's images and videos): the stock path
             return super().embed_multimodal(**kwargs)
         settings = [] if encoded is None else decode_items(encoded, len(encoded))
         if audio_input["type"] == "audio_embeds" or all(setting is None for setting in settings):
             return self._process_audio_input(audio_input)
-        return self._merged_audio(audio_input, settings)
+        return self._merged_audio(audio_input, settings, [len(row) for row in _rows(unit_tokens)])

@@ -124,21 +124,17 @@ class Qwen2_5OmniThinkerLTBMMultiModalProcessor(MergingProcessorMixin, Qwen2_5Om
     (`use_audio_in_video=True`) gets `merged_length(n)` placeholders per chunk of `n` in the video's interleaved run,
     as in the transformers classes."""
 
-    _audio_item_fields = (FIELD, CHUNKS)
+    _audio_item_fields = (*MergingProcessorMixin._audio_item_fields, CHUNKS)
 
     def _audio_item_data(
-        self, setting: Optional[AudioTokenMergeConfig], hf_processor_mm_kwargs: Mapping[str, object], items: int
-    ) -> dict[str, torch.Tensor]:
-        """The setting field, and under a setting each audio item's chunk size (`CHUNKS`)."""
-        data = super()._audio_item_data(setting, hf_processor_mm_kwargs, items)
+        self, setting: Optional[AudioTokenMergeConfig], hf_processor_mm_kwargs: Mapping[str, object], clips: list
+    ) -> dict[str, Any]:
+        """The mixin's fields, and under a setting each audio item's chunk size (`CHUNKS`)."""
+        data = super()._audio_item_data(setting, hf_processor_mm_kwargs, clips)
         if setting is not None:
             chunk = _audio_chunk(self.info.get_hf_config()) if hf_processor_mm_kwargs.get("use_audio_in_video") else 0
-            data[CHUNKS] = torch.full((items,), chunk, dtype=torch.long)
+            data[CHUNKS] = torch.full((len(clips),), chunk, dtype=torch.long)
         return data
-
-    def _item_unit_lengths(self, out_mm_data: Mapping[str, Any], item_idx: int) -> list[int]:
-        """The clip's encoder tokens `[N]` (25 per second), from its valid mel frames `audio_feature_lengths`."""
-        return [int(encoder_tokens(torch.as_tensor(out_mm_data["audio_feature_lengths"][item_idx])))]
 
     def _get_prompt_updates(
         self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, object], out_mm_kwargs: Any
@@ -261,7 +257,7 @@ class Qwen2_5OmniThinkerLTBMForConditionalGeneration(MergingModelMixin, Qwen2_5O
 
     # ---------------------------------------------------------------------------------------------------- model
     def _merged_audio(
-        self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]]
+        self, audio_input: Any, settings: list[Optional[AudioTokenMergeConfig]], units: list[int]
     ) -> tuple[torch.Tensor, ...]:
         """Each clip's embeddings: `[M_i, D + POSITION_CHANNELS]` under a setting (its tokens' position offsets in the
         last channels), `[N_i, D]` without one. The encoder is vLLM's (transformers' packed Qwen2.5-Omni encoder);
