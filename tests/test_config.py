@@ -122,3 +122,32 @@ def test_an_option_at_its_default_is_the_same_setting_as_none(method, options):
     assert explicit == AudioTokenMergeConfig(method=method, keep_ratio=0.5) and explicit.options == {}
     other = AudioTokenMergeConfig(method=method, keep_ratio=0.5, options={"num_segments": 4})
     assert other.options == {"num_segments": 4} and other != explicit
+
+
+def test_preserve_norm_is_stored_only_when_set_and_round_trips():
+    plain, default = AudioTokenMergeConfig(), AudioTokenMergeConfig(preserve_norm=False)
+    assert plain == default and hash(plain) == hash(default) and "preserve_norm" not in default.to_dict()
+    setting = AudioTokenMergeConfig(method="global", keep_ratio=0.25, preserve_norm=True)
+    stored = json.loads(json.dumps(setting.to_dict()))
+    assert stored["preserve_norm"] is True and AudioTokenMergeConfig.from_dict(stored) == setting
+    assert AudioTokenMergeConfig.from_value({"method": "global", "keep_ratio": 0.25, "preserve_norm": True}) == setting
+    assert str(setting) == "global(keep_ratio=0.25, preserve_norm=True)"
+    x = torch.randn(2, 60, 8, generator=torch.Generator().manual_seed(0))
+    direct = merge_tokens(x, [60, 41], method="global", keep_ratio=0.25, preserve_norm=True)
+    assert torch.equal(setting.merge(x, torch.tensor([60, 41])).tokens, direct.tokens)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"preserve_norm": "yes"}, TypeError, r"`preserve_norm` must be True or False, got 'yes'"),
+        (
+            {"method": "prune_norm", "preserve_norm": True},
+            ValueError,
+            r"`preserve_norm=True` rescales averaged tokens; method 'prune_norm' selects tokens",
+        ),
+    ],
+)
+def test_preserve_norm_is_validated_by_name(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AudioTokenMergeConfig(**kwargs)

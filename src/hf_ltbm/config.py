@@ -61,6 +61,10 @@ class AudioTokenMergeConfig:
             logits of every merged audio key (for every query, in prefill and decoding), the attention that `size`
             identical copies of the key would get. No effect on pruning methods (every size is 1). Needs the
             "sdpa" or "eager" attention implementation.
+        preserve_norm (`bool`, defaults to `False`): a merged token keeps the mean norm of the tokens it stands for
+            (their size-weighted mean is rescaled to it, `hf_ltbm.merge_tokens`); plain averaging shrinks it. Only for
+            methods that average; a pruning method refuses it. Left out of `to_dict` at its default, so that a
+            setting without it is stored exactly as before the option existed.
     """
 
     method: str = "ltbm"
@@ -72,6 +76,7 @@ class AudioTokenMergeConfig:
     space: str = "encoder"
     key_source: str = "features"
     size_aware_attention: bool = False
+    preserve_norm: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str):
@@ -100,6 +105,13 @@ class AudioTokenMergeConfig:
             raise ValueError(f"`space` must be one of {MERGE_SPACES}, got {self.space!r}.")
         if not isinstance(self.size_aware_attention, bool):
             raise TypeError(f"`size_aware_attention` must be True or False, got {self.size_aware_attention!r}.")
+        if not isinstance(self.preserve_norm, bool):
+            raise TypeError(f"`preserve_norm` must be True or False, got {self.preserve_norm!r}.")
+        if self.preserve_norm and not reducer.averages:
+            raise ValueError(
+                f"`preserve_norm=True` rescales averaged tokens; method {self.method!r} selects tokens without "
+                "averaging them. Use an averaging method (e.g. 'ltbm', 'global', 'pool') or preserve_norm=False."
+            )
         if self.key_source not in KEY_SOURCES:
             raise ValueError(f"`key_source` must be one of {KEY_SOURCES}, got {self.key_source!r}.")
         if self.key_source != "features" and not reducer.uses_keys:
@@ -121,10 +133,13 @@ class AudioTokenMergeConfig:
         return cls(**config)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable plain dict of every field (what `config.json` stores)."""
-        return {
+        """A JSON-serialisable plain dict of every field (what `config.json` stores); `preserve_norm` only when set."""
+        out = {
             f.name: (dict(v) if isinstance(v := getattr(self, f.name), dict) else v) for f in dataclasses.fields(self)
         }
+        if not self.preserve_norm:
+            del out["preserve_norm"]  # the setting as it was stored before the option existed
+        return out
 
     @classmethod
     def from_value(cls, value: MergeSetting) -> Optional[AudioTokenMergeConfig]:
@@ -202,6 +217,7 @@ class AudioTokenMergeConfig:
             keys=keys,
             scores=scores,
             generator=generator,
+            preserve_norm=self.preserve_norm,
         )
 
     def __hash__(self) -> int:

@@ -14,7 +14,9 @@ from ..lazy import lazy_exports
 _EXPORTS = {
     "build_method": ".api",
     "merge_tokens": ".api",
-    **dict.fromkeys(("MergeResult", "TokenReducer", "output_length", "pool_by_assignment"), ".base"),
+    **dict.fromkeys(
+        ("NORM_CANCEL_THRESHOLD", "MergeResult", "TokenReducer", "output_length", "pool_by_assignment"), ".base"
+    ),
     **dict.fromkeys(
         ("DEFAULT_WINDOW", "available_methods", "get_method_class", "non_default_options", "register_method"),
         ".registry",

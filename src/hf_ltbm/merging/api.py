@@ -74,6 +74,7 @@ def merge_tokens(
     keys: Optional[torch.Tensor] = None,
     scores: Optional[torch.Tensor] = None,
     generator: Optional[torch.Generator] = None,
+    preserve_norm: bool = False,
     **options: Any,
 ) -> MergeResult:
     """Reduces each row of audio tokens to exactly `output_length(lengths[b], ...)` tokens, in temporal order.
@@ -94,6 +95,10 @@ def merge_tokens(
         scores (`torch.Tensor` of shape `[B, N]`, *optional*): importance per token for score-based pruning
             (required by `"prune_attention"` and by `"segment_topk"` with `score="attention"`).
         generator (`torch.Generator`, *optional*): random source of `"random"`.
+        preserve_norm (`bool`, defaults to `False`): a merged token keeps the mean norm of the input tokens it stands
+            for: the size-weighted mean `a_j` is rescaled to `mean_i ||x_i|| / ||a_j||` times itself (norms in
+            float32; a single token, keep ratio 1.0 and members that cancel out are left unchanged). Only for the
+            methods that average (`"ltbm"`, `"global"`, `"pool"`, ...); a pruning method refuses it.
         **options: further options of the method (e.g. `num_segments` for `"segment_topk"`).
 
     Returns:
@@ -122,6 +127,14 @@ def merge_tokens(
         options["window"] = window
     reducer = build_method(method, **options)
     lengths = _check_lengths(lengths, batch, n, x.device)
+    if not isinstance(preserve_norm, bool):
+        raise TypeError(f"`preserve_norm` must be True or False, got {preserve_norm!r}.")
+    if preserve_norm and not reducer.averages:
+        raise ValueError(
+            f"`preserve_norm=True` rescales averaged tokens; method {reducer.name!r} selects tokens without averaging "
+            "them (each output is one input token, whose norm is already its own). Use an averaging method or "
+            "preserve_norm=False."
+        )
 
     if keys is not None:
         if not reducer.uses_keys:
@@ -147,4 +160,4 @@ def merge_tokens(
 
     counts = [output_length(length, keep_ratio=keep_ratio, num_tokens=num_tokens) for length in lengths.tolist()]
     num_out = torch.tensor(counts, dtype=torch.long, device=x.device)
-    return reducer(x, lengths, num_out, keys=keys, scores=scores, generator=generator)
+    return reducer(x, lengths, num_out, keys=keys, scores=scores, generator=generator, preserve_norm=preserve_norm)

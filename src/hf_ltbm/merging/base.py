@@ -27,6 +27,7 @@ from .registry import (  # noqa: F401  (re-exported)
 )
 
 __all__ = [
+    "NORM_CANCEL_THRESHOLD",
     "MergeResult",
     "TokenReducer",
     "available_methods",
@@ -126,13 +127,24 @@ def output_length(n: int, *, keep_ratio: Optional[float] = None, num_tokens: Opt
     return max(1, math.ceil(exact))
 
 
-def pool_by_assignment(x: torch.Tensor, assignment: torch.Tensor, num_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+#: A merged token whose mean is shorter than this fraction of its members' mean norm (members that cancel out) is
+#: left as the plain mean by `preserve_norm`: rescaling a near-zero vector would only amplify rounding noise.
+NORM_CANCEL_THRESHOLD = 1e-6
+
+
+def pool_by_assignment(
+    x: torch.Tensor, assignment: torch.Tensor, num_out: int, *, preserve_norm: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Averages input tokens into the output slots given by `assignment`.
 
     Args:
         x (`torch.Tensor` of shape `[B, N, D]`): input tokens.
         assignment (`torch.LongTensor` of shape `[B, N]`): output slot of each token, `-1` to leave it out.
         num_out (`int`): number of output slots `M_max`.
+        preserve_norm (`bool`, defaults to `False`): rescale each slot's mean `a_j` to the mean norm of its members,
+            `y_j = a_j * mean_i ||x_i|| / ||a_j||` (norms in float32), so that a merged token is as long as the
+            tokens it stands for. A slot of one token, and a slot whose mean is shorter than
+            `NORM_CANCEL_THRESHOLD` times that target (members that cancel), keep the plain mean.
 
     Returns:
         `(tokens, sizes)`: `tokens [B, M_max, D]` in `x.dtype` (means accumulated in float32, zeros where a slot
@@ -142,14 +154,24 @@ def pool_by_assignment(x: torch.Tensor, assignment: torch.Tensor, num_out: int) 
     batch, n, dim = x.shape
     # One extra "dump" slot per row absorbs left-out tokens, then is sliced away.
     slots = num_out + 1
-    target = torch.where(assignment >= 0, assignment, num_out)
+    kept = assignment >= 0
+    target = torch.where(kept, assignment, num_out)
     flat = (target + torch.arange(batch, device=x.device)[:, None] * slots).reshape(-1)
     # Left-out tokens (padding included, whatever it holds) only ever reach the dump slot.
-    sums = x.new_zeros(batch * slots, dim, dtype=torch.float32).index_add_(0, flat, x.float().reshape(batch * n, dim))
+    values = x.float().reshape(batch * n, dim)
+    sums = x.new_zeros(batch * slots, dim, dtype=torch.float32).index_add_(0, flat, values)
     counts = torch.zeros(batch * slots, dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
     sums, counts = sums.view(batch, slots, dim)[:, :num_out], counts.view(batch, slots)[:, :num_out]
-    tokens = (sums / counts.clamp(min=1)[..., None]).to(x.dtype)
-    return tokens, counts
+    means = sums / counts.clamp(min=1)[..., None]
+    if preserve_norm:
+        # the members' norms, left-out tokens zeroed first (so that NaN padding has no gradient either)
+        norms = torch.linalg.vector_norm(torch.where(kept[..., None], x.float(), 0.0), dim=-1).reshape(-1)
+        norm_sums = x.new_zeros(batch * slots, dtype=torch.float32).index_add_(0, flat, norms)
+        wanted = norm_sums.view(batch, slots)[:, :num_out] / counts.clamp(min=1)
+        length = torch.linalg.vector_norm(means, dim=-1)
+        rescale = (counts > 1) & (length > NORM_CANCEL_THRESHOLD * wanted)
+        means = torch.where(rescale[..., None], means * (wanted / torch.where(rescale, length, 1.0))[..., None], means)
+    return means.to(x.dtype), counts
 
 
 class TokenReducer(ABC):
@@ -211,8 +233,10 @@ class TokenReducer(ABC):
         keys: Optional[torch.Tensor] = None,
         scores: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        preserve_norm: bool = False,
     ) -> MergeResult:
-        """Runs :meth:`assign` and averages the tokens of every slot (:func:`pool_by_assignment`).
+        """Runs :meth:`assign` and averages the tokens of every slot (:func:`pool_by_assignment`, rescaled to their
+        members' mean norm with `preserve_norm`).
 
         Takes the same validated inputs as :meth:`assign` (`x [B, N, D]`, `lengths [B]`, `num_out [B]`, optional
         `keys [B, N, Dk]`, `scores [B, N]`, `generator`); :func:`~hf_ltbm.merge_tokens` validates them and calls
@@ -223,5 +247,6 @@ class TokenReducer(ABC):
             `num_out`), `sizes [B, M_max]` and `assignment [B, N]`.
         """
         assignment = self.assign(x, lengths, num_out, keys=keys, scores=scores, generator=generator)
-        tokens, sizes = pool_by_assignment(x, assignment, int(num_out.max()) if num_out.numel() else 0)
+        num_slots = int(num_out.max()) if num_out.numel() else 0
+        tokens, sizes = pool_by_assignment(x, assignment, num_slots, preserve_norm=preserve_norm)
         return MergeResult(tokens=tokens, lengths=num_out.clone(), sizes=sizes, assignment=assignment)
