@@ -128,7 +128,7 @@ def test_write_report_files_and_plot(runs_dir, tmp_path):
         rows = list(csv.DictReader(handle))
     assert set(rows[0]) == {
         "model", "task", "run", "method", "keep_ratio", "window", "size_aware", "options", "space", "key_source",
-        "metric", "value", "relative_change_vs_none",
+        "preserve_norm", "metric", "value", "relative_change_vs_none",
     }  # fmt: skip
     assert len(rows) == sum(len(r.metrics) for r in collect_runs(runs_dir))
     plot = written["plot0"]
@@ -194,6 +194,7 @@ _SPEC_FIELDS = {
     "options": st.sampled_from([(), (("num_segments", 4),), (("num_segments", 10),), (("seed_offset", 1),)]),
     "space": st.sampled_from(["encoder", "projector"]),
     "key_source": st.sampled_from(["features", "encoder_keys"]),
+    "preserve_norm": st.booleans(),
 }
 
 
@@ -237,6 +238,7 @@ def test_every_field_that_makes_a_run_folder_distinct_is_part_of_its_identity(tm
             spec.space,
             spec.key_source,
         )
+        assert run.preserve_norm == spec.preserve_norm
         assert run.options == dict(spec.options)
         assert run.metrics["CIDEr-D"] == specs.index(spec) / 10
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..backbones import BACKBONES, max_audio_seconds
 from ..config import KEY_SOURCES, MERGE_SPACES, AudioTokenMergeConfig
-from ..merging import DEFAULT_WINDOW, available_methods
+from ..merging import DEFAULT_WINDOW, available_methods, get_method_class
 
 if TYPE_CHECKING:
     from ..audio import AudioInputError
@@ -77,6 +77,11 @@ def add_merge_arguments(parser: argparse.ArgumentParser, *, methods: bool = Fals
         help="size-aware attention: the language model adds log(size) to the logits of merged audio keys",
     )
     parser.add_argument(
+        "--preserve-norm",
+        action="store_true",
+        help="norm-preserving merging: a merged token keeps its members' mean norm (averaging methods)",
+    )
+    parser.add_argument(
         "--option",
         action="append",
         default=[],
@@ -106,9 +111,18 @@ def merge_setting(args: argparse.Namespace, method: Optional[str] = None) -> Opt
     for flag, value, owner in (("--window", args.window, "ltbm"), ("--seed", args.seed, "random")):
         if value is not None and owner not in chosen:
             raise CLIError(f"{flag} {value} only applies to method '{owner}', which is not among {chosen}.")
+    preserve_norm = bool(getattr(args, "preserve_norm", False))
+    if preserve_norm and hasattr(args, "methods"):  # several methods: the flag is for the averaging ones among them
+        averaging = [m for m in chosen if m in available_methods() and get_method_class(m).averages]
+        if not averaging:
+            raise CLIError(
+                f"--preserve-norm applies to the averaging methods (e.g. ltbm, global, pool); none among {chosen}."
+            )
+        preserve_norm = method in averaging
     if method == "none":
         return None
     fields: dict[str, Any] = dict(
+        preserve_norm=preserve_norm,
         method=method,
         keep_ratio=args.keep_ratio,
         num_tokens=args.num_tokens,

@@ -44,6 +44,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed generate() calls per setting (median)")
     parser.add_argument("--output-dir", type=Path, default=Path("hf-ltbm-demo"), help="where files are written")
     parser.add_argument("--size-aware", action="store_true", help="size-aware attention for the merged settings")
+    parser.add_argument(
+        "--preserve-norm",
+        action="store_true",
+        help="norm-preserving merging for the averaging methods among --methods",
+    )
     parser.set_defaults(func=run, num_tokens=None, space="encoder", key_source="features", seed=None, option=[])
 
 

@@ -26,7 +26,7 @@ def _numbers(text: str, option: str, kind: str) -> list:
 
 def add_parser(subparsers: Any) -> None:
     from ..config import KEY_SOURCES, MERGE_SPACES
-    from ..evaluation.sweep import SIZE_AWARE_CHOICES
+    from ..evaluation.sweep import PRESERVE_NORM_CHOICES, SIZE_AWARE_CHOICES
     from ..evaluation.tasks import TASKS
     from ..merging import DEFAULT_WINDOW
 
@@ -49,6 +49,12 @@ def add_parser(subparsers: Any) -> None:
         default="off",
         choices=SIZE_AWARE_CHOICES,
         help="size-aware attention for the averaging methods: off, on, or both (a sweep dimension)",
+    )
+    parser.add_argument(
+        "--preserve-norm",
+        default="off",
+        choices=PRESERVE_NORM_CHOICES,
+        help="norm-preserving merging for the averaging methods: off, on, or both (a sweep dimension)",
     )
     parser.add_argument(
         "--option",
@@ -189,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             option_dict(args.option),
             space=args.space,
             key_source=args.key_source,
+            preserve_norm=args.preserve_norm,
         )
         sources = _per_task(args.data, tasks, "--data")
         prompts = _per_task(args.prompt, tasks, "--prompt")

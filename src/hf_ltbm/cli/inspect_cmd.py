@@ -39,12 +39,13 @@ def log_mel(extractor: Any, audio: np.ndarray) -> np.ndarray:
 
 def summary_table(maps: list[MergeMap]) -> str:
     """One row per setting: tokens before -> after, mean segment length, longest merge span, non-contiguous share."""
-    lines = [f"{'setting':<36}{'tokens':>14}{'mean span s':>13}{'max span s':>12}{'non-contig':>12}"]
-    for merge_map in maps:
-        s = merge_map.summary()
+    summaries = [merge_map.summary() for merge_map in maps]
+    width = max([36, *(len(str(s["setting"])) + 2 for s in summaries)])
+    lines = [f"{'setting':<{width}}{'tokens':>14}{'mean span s':>13}{'max span s':>12}{'non-contig':>12}"]
+    for s in summaries:
         tokens = f"{s['tokens_before']} -> {s['tokens_after']}"
         lines.append(
-            f"{s['setting']:<36}{tokens:>14}{s['mean_span_s']:>13.3f}{s['max_span_s']:>12.2f}"
+            f"{s['setting']:<{width}}{tokens:>14}{s['mean_span_s']:>13.3f}{s['max_span_s']:>12.2f}"
             f"{s['non_contiguous']:>12.1%}"
         )
     return "\n".join(lines)

@@ -55,6 +55,7 @@ class Run:
     path: Optional[Path] = None
     space: str = "encoder"
     key_source: str = "features"
+    preserve_norm: bool = False
 
     @property
     def variant(self) -> list[str]:
@@ -74,6 +75,7 @@ class Run:
             json.dumps(self.options, sort_keys=True),
             self.space,
             self.key_source,
+            self.preserve_norm,
         )
 
     @property
@@ -88,15 +90,19 @@ class Run:
         parts += self.variant
         if self.size_aware:
             parts.append("size-aware")
+        if self.preserve_norm:
+            parts.append("norm-preserving")
         return ", ".join(parts)
 
     @property
     def series(self) -> str:
-        """The plot line this run belongs to (method, LTBM window, size-aware)."""
+        """The plot line this run belongs to (method, LTBM window, size-aware, norm-preserving)."""
         label = self.method if self.window is None else f"{self.method} (w={self.window})"
         label += "".join(f" {k}={v}" for k, v in sorted(self.options.items()))
         label += "".join(f" {part}" for part in self.variant)
-        return label + (" + size-aware" if self.size_aware else "")
+        return (
+            label + (" + size-aware" if self.size_aware else "") + (" + norm-preserving" if self.preserve_norm else "")
+        )
 
 
 def collect_runs(root: Path) -> list[Run]:
@@ -122,6 +128,7 @@ def collect_runs(root: Path) -> list[Run]:
                 keep_ratio=data.get("keep_ratio"),
                 window=data.get("window"),
                 size_aware=bool(data.get("size_aware")),
+                preserve_norm=bool(data.get("preserve_norm")),
                 options=data.get("options") or {},
                 metrics=metrics,
                 unavailable=data.get("unavailable") or {},
@@ -156,6 +163,7 @@ def _sort_key(run: Run) -> tuple:
         run.space,
         run.key_source,
         run.size_aware,
+        run.preserve_norm,
         -(run.keep_ratio or 1.0),
         run.task,
     )
@@ -212,6 +220,7 @@ def tidy_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                     "options": json.dumps(run.options, sort_keys=True) if run.options else "",
                     "space": run.space,
                     "key_source": run.key_source,
+                    "preserve_norm": run.preserve_norm,
                     "metric": metric,
                     "value": run.metrics[metric],
                     "relative_change_vs_none": _change(run, metric, baselines),
@@ -242,6 +251,7 @@ def wide_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "options": json.dumps(run.options, sort_keys=True) if run.options else "",
                 "space": run.space,
                 "key_source": run.key_source,
+                "preserve_norm": run.preserve_norm,
             },
         )
         for metric in _metric_order(run.task, list(run.metrics)):
@@ -347,7 +357,7 @@ def plot_runs(runs: Sequence[Run], out_dir: Path) -> list[Path]:
                 ax.plot(
                     [p.keep_ratio for p in points],
                     [p.metrics[metric] for p in points],
-                    marker="o",
+                    marker="s" if points[0].preserve_norm else "o",
                     linestyle="--" if points[0].size_aware else "-",
                     label=label,
                 )

@@ -13,10 +13,13 @@ from typing import Any, Optional
 from ..config import AudioTokenMergeConfig
 from ..merging import DEFAULT_WINDOW, available_methods, get_method_class, non_default_options
 
-__all__ = ["SIZE_AWARE_CHOICES", "RunSpec", "expand_sweep", "model_slug"]
+__all__ = ["PRESERVE_NORM_CHOICES", "SIZE_AWARE_CHOICES", "RunSpec", "expand_sweep", "model_slug"]
 
 #: The values of `expand_sweep`'s `size_aware` (and of `hf-ltbm eval --size-aware`).
 SIZE_AWARE_CHOICES = ("off", "on", "both")
+#: The values of `expand_sweep`'s `preserve_norm` (and of `hf-ltbm eval --preserve-norm`).
+PRESERVE_NORM_CHOICES = SIZE_AWARE_CHOICES
+_VARIANTS = {"off": [False], "on": [True], "both": [False, True]}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class RunSpec:
     options: tuple[tuple[str, Any], ...] = ()
     space: str = "encoder"
     key_source: str = "features"
+    preserve_norm: bool = False
 
     def setting(self) -> Optional[AudioTokenMergeConfig]:
         """The merge setting of this point (`None` for no compression); invalid values raise `ValueError`."""
@@ -40,6 +44,7 @@ class RunSpec:
             keep_ratio=self.keep_ratio,
             options=dict(self.options),
             size_aware_attention=self.size_aware,
+            preserve_norm=self.preserve_norm,
             space=self.space,
             key_source=self.key_source,
         )
@@ -58,6 +63,7 @@ class RunSpec:
             "keep_ratio": self.keep_ratio,
             "window": self.window,
             "size_aware": self.size_aware,
+            "preserve_norm": self.preserve_norm,
             "options": dict(self.options),
             "space": self.space,
             "key_source": self.key_source,
@@ -65,7 +71,7 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        """The run folder's name, e.g. `none`, `ltbm_keep0.5_w4`, `global_keep0.25_sizeaware`."""
+        """The run folder's name, e.g. `none`, `ltbm_keep0.5_w4`, `global_keep0.25_sizeaware`, `pool_keep0.5_norm`."""
         if self.method == "none":
             return "none"
         parts = [self.method, f"keep{self.keep_ratio:g}"]
@@ -78,6 +84,8 @@ class RunSpec:
             parts.append(self.key_source)
         if self.size_aware:
             parts.append("sizeaware")
+        if self.preserve_norm:
+            parts.append("norm")
         return re.sub(r"[^\w.-]+", "-", "_".join(parts))
 
 
@@ -90,10 +98,12 @@ def expand_sweep(
     *,
     space: str = "encoder",
     key_source: str = "features",
+    preserve_norm: str = "off",
 ) -> list[RunSpec]:
     """The grid of runs: `none` once; every other method at every keep ratio; LTBM also at every window; with
     `size_aware="both"` (or `"on"`) the size-aware variant of each averaging method (pruning keeps sizes 1, so it has
-    none). `options` go to the methods that take them (e.g. `num_segments` for `segment_topk`); `space` applies to
+    none); `preserve_norm` likewise adds the norm-preserving variant of each averaging method. `options` go to the
+    methods that take them (e.g. `num_segments` for `segment_topk`); `space` applies to
     every method, `key_source` to the methods that compare keys (LTBM, Global Merge)."""
     known = ["none", *available_methods()]
     unknown = [m for m in methods if m not in known]
@@ -103,6 +113,8 @@ def expand_sweep(
         raise ValueError(f"`methods` repeats a method: {list(methods)}.")
     if size_aware not in SIZE_AWARE_CHOICES:
         raise ValueError(f"`size_aware` must be one of {SIZE_AWARE_CHOICES}, got {size_aware!r}.")
+    if preserve_norm not in PRESERVE_NORM_CHOICES:
+        raise ValueError(f"`preserve_norm` must be one of {PRESERVE_NORM_CHOICES}, got {preserve_norm!r}.")
     if any(m != "none" for m in methods) and not keep_ratios:
         raise ValueError("`keep_ratios` is empty; pass e.g. 0.75,0.5,0.25.")
     bad = [r for r in keep_ratios if not 0 < r <= 1]
@@ -126,12 +138,14 @@ def expand_sweep(
         given = {k: v for k, v in options.items() if k in accepted}
         used.update(given)
         mine = tuple(sorted(non_default_options(method, given).items()))  # at its default: the run without it
-        variants = {"off": [False], "on": [True], "both": [False, True]}[size_aware] if cls.averages else [False]
+        aware_variants = _VARIANTS[size_aware] if cls.averages else [False]
+        norm_variants = _VARIANTS[preserve_norm] if cls.averages else [False]
         keys = key_source if method in ("ltbm", "global") else "features"
         for ratio in keep_ratios:
             for window in windows if method == "ltbm" else [None]:
-                for aware in variants:
-                    specs.append(RunSpec(method, ratio, window, aware, mine, space, keys))
+                for aware in aware_variants:
+                    for norm in norm_variants:
+                        specs.append(RunSpec(method, ratio, window, aware, mine, space, keys, norm))
     unused = sorted(set(options) - used)
     if unused:
         raise ValueError(f"Option(s) {unused} are not options of any of the methods {list(methods)}.")
