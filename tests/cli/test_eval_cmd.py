@@ -185,3 +185,22 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(mmau_dir, tmp_path, c
     path = ("mmau", "pool_keep0.5", "predictions.jsonl")
     resumed = (tmp_path / "runs" / MODEL).joinpath(*path).read_text()
     assert resumed == (tmp_path / "clean" / MODEL).joinpath(*path).read_text()
+
+
+def test_preserve_norm_sweep_dimension(mmau_dir, tmp_path, capsys):
+    args = ["eval", "--model", MODEL, "--task", "mmau", "--data", str(mmau_dir), "--methods", "pool,prune_norm"]
+    args += ["--keep-ratios", "0.5", "--preserve-norm", "both", "--limit", "2", "--max-new-tokens", "2"]
+    assert main([*args, "--out", str(tmp_path), "--no-progress"]) == 0
+    folder = tmp_path / MODEL / "mmau"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["pool_keep0.5", "pool_keep0.5_norm", "prune_norm_keep0.5"]  # pruning has no such variant
+    plain, norm = (json.loads((folder / n / "metrics.json").read_text()) for n in names[:2])
+    assert (plain["preserve_norm"], norm["preserve_norm"]) == (False, True)
+    config = json.loads((folder / "pool_keep0.5_norm" / "config.json").read_text())
+    assert config["audio_token_merge"]["preserve_norm"] is True
+    assert (
+        "preserve_norm" not in json.loads((folder / "pool_keep0.5" / "config.json").read_text())["audio_token_merge"]
+    )
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    assert "| pool | keep 0.5, norm-preserving |" in printed and "| pool | keep 0.5 |" in printed

@@ -143,3 +143,13 @@ def test_size_aware_flag(clips, tmp_path):
     args = ["generate", str(clips / "a.wav"), *TINY, "--size-aware", "--keep-ratio", "0.25", "--output", str(out)]
     assert main([*args, "--max-new-tokens", "2"]) == 0
     assert json.loads(out.read_text())["audio_token_merge"]["size_aware_attention"] is True
+
+
+def test_preserve_norm_flag(clips, tmp_path, capsys):
+    out = tmp_path / "pn.jsonl"
+    args = ["generate", str(clips / "a.wav"), *TINY, "--preserve-norm", "--keep-ratio", "0.25", "--output", str(out)]
+    assert main([*args, "--max-new-tokens", "2"]) == 0
+    assert json.loads(out.read_text())["audio_token_merge"]["preserve_norm"] is True
+    refused = ["generate", str(clips / "a.wav"), *TINY, "--merge", "prune_norm", "--preserve-norm"]
+    assert main([*refused, "--output", str(tmp_path / "no.jsonl")]) == 2
+    assert "`preserve_norm=True` rescales averaged tokens; method 'prune_norm'" in capsys.readouterr().err

@@ -48,3 +48,16 @@ def test_errors(tmp_path, capsys):
     assert "--methods is empty" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "b.wav"), "--model", "tiny-random-qwen2-audio"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_preserve_norm_applies_to_the_averaging_methods(tmp_path, capsys):
+    write_clip(tmp_path / "a.wav", 2)
+    base = ["inspect", str(tmp_path / "a.wav"), "--model", "tiny-random-qwen2-audio", "--json", "--preserve-norm"]
+    assert main([*base, "--methods", "ltbm,prune_norm"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["setting"] for r in rows] == [
+        "ltbm(keep_ratio=0.5, window=3, preserve_norm=True)",
+        "prune_norm(keep_ratio=0.5)",  # pruning keeps its tokens as they are
+    ]
+    assert main([*base, "--methods", "prune_norm,random"]) == 2
+    assert "--preserve-norm applies to the averaging methods" in capsys.readouterr().err

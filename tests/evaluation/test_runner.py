@@ -79,13 +79,32 @@ def test_expand_sweep_settings_and_options():
         ((["ltbm"], [1.5]), r"Keep ratios must be in \(0, 1\], got \[1.5\]"),
         ((["ltbm"], [0.5], [0]), "Windows must be positive"),
         ((["ltbm"], [0.5], None, "maybe"), "size_aware"),
+        ((["ltbm"], [0.5], None, "off", None, "maybe"), "preserve_norm"),
         ((["ltbm"], [0.5], None, "off", {"num_segments": 3}), "not options of any"),
         ((["global"], [0.5], [4]), "'ltbm' is not among the methods"),
     ],
 )
 def test_expand_sweep_errors(args, match):
+    if len(args) > 5:  # `preserve_norm` is keyword-only
+        args, kwargs = args[:5], {"preserve_norm": args[5]}
+    else:
+        kwargs = {}
     with pytest.raises(ValueError, match=match):
-        expand_sweep(*args)
+        expand_sweep(*args, **kwargs)
+
+
+def test_expand_sweep_preserve_norm_dimension():
+    specs = expand_sweep(["ltbm", "prune_norm"], [0.5], size_aware="both", preserve_norm="both")
+    assert [s.name for s in specs] == [
+        "ltbm_keep0.5_w3",
+        "ltbm_keep0.5_w3_norm",
+        "ltbm_keep0.5_w3_sizeaware",
+        "ltbm_keep0.5_w3_sizeaware_norm",
+        "prune_norm_keep0.5",  # pruning keeps its tokens: no variant
+    ]
+    assert [s.setting().preserve_norm for s in specs] == [False, True, False, True, False]
+    assert [s.record()["preserve_norm"] for s in specs] == [False, True, False, True, False]
+    assert [s.name for s in expand_sweep(["pool"], [0.5], preserve_norm="on")] == ["pool_keep0.5_norm"]
 
 
 def test_model_slug(tmp_path):

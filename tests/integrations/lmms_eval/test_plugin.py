@@ -106,6 +106,15 @@ def _direct(folder, setting, audio_paths):
 @pytest.mark.parametrize("setting", [None, {"method": "ltbm", "keep_ratio": 0.5, "window": 3}])
 @pytest.mark.parametrize("backbone", sorted(MODELS))
 def test_lmms_eval_predictions_equal_generate(backbone, setting, task_dir, tmp_path):
+    _predictions_equal_generate(backbone, setting, task_dir, tmp_path)
+
+
+def test_lmms_eval_takes_a_norm_preserving_setting(task_dir, tmp_path):
+    setting = {"method": "pool", "keep_ratio": 0.5, "preserve_norm": True}  # `preserve_norm=True` in --model_args
+    _predictions_equal_generate("hf_ltbm_qwen2_audio", setting, task_dir, tmp_path)
+
+
+def _predictions_equal_generate(backbone, setting, task_dir, tmp_path):
     from hf_ltbm.tiny import build_tiny_model
 
     tiny = "tiny-random-" + backbone.removeprefix("hf_ltbm_").replace("_", "-")
@@ -149,6 +158,7 @@ def test_model_args_map_to_the_merge_setting():
     with pytest.raises(TypeError, match=r"Unknown --model_args \['keep'\]; hf-ltbm's models take pretrained"):
         merge_setting("ltbm", keep=0.5)
     assert merge_setting("ltbm", size_aware=True).size_aware_attention is True
+    assert merge_setting("ltbm", preserve_norm=True).preserve_norm is True
 
 
 def test_chats_keep_audio_and_text_and_refuse_images():

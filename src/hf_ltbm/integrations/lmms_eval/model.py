@@ -27,7 +27,17 @@ __all__ = ["HFLTBMAudioModel", "audio_chat", "merge_setting"]
 
 #: `--model_args` names of the merge setting -> `AudioTokenMergeConfig` fields (the rest keep their names).
 _SETTING_ARGS = {"size_aware": "size_aware_attention"}
-_SETTING_FIELDS = ("keep_ratio", "num_tokens", "window", "seed", "space", "key_source", "size_aware", "options")
+_SETTING_FIELDS = (
+    "keep_ratio",
+    "num_tokens",
+    "window",
+    "seed",
+    "space",
+    "key_source",
+    "size_aware",
+    "preserve_norm",
+    "options",
+)
 
 
 def merge_setting(method: Optional[str] = None, **fields: Any) -> Optional[AudioTokenMergeConfig]:
@@ -82,7 +92,8 @@ class HFLTBMAudioModel(lmms):
 
     Args:
         pretrained: checkpoint (hub id or folder) of the backbone.
-        method, keep_ratio, num_tokens, window, seed, space, key_source, size_aware, options: the merge setting
+        method, keep_ratio, num_tokens, window, seed, space, key_source, size_aware, preserve_norm, options: the merge
+            setting
             (`AudioTokenMergeConfig` fields; `options` as JSON); no `method` (or `none`): merging off.
         device: `auto` (CUDA if available), `cpu`, `cuda:0`, ...; dtype: `auto`, `float32`, `bfloat16`, `float16`.
         batch_size: requests per `generate()` call (left-padded).
