@@ -31,3 +31,15 @@ def test_scaling_exponent_is_the_log_log_slope():
     rows += [{"method": "lin", "batch": 1, "N": n, "time_ms": 0.5 * n} for n in (10, 100)]
     slopes = scaling_exponents(rows)
     assert slopes[("m", 1)] == pytest.approx(2.0) and slopes[("lin", 1)] == pytest.approx(1.0)
+
+
+def test_norm_preserving_variants_are_timed_beside_plain_averaging():
+    from hf_ltbm.bench.merge_ops import preserve_norm_overhead
+    from hf_ltbm.bench.report import merge_ops_markdown
+
+    rows = run_merge_ops(sizes=(40,), batches=(1,), dim=8, windows=(1,), repeats=1, reference_max_elements=0)
+    overhead = preserve_norm_overhead(rows)
+    assert {r["method"] for r in overhead} == {"ltbm w=1", "global", "pool"}  # the averaging methods only
+    for r in overhead:
+        assert r["norm_ratio"] == pytest.approx(r["norm_time_ms"] / r["time_ms"]) and r["N"] == 40
+    assert "time with / without `preserve_norm`" in merge_ops_markdown(rows)

@@ -18,7 +18,14 @@ import torch
 from ..merging import merge_tokens, output_length
 from .memory import PeakMemory
 
-__all__ = ["dense_tome_merge", "merge_op_settings", "run_merge_ops", "scaling_exponents"]
+__all__ = [
+    "NORM_SUFFIX",
+    "preserve_norm_overhead",
+    "dense_tome_merge",
+    "merge_op_settings",
+    "run_merge_ops",
+    "scaling_exponents",
+]
 
 
 def dense_tome_merge(x: torch.Tensor, num_out: int, window: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +67,31 @@ def dense_tome_merge(x: torch.Tensor, num_out: int, window: Optional[int] = None
     return tokens, sizes
 
 
+#: The suffix of a setting's name in `merge_op_settings` that runs with `preserve_norm=True`.
+NORM_SUFFIX = " +norm"
+
+
+def preserve_norm_overhead(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (averaging method, batch, N) timed both ways: `time_ms` without and `norm_time_ms` with
+    `preserve_norm`, and their ratio `norm_ratio` (medians of the same interleaved rounds)."""
+    cell = {(r["method"], r["batch"], r["N"]): r for r in rows}
+    out = []
+    for (name, batch, n), row in cell.items():
+        plain = cell.get((name.removesuffix(NORM_SUFFIX), batch, n))
+        if name.endswith(NORM_SUFFIX) and plain is not None:
+            out.append(
+                {
+                    "method": plain["method"],
+                    "batch": batch,
+                    "N": n,
+                    "time_ms": plain["time_ms"],
+                    "norm_time_ms": row["time_ms"],
+                    "norm_ratio": row["time_ms"] / plain["time_ms"],
+                }
+            )
+    return out
+
+
 def merge_op_settings(windows: Sequence[int] = (1, 4, 16), reference: bool = True) -> list[tuple[str, Callable]]:
     """`(name, fn(x, scores, keep_ratio))` for every method (LTBM at each window) and the dense references."""
 
@@ -79,6 +111,12 @@ def merge_op_settings(windows: Sequence[int] = (1, 4, 16), reference: bool = Tru
 
     settings = [(f"ltbm w={w}", ours("ltbm", window=w)) for w in windows] + [("global", ours("global"))]
     settings += [(m, ours(m)) for m in ("pool", "prune_norm", "prune_attention", "segment_topk", "random")]
+    # the averaging methods again with norm-preserving merging (`NORM_SUFFIX`), timed in the same rounds
+    averaging = [(f"ltbm w={w}", "ltbm", {"window": w}) for w in windows] + [
+        ("global", "global", {}),
+        ("pool", "pool", {}),
+    ]
+    settings += [(name + NORM_SUFFIX, ours(method, preserve_norm=True, **kw)) for name, method, kw in averaging]
     if reference:
         settings += [(f"dense ToMe w={w}", dense(w)) for w in windows] + [("dense ToMe global", dense(None))]
     return settings

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..tables import markdown_table, write_csv
-from .merge_ops import scaling_exponents
+from .merge_ops import NORM_SUFFIX, preserve_norm_overhead, scaling_exponents
 
 __all__ = ["environment", "merge_ops_markdown", "end_to_end_markdown", "plot_results", "write_csv", "targets"]
 
@@ -52,6 +52,24 @@ def merge_ops_markdown(rows: Sequence[dict[str, Any]]) -> str:
             mems = [f"{cell[m, n]['peak_mb_per_clip']:.1f}" if (m, n) in cell else "skipped" for n in sizes]
             body.append([m, *times, *mems, f"{slopes.get((m, batch), float('nan')):.2f}"])
         out.append(f"Batch {batch} (per clip; D = {sub[0]['D']}):\n\n" + markdown_table(header, body))
+    overhead = preserve_norm_overhead(rows)
+    if overhead:
+        header = ["method", "batch", "N", "plain ms", "preserve_norm ms", "ratio"]
+        body = [
+            [
+                r["method"],
+                str(r["batch"]),
+                str(r["N"]),
+                f"{r['time_ms']:.2f}",
+                f"{r['norm_time_ms']:.2f}",
+                f"{r['norm_ratio']:.2f}x",
+            ]
+            for r in overhead
+        ]
+        out.append(
+            "Norm-preserving merging, time with / without `preserve_norm` (medians):\n\n"
+            + markdown_table(header, body)
+        )
     return "\n\n".join(out)
 
 
@@ -126,7 +144,8 @@ def targets(merge_rows: Sequence[dict[str, Any]], e2e_rows: Sequence[dict[str, A
                 ref = cell.get((ref_name, batch))
                 if ref is None:
                     continue
-                for name in sorted(m for m, b in cell if m.startswith("ltbm") and b == batch):
+                ltbm = (m for m, b in cell if m.startswith("ltbm") and not m.endswith(NORM_SUFFIX) and b == batch)
+                for name in sorted(ltbm):
                     row = cell[(name, batch)]
                     ratio = ref["time_ms"] / row["time_ms"]
                     lines.append(
