@@ -9,7 +9,8 @@ import hf_ltbm
 @st.composite
 def merge_settings(draw, every_field: bool = False):
     """Valid `AudioTokenMergeConfig`s of every method, with a keep ratio or a token budget; `every_field` also draws
-    the window, space, key source and size-aware attention (combinations a method refuses are rejected)."""
+    the window, space, key source, size-aware attention and norm preservation (combinations a method refuses are
+    rejected)."""
     method = draw(st.sampled_from(hf_ltbm.available_methods()))
     fields = draw(
         st.one_of(st.builds(dict, keep_ratio=st.floats(0.01, 1.0)), st.builds(dict, num_tokens=st.integers(1, 60)))
@@ -22,6 +23,7 @@ def merge_settings(draw, every_field: bool = False):
         fields["space"] = draw(st.sampled_from(hf_ltbm.config.MERGE_SPACES))
         fields["key_source"] = draw(st.sampled_from(hf_ltbm.config.KEY_SOURCES))
         fields["size_aware_attention"] = draw(st.booleans())
+        fields["preserve_norm"] = draw(st.booleans())
     try:
         return hf_ltbm.AudioTokenMergeConfig(method=method, **fields)
     except ValueError:

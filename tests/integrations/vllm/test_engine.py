@@ -40,6 +40,9 @@ SETTINGS = [
     {"method": "segment_topk", "keep_ratio": 0.25, "options": {"num_segments": 5}},
     {"method": "random", "keep_ratio": 0.5, "seed": 3},
     {"method": "ltbm", "num_tokens": 40, "window": 1, "space": "projector", "key_source": "encoder_keys"},
+    # norm-preserving merging, in both spaces
+    {"method": "ltbm", "keep_ratio": 0.25, "preserve_norm": True},
+    {"method": "pool", "keep_ratio": 0.5, "space": "projector", "preserve_norm": True},
 ]
 
 
@@ -89,6 +92,7 @@ def test_mixed_settings_in_one_call_equal_one_at_a_time(served):
     backbone, folder, llm = served
     audio = [clip(CLIP_SECONDS[backbone] - 3 * i, seed=10 + i) for i in range(3)]
     settings = [None, LTBM_HALF, {"method": "pool", "keep_ratio": 0.25}, {"method": "global", "keep_ratio": 0.5}]
+    settings.append({"method": "global", "keep_ratio": 0.5, "preserve_norm": True})  # beside the same one without
     requests = [vllm_request(folder, a, s) for a in audio for s in settings]
     alone = [llm.generate(r, greedy(), use_tqdm=False)[0] for r in requests]
     together = llm.generate(requests, greedy(), use_tqdm=False)

@@ -41,6 +41,7 @@ SETTINGS = [
     {"method": "global", "keep_ratio": 0.5, "space": "projector"},
     {"method": "prune_attention", "keep_ratio": 0.5},  # the encoder's chunked attention scores
     {"method": "ltbm", "num_tokens": 40, "window": 1, "key_source": "encoder_keys"},
+    {"method": "ltbm", "keep_ratio": 0.25, "preserve_norm": True},  # norm-preserving merging
 ]
 
 
