@@ -164,8 +164,10 @@ def pool_by_assignment(
     sums, counts = sums.view(batch, slots, dim)[:, :num_out], counts.view(batch, slots)[:, :num_out]
     means = sums / counts.clamp(min=1)[..., None]
     if preserve_norm:
-        # the members' norms, left-out tokens zeroed first (so that NaN padding has no gradient either)
-        norms = torch.linalg.vector_norm(torch.where(kept[..., None], x.float(), 0.0), dim=-1).reshape(-1)
+        # the members' norms; left-out tokens (padding may hold anything, NaN too) are zeroed first, so that they
+        # reach neither the dump slot's sum nor, through the norm's backward, a gradient
+        left_out = ~kept.reshape(-1, 1)
+        norms = torch.linalg.vector_norm(values.masked_fill(left_out, 0.0) if bool(left_out.any()) else values, dim=-1)
         norm_sums = x.new_zeros(batch * slots, dtype=torch.float32).index_add_(0, flat, norms)
         wanted = norm_sums.view(batch, slots)[:, :num_out] / counts.clamp(min=1)
         length = torch.linalg.vector_norm(means, dim=-1)
