@@ -40,6 +40,7 @@ MODULES = [
     "hf_ltbm.merging",
     "hf_ltbm.config",
     "hf_ltbm.backbones",
+    "hf_ltbm.tiny",
     "hf_ltbm.models",
     "hf_ltbm.processing",
     "hf_ltbm.audio",
