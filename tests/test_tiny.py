@@ -95,6 +95,7 @@ def test_the_spec_sets_the_sizes_and_the_default_spec_is_the_default_model(name)
         num_attention_heads=4,
         num_key_value_heads=2,
         num_hidden_layers=1,
+        max_position_embeddings=1024,
         audio_hidden_size=24,
         audio_attention_heads=2,
         audio_layers=3,
@@ -102,7 +103,7 @@ def test_the_spec_sets_the_sizes_and_the_default_spec_is_the_default_model(name)
     config = build_tiny_config(name, spec=spec)
     text, audio = config.get_text_config(), config.audio_config
     assert (text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (48, 96, 1)
-    assert (text.num_attention_heads, text.num_key_value_heads) == (4, 2)
+    assert (text.num_attention_heads, text.num_key_value_heads, text.max_position_embeddings) == (4, 2, 1024)
     assert audio.num_mel_bins == 80
     widths = {key: getattr(audio, key, None) for key in ("d_model", "hidden_size")}
     assert 24 in widths.values()

@@ -18,6 +18,7 @@ SPEC = TinySpec(
     hidden_size=32,
     num_attention_heads=4,  # head size 8
     num_key_value_heads=2,
+    max_position_embeddings=512,  # transformers' common rotary-scaling tests are tuned to short position ranges
     audio_hidden_size=24,
     audio_attention_heads=4,
 )

@@ -51,6 +51,7 @@ class TinySpec:
             serves); `hidden_size` must be a multiple of it, with an even head size (rotary positions).
         num_key_value_heads: its key/value heads (1); must divide `num_attention_heads`.
         num_hidden_layers: its layers (2).
+        max_position_embeddings: its `max_position_embeddings` (32768), which rotary scaling is relative to.
         audio_hidden_size: the audio encoder's width (64; `d_model`); its MLP is twice as wide (Voxtral: 4 times, the
             4 frames its projector reads per token).
         audio_attention_heads: the audio encoder's attention heads (4); must divide `audio_hidden_size`.
@@ -63,6 +64,7 @@ class TinySpec:
     num_attention_heads: int = 2
     num_key_value_heads: int = 1
     num_hidden_layers: int = 2
+    max_position_embeddings: int = 32768
     audio_hidden_size: int = 64
     audio_attention_heads: int = 4
     audio_layers: int = 2
@@ -143,7 +145,7 @@ def tiny_tokenizer(audio_tokens: list[str], named: Optional[dict[str, str]] = No
 
 def tiny_text_config(tokenizer: Any, spec: Optional[TinySpec] = None) -> dict[str, Any]:
     """The tiny language model's config arguments (a Qwen2 decoder of `spec`'s sizes, the vocabulary and special
-    token ids of `tokenizer`, untied embeddings, 32768 positions)."""
+    token ids of `tokenizer`, untied embeddings)."""
     spec = check_spec(spec)
     return dict(
         model_type="qwen2",
@@ -153,7 +155,7 @@ def tiny_text_config(tokenizer: Any, spec: Optional[TinySpec] = None) -> dict[st
         num_hidden_layers=spec.num_hidden_layers,
         num_attention_heads=spec.num_attention_heads,
         num_key_value_heads=spec.num_key_value_heads,
-        max_position_embeddings=32768,
+        max_position_embeddings=spec.max_position_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
