@@ -41,6 +41,7 @@ MODULES = [
     "hf_ltbm.config",
     "hf_ltbm.backbones",
     "hf_ltbm.layout",
+    "hf_ltbm.tiny",
     "hf_ltbm.models",
     "hf_ltbm.processing",
     "hf_ltbm.audio",

@@ -1,3 +1,4 @@
+import functools
 import json
 
 import numpy as np
@@ -8,15 +9,9 @@ from transformers import AutoProcessor
 import hf_ltbm
 from hf_ltbm import AudioFlamingo3LTBMProcessor, MusicFlamingoLTBMProcessor, Qwen2AudioLTBMProcessor
 
+from .models import tiny
 from .models.conftest import AF3, MUSICFLAMINGO, QWEN
-from .models.tiny import (
-    AUDIO_TOKEN_ID,
-    audioflamingo3_processor,
-    musicflamingo_processor,
-    qwen2_audio_processor,
-    tokens_for_frames,
-    tone,
-)
+from .models.tiny import AUDIO_TOKEN_ID, tokens_for_frames, tone
 
 QWEN_PROMPT = "<|audio_bos|><|AUDIO|><|audio_eos|> what is in the audio ?"
 AF3_PROMPT = "<sound> describe the sound"
@@ -28,8 +23,8 @@ def _placeholders(batch):
 
 def test_qwen2_audio_processor_emits_merged_count():
     audio = [tone(1.3), tone(2.0, 880)]
-    stock = qwen2_audio_processor()(text=[QWEN_PROMPT] * 2, audio=audio, return_tensors="pt", padding=True)
-    ours = qwen2_audio_processor(Qwen2AudioLTBMProcessor, audio_token_merge={"keep_ratio": 0.3})
+    stock = tiny.processor("qwen2_audio")(text=[QWEN_PROMPT] * 2, audio=audio, return_tensors="pt", padding=True)
+    ours = tiny.processor("qwen2_audio", merging=True, audio_token_merge={"keep_ratio": 0.3})
     merged = ours(text=[QWEN_PROMPT] * 2, audio=audio, return_tensors="pt", padding=True)
     ns = [tokens_for_frames(int(f)) for f in stock["feature_attention_mask"].sum(-1)]
     assert _placeholders(stock) == ns
@@ -39,16 +34,16 @@ def test_qwen2_audio_processor_emits_merged_count():
 
 def test_merging_off_processor_equals_upstream():
     audio = [tone(1.3)]
-    stock = qwen2_audio_processor()(text=[QWEN_PROMPT], audio=audio, return_tensors="pt")
-    off = qwen2_audio_processor(Qwen2AudioLTBMProcessor)(text=[QWEN_PROMPT], audio=audio, return_tensors="pt")
+    stock = tiny.processor("qwen2_audio")(text=[QWEN_PROMPT], audio=audio, return_tensors="pt")
+    off = tiny.processor("qwen2_audio", merging=True)(text=[QWEN_PROMPT], audio=audio, return_tensors="pt")
     assert all(torch.equal(stock[k], off[k]) for k in stock)
 
 
 def test_audioflamingo3_processor_counts_per_window():
     audio = [tone(5.0), tone(1.5, 300)]  # 3 windows (2 s, 2 s, 1 s) and 1 window
     setting = {"method": "pool", "keep_ratio": 0.25}
-    stock = audioflamingo3_processor()(text=[AF3_PROMPT] * 2, audio=audio)
-    merged = audioflamingo3_processor(AudioFlamingo3LTBMProcessor, audio_token_merge=setting)(
+    stock = tiny.processor("audioflamingo3")(text=[AF3_PROMPT] * 2, audio=audio)
+    merged = tiny.processor("audioflamingo3", merging=True, audio_token_merge=setting)(
         text=[AF3_PROMPT] * 2, audio=audio
     )
     per_window = [tokens_for_frames(int(f)) for f in merged["input_features_mask"].sum(-1)]
@@ -58,11 +53,15 @@ def test_audioflamingo3_processor_counts_per_window():
     assert _placeholders(stock) == [sum(per_window[:3]), per_window[3]]
 
 
-# backbone -> (stock processor factory, merging processor class, prompt)
+# backbone -> (processor factory: the stock one, or with `merging=True` the merging one; merging class, prompt)
 _PROCESSORS = {
-    "qwen2_audio": (qwen2_audio_processor, Qwen2AudioLTBMProcessor, QWEN_PROMPT),
-    "audioflamingo3": (audioflamingo3_processor, AudioFlamingo3LTBMProcessor, AF3_PROMPT),
-    "musicflamingo": (musicflamingo_processor, MusicFlamingoLTBMProcessor, AF3_PROMPT),
+    "qwen2_audio": (functools.partial(tiny.processor, "qwen2_audio"), Qwen2AudioLTBMProcessor, QWEN_PROMPT),
+    "audioflamingo3": (
+        functools.partial(tiny.processor, "audioflamingo3"),
+        AudioFlamingo3LTBMProcessor,
+        AF3_PROMPT,
+    ),
+    "musicflamingo": (functools.partial(tiny.processor, "musicflamingo"), MusicFlamingoLTBMProcessor, AF3_PROMPT),
 }
 
 
@@ -72,7 +71,7 @@ def test_processor_outputs_run_both_paths_identically(backbone):
     setting = {"keep_ratio": 0.5}
     audio = [tone(1.7), tone(0.9 if backbone is QWEN else 3.1, 660)]
     kwargs = {"return_tensors": "pt", "padding": True} if backbone is QWEN else {}
-    a = make(merging_cls, audio_token_merge=setting)(text=[prompt] * 2, audio=audio, **kwargs)
+    a = make(merging=True, audio_token_merge=setting)(text=[prompt] * 2, audio=audio, **kwargs)
     b = make()(text=[prompt] * 2, audio=audio, **kwargs)
     _, model = backbone.models()
     model.set_audio_token_merge(setting)
@@ -84,19 +83,19 @@ def test_processor_outputs_run_both_paths_identically(backbone):
 
 def test_too_long_audio_is_an_error_not_a_truncation():
     with pytest.raises(ValueError, match=r"Audio 0 is 2\.5 s long, but Qwen2-Audio accepts at most 2 s"):
-        qwen2_audio_processor(Qwen2AudioLTBMProcessor)(text=[QWEN_PROMPT], audio=[tone(2.5)])
+        tiny.processor("qwen2_audio", merging=True)(text=[QWEN_PROMPT], audio=[tone(2.5)])
     with pytest.raises(
         ValueError, match=r"Audio 1 is 7\.0 s long, but Audio Flamingo 3 \(max_audio_len=6: 3 whole 2 s windows\)"
     ):
-        audioflamingo3_processor(AudioFlamingo3LTBMProcessor)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
+        tiny.processor("audioflamingo3", merging=True)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
     with pytest.raises(
         ValueError, match=r"Audio 1 is 7\.0 s long, but Music Flamingo \(max_audio_len=6: 3 whole 2 s windows\)"
     ):
-        musicflamingo_processor(MusicFlamingoLTBMProcessor)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
+        tiny.processor("musicflamingo", merging=True)(text=[AF3_PROMPT] * 2, audio=[tone(1), tone(7)])
 
 
 def test_auto_processor_returns_merging_processor(tmp_path):
-    qwen2_audio_processor().save_pretrained(tmp_path / "stock")
+    tiny.processor("qwen2_audio").save_pretrained(tmp_path / "stock")
     QWEN.config().save_pretrained(tmp_path / "stock")
     proc = AutoProcessor.from_pretrained(tmp_path / "stock", audio_token_merge="ltbm")
     assert type(proc) is Qwen2AudioLTBMProcessor
@@ -119,7 +118,7 @@ def test_a_saved_merging_processor_names_the_upstream_class(backbone, tmp_path):
     make, merging_cls, _ = _PROCESSORS[backbone.name]
     upstream = merging_cls._upstream_class.__name__
     setting = {"method": "pool", "keep_ratio": 0.25}
-    make(merging_cls, audio_token_merge=setting).save_pretrained(tmp_path)
+    make(merging=True, audio_token_merge=setting).save_pretrained(tmp_path)
     for name in ("processor_config.json", "tokenizer_config.json"):
         assert json.loads((tmp_path / name).read_text())["processor_class"] == upstream, name
     loaded = AutoProcessor.from_pretrained(tmp_path)
@@ -127,13 +126,13 @@ def test_a_saved_merging_processor_names_the_upstream_class(backbone, tmp_path):
     assert loaded.audio_token_merge == hf_ltbm.AudioTokenMergeConfig(**setting).to_dict()
     assert AutoProcessor.from_pretrained(tmp_path, audio_token_merge=None).merge_config is None
     # a folder saved without a setting loads as the upstream class, as before
-    make(merging_cls).save_pretrained(tmp_path / "off")
+    make(merging=True).save_pretrained(tmp_path / "off")
     assert type(AutoProcessor.from_pretrained(tmp_path / "off")).__name__ == upstream
 
 
 def test_folders_saved_under_the_merging_class_name_still_load(tmp_path):
     """hf-ltbm 0.1 folders name the merging class; with hf_ltbm imported they load as before."""
-    qwen2_audio_processor(Qwen2AudioLTBMProcessor, audio_token_merge="global").save_pretrained(tmp_path)
+    tiny.processor("qwen2_audio", merging=True, audio_token_merge="global").save_pretrained(tmp_path)
     for name in ("processor_config.json", "tokenizer_config.json"):
         path = tmp_path / name
         path.write_text(json.dumps({**json.loads(path.read_text()), "processor_class": "Qwen2AudioLTBMProcessor"}))
@@ -146,8 +145,8 @@ def test_a_max_audio_len_between_windows_counts_windows_as_upstream_does():
     each row its own placeholders (before, the merging processor counted 3 windows for a clip upstream cut to 2, so
     row 0 took both clips' placeholders and row 1 none); a clip longer than 4 s is refused, not cut."""
     setting = {"method": "ltbm", "keep_ratio": 0.5}
-    merging = audioflamingo3_processor(AudioFlamingo3LTBMProcessor, audio_token_merge=setting, max_audio_len=5)
-    stock = audioflamingo3_processor(max_audio_len=5)
+    merging = tiny.processor("audioflamingo3", merging=True, audio_token_merge=setting, max_audio_len=5)
+    stock = tiny.processor("audioflamingo3", max_audio_len=5)
     audio = [tone(4.0), tone(1.0, 300)]
     batch = merging(text=[AF3_PROMPT] * 2, audio=audio)
     per_window = [tokens_for_frames(int(f)) for f in batch["input_features_mask"].sum(-1)]
@@ -166,18 +165,17 @@ def test_a_max_audio_len_between_windows_counts_windows_as_upstream_does():
     with pytest.raises(ValueError, match=r"Audio 0 is 4\.6 s long, but Audio Flamingo 3 \(max_audio_len=5: 2 whole"):
         merging(text=[AF3_PROMPT], audio=[long_clip])
     with pytest.raises(ValueError, match=r"max_audio_len=1 keeps no 2 s window"):
-        audioflamingo3_processor(AudioFlamingo3LTBMProcessor, max_audio_len=1)(text=[AF3_PROMPT], audio=[tone(1.0)])
+        tiny.processor("audioflamingo3", merging=True, max_audio_len=1)(text=[AF3_PROMPT], audio=[tone(1.0)])
 
 
 def test_num_tokens_is_a_budget_per_audio_unit_as_documented():
     """Audio Flamingo 3 applies `num_tokens` per window (the docs said per clip): three windows, three budgets."""
-    merging = audioflamingo3_processor(AudioFlamingo3LTBMProcessor, audio_token_merge={"num_tokens": 5})
+    merging = tiny.processor("audioflamingo3", merging=True, audio_token_merge={"num_tokens": 5})
     assert _placeholders(merging(text=[AF3_PROMPT], audio=[tone(6.0)])) == [3 * 5]
     assert "per 30 s window for Audio Flamingo 3" in " ".join(hf_ltbm.AudioTokenMergeConfig.__doc__.split())
 
 
 # --------------------------------------------------------------------------------------------- property-based tests
-import functools  # noqa: E402
 import math  # noqa: E402
 
 from hypothesis import event, given, settings  # noqa: E402
@@ -232,7 +230,7 @@ def test_placeholders_per_row_equal_each_rows_merged_count_at_any_length(data, n
     lengths = data.draw(st.lists(clip_lengths(kept), min_size=1, max_size=3), label="lengths")
     audio = [tone(n / RATE, 300 + 97 * i)[:n] for i, n in enumerate(lengths)]
     audio = [np.pad(a, (0, n - len(a))) for a, n in zip(audio, lengths)]
-    processor = make(merging_cls, audio_token_merge=setting, **kwargs)
+    processor = make(merging=True, audio_token_merge=setting, **kwargs)
     too_long = [i for i, n in enumerate(lengths) if n > kept * WINDOW]
     if too_long:
         with pytest.raises(ValueError, match=rf"Audio {too_long[0]} is [0-9.]+ s long, but "):

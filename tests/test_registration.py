@@ -51,8 +51,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402
 
+from .models import tiny  # noqa: E402
 from .models.conftest import AF3  # noqa: E402
-from .models.tiny import audioflamingo3_processor, qwen2_audio_processor  # noqa: E402
 from .strategies import merge_settings  # noqa: E402
 
 #: Loads each folder with transformers alone (hf_ltbm never imported) and reports what it got.
@@ -125,9 +125,8 @@ def test_every_saved_folder_loads_in_plain_transformers_as_the_upstream_classes(
             model.save_pretrained(folder)
             assert AutoModelForSeq2SeqLM.from_pretrained(folder).audio_token_merge == setting
         if "processor" in parts:
-            make = qwen2_audio_processor if backbone is QWEN else audioflamingo3_processor
             merging_cls = hf_ltbm.Qwen2AudioLTBMProcessor if backbone is QWEN else hf_ltbm.AudioFlamingo3LTBMProcessor
-            processor = make(merging_cls, audio_token_merge=value)
+            processor = tiny.processor(backbone.name, merging=True, audio_token_merge=value)
             processor.save_pretrained(folder)
             loaded = AutoProcessor.from_pretrained(folder)
             if setting is None:

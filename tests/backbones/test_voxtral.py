@@ -4,45 +4,39 @@ prompts with partial windows, which Voxtral does not have; the pipeline, tiny-mo
 through `TINY_MODELS`)."""
 
 import base64
+import dataclasses
 import io
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from transformers import VoxtralConfig, VoxtralForConditionalGeneration, VoxtralProcessor, WhisperFeatureExtractor
+from transformers import VoxtralForConditionalGeneration
 
 import hf_ltbm
-from hf_ltbm.backbones.voxtral import VoxtralLTBMForConditionalGeneration, VoxtralLTBMProcessor, tiny_tekken_tokenizer
+from hf_ltbm.backbones.voxtral import VoxtralLTBMForConditionalGeneration, VoxtralLTBMProcessor
 from hf_ltbm.compat import output_cache
+from hf_ltbm.tiny import TinySpec, build_tiny_config, build_tiny_processor
 
 mistral_common = pytest.importorskip("mistral_common", reason="Voxtral's processor needs mistral-common")
 
-AUDIO, BEGIN_AUDIO = 24, 25
+#: One-layer models with a narrow encoder (hf_ltbm.tiny's sizes otherwise); `window_seconds=2`: 2 s chunks of 100
+#: encoder positions, 25 tokens.
+SPEC = TinySpec(
+    hidden_size=32,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    num_hidden_layers=1,
+    audio_hidden_size=16,
+    audio_attention_heads=2,
+    audio_layers=1,
+)
+_TOKENIZER = build_tiny_processor("tiny-random-voxtral", upstream=True).tokenizer
+AUDIO, BEGIN_AUDIO = _TOKENIZER.convert_tokens_to_ids(["[AUDIO]", "[BEGIN_AUDIO]"])
 
 
-def config(max_source_positions=1500, vocab=356):
-    return VoxtralConfig(
-        audio_config=dict(
-            hidden_size=16,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_mel_bins=128,
-            max_source_positions=max_source_positions,
-        ),
-        text_config=dict(
-            model_type="llama",
-            vocab_size=vocab,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-        ),
-        audio_token_id=AUDIO,
-    )
+def config(window_seconds=30):
+    return build_tiny_config("tiny-random-voxtral", spec=dataclasses.replace(SPEC, window_seconds=window_seconds))
 
 
 def models(**kwargs):
@@ -64,7 +58,7 @@ def prompts(chunks_per_row, per_chunk):
 
 
 def test_merging_off_and_keep_one_are_upstream_and_both_prompt_paths_agree():
-    upstream, ours = models(max_source_positions=100)  # 2 s chunks: 100 frames, 25 tokens
+    upstream, ours = models(window_seconds=2)  # 2 s chunks: 100 frames, 25 tokens
     features = torch.randn(3, 128, 200, generator=torch.Generator().manual_seed(0))
     ids, mask = prompts([2, 1], 25)
     with torch.no_grad():
@@ -101,9 +95,9 @@ def _wav(seconds, seed):
 
 
 def test_the_merging_processor_shortens_mistral_commons_runs_per_chunk(tmp_path):
-    tokenizer, features = tiny_tekken_tokenizer(), WhisperFeatureExtractor(feature_size=128)
-    stock = VoxtralProcessor(features, tokenizer)
-    merging = VoxtralLTBMProcessor(features, tokenizer, audio_token_merge={"method": "ltbm", "keep_ratio": 0.5})
+    stock = build_tiny_processor("tiny-random-voxtral", upstream=True)
+    merging = build_tiny_processor("tiny-random-voxtral", audio_token_merge={"method": "ltbm", "keep_ratio": 0.5})
+    assert type(merging) is VoxtralLTBMProcessor
     chats = [
         [{"role": "user", "content": [{"type": "audio", "base64": _wav(35, 0)}, {"type": "text", "text": "hi"}]}],
         [{"role": "user", "content": [{"type": "audio", "base64": _wav(5, 1)}, {"type": "text", "text": "hello"}]}],
@@ -153,7 +147,7 @@ def test_a_transcription_request_gets_the_merged_count_and_the_stock_requests_to
     from hf_ltbm.tiny import build_tiny_model
 
     model, merging = build_tiny_model("tiny-random-voxtral", audio_token_merge={"method": "ltbm", "keep_ratio": 0.5})
-    stock = VoxtralProcessor(merging.feature_extractor, merging.tokenizer)
+    stock = build_tiny_processor("tiny-random-voxtral", upstream=True)
     clip = (0.1 * np.random.default_rng(0).standard_normal(16000 * 35)).astype(np.float32)
     request = dict(model_id="mistralai/Voxtral-Mini-3B-2507", language="en", sampling_rate=16000, format=["wav"])
     a = stock.apply_transcription_request(audio=clip, return_tensors="pt", **request)
@@ -176,7 +170,7 @@ def test_lora_on_the_language_model_and_an_offloaded_device_map(tmp_path):
     features = torch.randn(3, 128, 200, generator=torch.Generator().manual_seed(1))
     ids, mask = prompts([2, 1], hf_ltbm.output_length(25, keep_ratio=0.5))
     inputs = {"input_ids": ids, "attention_mask": mask, "input_features": features}
-    upstream, model = models(max_source_positions=100)
+    upstream, model = models(window_seconds=2)
     model.set_audio_token_merge(setting)
     lora = LoraConfig(r=4, target_modules=r".*language_model.*\.(q_proj|v_proj)", lora_dropout=0.0)
     peft_model = get_peft_model(model, lora)
@@ -192,7 +186,7 @@ def test_lora_on_the_language_model_and_an_offloaded_device_map(tmp_path):
     with torch.no_grad():
         expected = peft_model(**inputs).logits
     peft_model.save_pretrained(tmp_path / "adapter")
-    _, fresh = models(max_source_positions=100)
+    _, fresh = models(window_seconds=2)
     fresh.set_audio_token_merge(setting)
     reloaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
     merged = reloaded.merge_and_unload()

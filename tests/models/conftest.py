@@ -1,6 +1,7 @@
 """Fixtures: tiny random models of every backbone (Qwen2-Audio, Audio Flamingo 3, Music Flamingo, Qwen2.5-Omni's
-thinker), upstream and merging, with the same weights."""
+thinker), upstream and merging, with the same weights (`hf_ltbm.tiny`'s configs with the sizes of `tiny.SPECS`)."""
 
+import functools
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +16,7 @@ from transformers import (
 import hf_ltbm
 from hf_ltbm import output_length
 
-from .tiny import audioflamingo3_config, make_batch, musicflamingo_config, qwen2_5_omni_config, qwen2_audio_config
+from . import tiny
 
 
 @dataclass
@@ -23,8 +24,6 @@ class Backbone:
     name: str
     upstream: type
     merging: type
-    config: callable
-    mel_bins: int
     mask_name: str
     #: The module that projects audio tokens into the language model, and the modules besides the audio encoder and
     #: the language model (for device maps).
@@ -43,6 +42,26 @@ class Backbone:
             .replace("model.visual", "visual")
         )
 
+    def config(self, **kwargs):
+        """The upstream config of the family's tiny model (`tiny.config`); `kwargs` override its arguments."""
+        return tiny.config(self.name, **kwargs)
+
+    @property
+    def mel_bins(self) -> int:
+        return tiny.SPECS[self.name].mel_bins
+
+    @functools.cached_property
+    def tokenizer(self):
+        return tiny.processor(self.name, merging=True).tokenizer
+
+    @functools.cached_property
+    def audio_token_id(self) -> int:
+        return tiny.audio_token_id(self.name)
+
+    def text_ids(self, words: str) -> list[int]:
+        """The ids of space-separated `words` in the family's tiny tokenizer."""
+        return self.tokenizer.convert_tokens_to_ids(words.split())
+
     def models(self, seed=0):
         torch.manual_seed(seed)
         up = self.upstream(self.config()).eval()
@@ -51,10 +70,20 @@ class Backbone:
         return up, ours
 
     def inputs(self, unit_frames, texts, setting=None, padding_side="left"):
-        """Model kwargs for rows of audio units; `setting=None` emits N placeholders per unit, else M."""
+        """Model kwargs for rows of audio units; `setting=None` emits N placeholders per unit, else M. `texts[r]`:
+        the words before and after row r's audio."""
         parsed = hf_ltbm.AudioTokenMergeConfig.from_value(setting)
         counts = (lambda n: n) if parsed is None else parsed.output_length
-        ids, mask, feats, fmask = make_batch(self.mel_bins, unit_frames, texts, counts, padding_side=padding_side)
+        texts = [(self.text_ids(pre), self.text_ids(post)) for pre, post in texts]
+        ids, mask, feats, fmask = tiny.make_batch(
+            self.mel_bins,
+            unit_frames,
+            texts,
+            counts,
+            padding_side=padding_side,
+            audio_token_id=self.audio_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         return {"input_ids": ids, "attention_mask": mask, "input_features": feats, self.mask_name: fmask}
 
     def audio_features(self, model, inputs):
@@ -67,16 +96,12 @@ QWEN = Backbone(
     "qwen2_audio",
     Qwen2AudioForConditionalGeneration,
     hf_ltbm.Qwen2AudioLTBMForConditionalGeneration,
-    qwen2_audio_config,
-    80,
     "feature_attention_mask",
 )
 AF3 = Backbone(
     "audioflamingo3",
     AudioFlamingo3ForConditionalGeneration,
     hf_ltbm.AudioFlamingo3LTBMForConditionalGeneration,
-    audioflamingo3_config,
-    128,
     "input_features_mask",
 )
 
@@ -84,8 +109,6 @@ MUSICFLAMINGO = Backbone(
     "musicflamingo",
     MusicFlamingoForConditionalGeneration,
     hf_ltbm.MusicFlamingoLTBMForConditionalGeneration,
-    musicflamingo_config,
-    128,
     "input_features_mask",
 )
 
@@ -94,8 +117,6 @@ OMNI = Backbone(
     "qwen2_5_omni_thinker",
     Qwen2_5OmniThinkerForConditionalGeneration,
     hf_ltbm.Qwen2_5OmniThinkerLTBMForConditionalGeneration,
-    qwen2_5_omni_config,
-    128,
     "feature_attention_mask",
     projector="model.audio_tower.proj",  # inside the audio encoder
     other_modules=("model.visual",),
@@ -109,10 +130,10 @@ def backbone(request):
     return request.param
 
 
-# Rows of audio units (valid mel frames each) and the text around them: a short and a full window in row 0
+# Rows of audio units (valid mel frames each) and the words around them: a short and a full window in row 0
 # (for AF3 two windows of one clip; for Qwen2-Audio two clips), one unit in row 1, different text lengths.
 UNITS = [[200, 130], [170]]
-TEXTS = [([5, 6, 7], [8, 9]), ([5], [10, 11, 12, 13])]
+TEXTS = [("what is in", "the audio"), ("describe", "the sound of this")]
 
 
 def merged(n, ratio=0.5):

@@ -12,7 +12,7 @@ def test_received_attention_matches_the_encoders_own_attention_weights():
     model.config.audio_config._attn_implementation = "eager"
     tower = model.model.audio_tower
     tower.config._attn_implementation = "eager"
-    inputs = QWEN.inputs([[200, 130]], [([5], [6])])
+    inputs = QWEN.inputs([[200, 130]], [("what", "is")])
     frames = (inputs["feature_attention_mask"].sum(-1) - 1) // 2 + 1
     mask_2d = (torch.arange(100)[None] < frames[:, None]).long()
     mask = create_bidirectional_mask(config=tower.config, inputs_embeds=torch.zeros(2, 100, 1), attention_mask=mask_2d)

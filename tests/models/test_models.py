@@ -10,6 +10,7 @@ from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSeq2Seq
 import hf_ltbm
 from hf_ltbm.compat import accepted_cache_names, cache_parameter, output_cache
 
+from . import tiny
 from .conftest import TEXTS, UNITS
 from .tiny import AUDIO_TOKEN_ID, tokens_for_frames
 
@@ -286,9 +287,9 @@ def test_a_last_window_without_encoder_tokens_is_left_empty(method):
     """AF3 cuts a clip into windows; a last window of 320 samples or fewer has no encoder token. Merging off handles
     it (0 placeholders); with merging on it reached the merge and crashed."""
     from tests.models.conftest import AF3
-    from tests.models.tiny import audioflamingo3_processor, tone
+    from tests.models.tiny import tone
 
-    processor = audioflamingo3_processor(hf_ltbm.AudioFlamingo3LTBMProcessor, audio_token_merge=method)
+    processor = tiny.processor("audioflamingo3", merging=True, audio_token_merge=method)
     window = processor.feature_extractor.chunk_length * 16000
     for extra in (1, 160, 320):  # samples past a whole window
         clip = np.concatenate([tone(2.0)[:window], tone(0.1)[:extra]])

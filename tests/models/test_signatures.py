@@ -53,4 +53,4 @@ def test_a_value_for_an_unimplemented_upstream_parameter_is_refused_with_merging
     ours.set_audio_token_merge("ltbm")
     monkeypatch.setattr(type(ours), "_merging_parameters", type(ours)._merging_parameters - {"use_cache"})
     with pytest.raises(TypeError, match=r"takes \['use_cache'\], which the merging path"):
-        ours(**backbone.inputs([[170]], [([5], [6])], "ltbm"), use_cache=False)
+        ours(**backbone.inputs([[170]], [("what", "is")], "ltbm"), use_cache=False)

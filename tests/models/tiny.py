@@ -1,113 +1,81 @@
-"""Tiny random-initialised configs of the real architectures (no downloads) and inputs for them."""
+"""The tests' tiny models: `hf_ltbm.tiny`'s builders with 2 s windows and narrow widths (`SPECS`), and inputs for them.
+
+Nothing here makes a config, tokenizer or processor of its own: constants are read from what `hf_ltbm.tiny` builds.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
-from transformers import AudioFlamingo3Config, MusicFlamingoConfig, Qwen2AudioConfig, VoxtralConfig
 
-VOCAB = 160
-AUDIO_TOKEN_ID = 151
-PAD_TOKEN_ID = 0
-MAX_SOURCE_POSITIONS = 100  # 200 mel frames = a 2 s window at 100 frames/s -> 50 audio tokens
+from hf_ltbm.backbones import get_backbone
+from hf_ltbm.tiny import TinySpec, build_tiny_config, build_tiny_processor
 
-
-def _text_config(**overrides):
-    cfg = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=PAD_TOKEN_ID,
-        eos_token_id=2,
-        bos_token_id=1,
-        tie_word_embeddings=False,
-        model_type="qwen2",
-    )
-    cfg.update(overrides)
-    return cfg
-
-
-def _audio_config(mel_bins: int, model_type: str):
-    return dict(
-        model_type=model_type,
-        num_mel_bins=mel_bins,
-        d_model=24,
-        encoder_layers=2,
-        encoder_attention_heads=4,
-        encoder_ffn_dim=48,
-        max_source_positions=MAX_SOURCE_POSITIONS,
-    )
+#: 2 s windows (200 mel frames, 100 encoder positions, 50 audio tokens) and narrow widths: fast model tests.
+SPEC = TinySpec(
+    window_seconds=2,
+    hidden_size=32,
+    num_attention_heads=4,  # head size 8
+    num_key_value_heads=2,
+    max_position_embeddings=512,  # transformers' common rotary-scaling tests are tuned to short position ranges
+    audio_hidden_size=24,
+    audio_attention_heads=4,
+)
+#: Family (`config.model_type`) -> its sizes: Qwen2-Audio with 80 mel bins (not the default 128), Voxtral with a
+#: narrower audio encoder.
+SPECS = {
+    "qwen2_audio": dataclasses.replace(SPEC, mel_bins=80),
+    "audioflamingo3": SPEC,
+    "musicflamingo": SPEC,
+    "qwen2_5_omni_thinker": SPEC,
+    "voxtral": dataclasses.replace(SPEC, audio_hidden_size=16, audio_attention_heads=2),
+}
+#: Audio Flamingo 3's and Music Flamingo's processors take three 2 s windows per clip (`max_audio_len`, seconds).
+MAX_WINDOWS = 3
+#: The families of the shared model tests (`tests/models/conftest.py`), whose prompts the tests write with ids.
+PROMPT_FAMILIES = ("qwen2_audio", "audioflamingo3", "musicflamingo", "qwen2_5_omni_thinker")
 
 
-def qwen2_audio_config(**kwargs) -> Qwen2AudioConfig:
-    kwargs.setdefault("audio_token_id", AUDIO_TOKEN_ID)
-    return Qwen2AudioConfig(
-        audio_config=_audio_config(80, "qwen2_audio_encoder"), text_config=_text_config(), **kwargs
-    )
+def tiny_name(family: str) -> str:
+    """The `hf_ltbm.tiny` name of a family (`"qwen2_audio"` -> `"tiny-random-qwen2-audio"`)."""
+    return get_backbone(family).tiny_name
 
 
-def audioflamingo3_config(**kwargs) -> AudioFlamingo3Config:
-    kwargs.setdefault("audio_token_id", AUDIO_TOKEN_ID)
-    return AudioFlamingo3Config(
-        audio_config=_audio_config(128, "audioflamingo3_encoder"), text_config=_text_config(), **kwargs
-    )
+def config(family: str, **kwargs):
+    """The upstream config of `family`'s tiny model with the tests' sizes; `kwargs` override its arguments."""
+    return build_tiny_config(tiny_name(family), spec=SPECS[family], **kwargs)
 
 
-def musicflamingo_config(**kwargs) -> MusicFlamingoConfig:
-    kwargs = {"audio_token_id": AUDIO_TOKEN_ID, "audio_bos_token_id": 152, "audio_eos_token_id": 153, **kwargs}
-    return MusicFlamingoConfig(
-        audio_config=_audio_config(128, "audioflamingo3_encoder"), text_config=_text_config(), **kwargs
-    )
+def processor(family: str, merging: bool = False, **kwargs):
+    """`family`'s tiny processor with the tests' sizes: the upstream class, or with `merging` the merging one (whose
+    `audio_token_merge` is in `kwargs`). The Flamingos take `MAX_WINDOWS` windows unless `max_audio_len` is given."""
+    if family in ("audioflamingo3", "musicflamingo"):
+        kwargs.setdefault("max_audio_len", MAX_WINDOWS * SPEC.window_seconds)
+    return build_tiny_processor(tiny_name(family), spec=SPECS[family], upstream=not merging, **kwargs)
 
 
-def voxtral_config(**kwargs) -> VoxtralConfig:
-    """Voxtral: its encoder (4 frames concatenated per token: 25 tokens per 2 s chunk) and a Llama text model."""
-    return VoxtralConfig(
-        audio_config=dict(
-            hidden_size=16,
-            intermediate_size=64,  # the projector reads 4 encoder frames per token: 4 x hidden_size
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_mel_bins=128,
-            max_source_positions=MAX_SOURCE_POSITIONS,
-        ),
-        text_config=_text_config(model_type="llama", head_dim=8),
-        **kwargs,
-    )
+def audio_token_id(family: str) -> int:
+    """The id of `family`'s audio placeholder in its tiny tokenizer."""
+    tokenizer = processor(family, merging=True).tokenizer
+    return tokenizer.convert_tokens_to_ids(get_backbone(family).tiny_audio_tokens[0])
 
 
-def qwen2_5_omni_config(**kwargs):
-    """Qwen2.5-Omni's thinker: its audio encoder (attention in 200-frame chunks), a one-block vision encoder and a
-    language model with 3D rotary sections covering its head size (8)."""
-    from transformers import Qwen2_5OmniThinkerConfig
-
-    audio = dict(_audio_config(128, "qwen2_5_omni_audio_encoder"), n_window=100, output_dim=32)
-    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32)
-    text = _text_config(
-        model_type="qwen2_5_omni_text", rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1]}
-    )
-    tokens = dict(
-        audio_token_index=AUDIO_TOKEN_ID,
-        image_token_index=154,
-        video_token_index=155,
-        audio_start_token_id=152,
-        audio_end_token_id=153,
-    )
-    config = Qwen2_5OmniThinkerConfig(
-        audio_config=audio,
-        vision_config=dict(vision, fullatt_block_indexes=[0]),
-        text_config=text,
-        **{**tokens, **kwargs},
-    )
-    config.vision_start_token_id = 156
-    return config
+#: The audio placeholder's id and the padding id in the tiny tokenizers of `PROMPT_FAMILIES` (the placeholder is the
+#: first token after the fixed specials, so they agree).
+_IDS = {
+    family: (audio_token_id(family), processor(family, merging=True).tokenizer.pad_token_id)
+    for family in PROMPT_FAMILIES
+}
+assert len(set(_IDS.values())) == 1, _IDS
+AUDIO_TOKEN_ID, PAD_TOKEN_ID = _IDS["qwen2_audio"]
+#: Encoder positions per 2 s window (`max_source_positions`), and mel frames per window.
+MAX_SOURCE_POSITIONS = SPEC.max_source_positions
+MEL_FRAMES = SPEC.mel_frames
 
 
 def mel_frames() -> int:
-    return MAX_SOURCE_POSITIONS * 2
+    return MEL_FRAMES
 
 
 def tokens_for_frames(frames: int) -> int:
@@ -121,6 +89,8 @@ def make_batch(
     counts,
     padding_side: str = "left",
     seed: int = 0,
+    audio_token_id: int = AUDIO_TOKEN_ID,
+    pad_token_id: int = PAD_TOKEN_ID,
 ):
     """Builds `input_ids`, `attention_mask`, features and masks for rows with audio units.
 
@@ -132,7 +102,7 @@ def make_batch(
     for frames_list, (pre, post) in zip(unit_frames, texts):
         ids = list(pre)
         for frames in frames_list:
-            ids += [AUDIO_TOKEN_ID] * counts(tokens_for_frames(frames))
+            ids += [audio_token_id] * counts(tokens_for_frames(frames))
             f = torch.zeros(mel_bins, mel_frames())
             f[:, :frames] = torch.randn(mel_bins, frames, generator=g)
             m = torch.zeros(mel_frames(), dtype=torch.long)
@@ -142,65 +112,13 @@ def make_batch(
         ids += list(post)
         rows.append(ids)
     width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), PAD_TOKEN_ID)
+    input_ids = torch.full((len(rows), width), pad_token_id)
     attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
     for r, ids in enumerate(rows):
         sl = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
         input_ids[r, sl] = torch.tensor(ids)
         attention_mask[r, sl] = 1
     return input_ids, attention_mask, torch.stack(feats), torch.stack(masks)
-
-
-SPECIAL = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
-WORDS = "what is in the audio ? describe sound caption a an of this clip please answer with one word yes no".split()
-
-
-def tiny_tokenizer(audio_tokens: dict[str, int]):
-    """A real (word-level) fast tokenizer built in-process, with the backbone's audio tokens at fixed ids."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = dict(SPECIAL)
-    for word in WORDS:
-        vocab[word] = len(vocab)
-    extra = {"<|im_start|>": 154, "<|im_end|>": 155, **audio_tokens}
-    vocab.update(extra)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        eos_token="</s>",
-        bos_token="<s>",
-        additional_special_tokens=list(extra),
-    )
-
-
-def qwen2_audio_processor(cls=None, **kwargs):
-    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
-
-    tokenizer = tiny_tokenizer({"<|AUDIO|>": AUDIO_TOKEN_ID, "<|audio_bos|>": 152, "<|audio_eos|>": 153})
-    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=MAX_SOURCE_POSITIONS // 50)
-    return (cls or Qwen2AudioProcessor)(feature_extractor=fe, tokenizer=tokenizer, **kwargs)
-
-
-def audioflamingo3_processor(cls=None, **kwargs):
-    from transformers import AudioFlamingo3Processor, WhisperFeatureExtractor
-
-    tokenizer = tiny_tokenizer({"<sound>": AUDIO_TOKEN_ID})
-    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=MAX_SOURCE_POSITIONS // 50)
-    kwargs.setdefault("max_audio_len", 3 * MAX_SOURCE_POSITIONS // 50)  # three 2 s windows
-    return (cls or AudioFlamingo3Processor)(feature_extractor=fe, tokenizer=tokenizer, **kwargs)
-
-
-def musicflamingo_processor(cls=None, **kwargs):
-    from transformers import MusicFlamingoProcessor, WhisperFeatureExtractor
-
-    tokenizer = tiny_tokenizer({"<sound>": AUDIO_TOKEN_ID, "<|sound_bos|>": 152, "<|sound_eos|>": 153})
-    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=MAX_SOURCE_POSITIONS // 50)
-    kwargs.setdefault("max_audio_len", 3 * MAX_SOURCE_POSITIONS // 50)  # three 2 s windows
-    return (cls or MusicFlamingoProcessor)(feature_extractor=fe, tokenizer=tokenizer, **kwargs)
 
 
 def tone(seconds: float, freq: float = 440.0, rate: int = 16000):

@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Optional
 
 from ..layout import UnitLayout
-from .tiny_parts import tiny_audio_config, tiny_text_config, tiny_tokenizer, whisper_features
+from .tiny_parts import TinySpec, check_spec, tiny_audio_config, tiny_text_config, tiny_tokenizer, whisper_features
 
 __all__ = [
     "BACKBONES",
@@ -283,28 +284,72 @@ class Backbone:
         return model.get_audio_features(features, inputs[self.feature_mask].to(model.device))
 
     # --------------------------------------------------------------------------------------------------- tiny model
-    def tiny_processor(self, audio_token_merge: Any) -> Any:
-        """The merging processor of the family's tiny model: Whisper features at 16 kHz, 128 mel bins, 30 s windows,
-        an in-process word-level tokenizer with `tiny_audio_tokens` and `tiny_chat_template`."""
+    def tiny_processor(
+        self,
+        audio_token_merge: Any,
+        spec: Optional[TinySpec] = None,
+        *,
+        upstream: bool = False,
+        **processor_kwargs: Any,
+    ) -> Any:
+        """The processor of the family's tiny model (`hf_ltbm.tiny.build_tiny_processor`): Whisper features at 16 kHz
+        of `spec`'s mel bins and window (128, 30 s), an in-process word-level tokenizer with `tiny_audio_tokens` and
+        `tiny_chat_template`.
+
+        Args:
+            audio_token_merge: the merging processor's setting (`None`: none).
+            spec: the tiny model's sizes (`None`: the default `TinySpec()`).
+            upstream: the upstream processor class (`Qwen2AudioProcessor`) instead of the merging one; it takes no
+                `audio_token_merge`.
+            processor_kwargs: more arguments of the processor's `__init__` (`max_audio_len=6` for Audio Flamingo 3).
+        """
+        spec = check_spec(spec)
         tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens))
-        return self.processor(
-            whisper_features(), tokenizer, chat_template=self.tiny_chat_template, audio_token_merge=audio_token_merge
+        return self._tiny_processor_class(audio_token_merge, upstream, processor_kwargs)(
+            whisper_features(spec), tokenizer, chat_template=self.tiny_chat_template, **processor_kwargs
         )
 
-    def tiny_config(self, processor: Any) -> Any:
-        """The tiny model's config for `processor`'s tokenizer: tiny widths, the real audio front end."""
+    def _tiny_processor_class(self, audio_token_merge: Any, upstream: bool, processor_kwargs: dict) -> Any:
+        """The processor class `tiny_processor` builds (`upstream` or merging), with the merging one's setting put into
+        `processor_kwargs`; refuses a setting for the upstream class."""
+        if not upstream:
+            processor_kwargs["audio_token_merge"] = audio_token_merge
+            return self.processor
+        if audio_token_merge is not None:
+            raise ValueError(
+                "`audio_token_merge` must be None for the upstream processor (upstream=True), got "
+                f"{audio_token_merge!r}."
+            )
+        return self.upstream_processor
+
+    def tiny_config(self, processor: Any = None, spec: Optional[TinySpec] = None, **config_kwargs: Any) -> Any:
+        """The tiny model's config (the upstream config class) for `processor`'s tokenizer (`None`: the tiny
+        processor of `spec`): `spec`'s sizes (`None`: the default `TinySpec()`), the real audio front end;
+        `config_kwargs` override its arguments (token ids)."""
+        spec = check_spec(spec)
+        processor = processor if processor is not None else self.tiny_processor(None, spec)
         tokenizer = processor.tokenizer
-        return self.config_class(
-            audio_config=tiny_audio_config(self.tiny_encoder_type),
-            text_config=tiny_text_config(tokenizer),
-            audio_token_id=tokenizer.convert_tokens_to_ids(processor.audio_token),
+        kwargs = {
+            "audio_token_id": tokenizer.convert_tokens_to_ids(processor.audio_token),
             **self.tiny_config_kwargs(tokenizer),
+            **config_kwargs,
+        }
+        return self.config_class(
+            audio_config=tiny_audio_config(self.tiny_encoder_type, spec),
+            text_config=tiny_text_config(tokenizer, spec),
+            **kwargs,
         )
 
     def tiny_config_kwargs(self, tokenizer: Any) -> dict[str, Any]:
         """Config arguments of the tiny model beyond the audio / text configs and `audio_token_id` (token ids of the
         family's other audio markers in the tiny tokenizer). Default: none."""
         return {}
+
+    def save_tiny(self, model: Any, processor: Any, folder: Path) -> None:
+        """Writes a tiny model and its processor to `folder` as the family's released checkpoints are laid out
+        (`hf_ltbm.tiny.save_tiny_model`). Default: `model.save_pretrained` and `processor.save_pretrained`."""
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_type={self.model_type!r})"

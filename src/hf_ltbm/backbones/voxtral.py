@@ -8,15 +8,16 @@ tokens becomes `output_length(N)` tokens.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import io
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .base import Backbone, BackboneClasses, class_getter, register_backbone
-from .tiny_parts import tiny_text_config, whisper_features
+from .tiny_parts import TinySpec, check_spec, tiny_text_config, whisper_features
 
 __all__ = [
     "VoxtralBackbone",
@@ -178,11 +179,11 @@ _SPECIALS = dict(
 _SPECIALS.update({24: "[AUDIO]", 25: "[BEGIN_AUDIO]", 34: "[TRANSCRIBE]"})
 
 
-def tiny_tekken_tokenizer() -> Any:
+def tiny_tekken_tokenizer(mel_bins: int = 128) -> Any:
     """A tiny mistral-common (tekken) tokenizer built offline: the 256 byte tokens after Voxtral's 100 control tokens
-    (`[AUDIO]` = 24, `[BEGIN_AUDIO]` = 25) and Voxtral's audio settings (16 kHz, 12.5 tokens per second, 30 s chunks).
-    Written once to a file named by its content in the temporary folder (mistral-common reads tokenizers from files).
-    Needs `mistral-common[audio]`."""
+    (`[AUDIO]` = 24, `[BEGIN_AUDIO]` = 25) and Voxtral's audio settings (16 kHz, 12.5 tokens per second, 30 s chunks,
+    `mel_bins` mel bins). Written once to a file named by its content in the temporary folder (mistral-common reads
+    tokenizers from files). Needs `mistral-common[audio]`."""
     try:
         from transformers.tokenization_mistral_common import MistralCommonBackend
     except ImportError as err:  # pragma: no cover - transformers without mistral-common support
@@ -205,7 +206,7 @@ def tiny_tekken_tokenizer() -> Any:
             "sampling_rate": 16000,
             "frame_rate": 12.5,
             "chunk_length_s": 30.0,
-            "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+            "audio_encoding_config": {"num_mel_bins": mel_bins, "hop_length": 160, "window_size": 400},
         },
     }
     text = json.dumps(tekken, sort_keys=True)
@@ -227,6 +228,102 @@ def _base64_wav(wave: Any, sampling_rate: int) -> str:
     buffer = io.BytesIO()
     sf.write(buffer, np.asarray(wave, dtype=np.float32), sampling_rate, format="WAV", subtype="FLOAT")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+# transformers' module names -> Mistral's, in the text model and in the audio encoder
+_MISTRAL_TEXT_NAMES = (
+    ("embed_tokens", "tok_embeddings"),
+    ("self_attn.q_proj", "attention.wq"),
+    ("self_attn.k_proj", "attention.wk"),
+    ("self_attn.v_proj", "attention.wv"),
+    ("self_attn.o_proj", "attention.wo"),
+    ("input_layernorm", "attention_norm"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "feed_forward.w1"),
+    ("mlp.down_proj", "feed_forward.w2"),
+    ("mlp.up_proj", "feed_forward.w3"),
+)
+_MISTRAL_AUDIO_NAMES = (
+    ("conv1", "conv_layers.0"),
+    ("conv2", "conv_layers.1"),
+    ("self_attn_layer_norm", "attention_norm"),
+    ("final_layer_norm", "ffn_norm"),
+    ("self_attn.q_proj", "attention.wq"),
+    ("self_attn.k_proj", "attention.wk"),
+    ("self_attn.v_proj", "attention.wv"),
+    ("self_attn.out_proj", "attention.wo"),
+    ("fc1", "feed_forward.w1"),
+    ("fc2", "feed_forward.w2"),
+)
+
+
+def _mistral_weight(name: str, weight: Any, text: Any) -> tuple[Optional[str], Any]:
+    """The name and value of a `VoxtralForConditionalGeneration` weight in Mistral's format (`None`: not saved)."""
+    if name == "lm_head.weight":
+        return "output.weight", weight
+    if name.startswith("model.language_model."):
+        name = name.removeprefix("model.language_model.")
+        heads = {".q_proj.": text.num_attention_heads, ".k_proj.": text.num_key_value_heads}
+        for part, count in heads.items():
+            if part in name:  # Mistral's rotary order: the inverse of vLLM's `maybe_remap_mistral` permutation
+                shape = weight.shape
+                weight = weight.view(count, 2, shape[0] // count // 2, -1).transpose(1, 2).reshape(shape)
+        for old, new in _MISTRAL_TEXT_NAMES:
+            name = name.replace(old, new)
+        return name, weight
+    if name.startswith("model.multi_modal_projector."):
+        name = name.removeprefix("model.multi_modal_projector.").replace("linear_1", "0").replace("linear_2", "2")
+        return f"mm_whisper_embeddings.audio_language_projection.{name}", weight
+    if name.startswith("model.audio_tower.") and "embed_positions" not in name:  # vLLM builds the sinusoids
+        name = name.removeprefix("model.audio_tower.")
+        if name.startswith(("layers.", "layer_norm.")):  # the layers and the last norm
+            name = "transformer." + name.replace("layer_norm.", "norm.", name.startswith("layer_norm."))
+        for old, new in _MISTRAL_AUDIO_NAMES:
+            name = name.replace(old, new)
+        return f"mm_whisper_embeddings.whisper_encoder.{name}", weight
+    return None, weight
+
+
+def _save_mistral_format(model: Any, folder: Path) -> None:
+    """Adds Mistral's format of a `VoxtralForConditionalGeneration` to `folder` (`params.json`,
+    `consolidated.safetensors`), as Voxtral's releases hold it: the names vLLM maps back, the text attention's
+    query/key rows in Mistral's rotary order (vLLM permutes them on loading)."""
+    from safetensors.torch import save_file
+
+    text, audio = model.config.text_config, model.config.audio_config
+    weights = {}
+    for name, weight in model.state_dict().items():
+        name, weight = _mistral_weight(name, weight.detach().clone().contiguous(), text)
+        if name is not None:
+            weights[name] = weight.contiguous()
+    save_file(weights, folder / "consolidated.safetensors")
+    encoding = {"sampling_rate": 16000, "frame_rate": 12.5, "num_mel_bins": audio.num_mel_bins}
+    encoder = {
+        "audio_encoding_args": {**encoding, "hop_length": 160, "window_size": 400},
+        "dim": audio.hidden_size,
+        "n_layers": audio.num_hidden_layers,
+        "head_dim": audio.hidden_size // audio.num_attention_heads,
+        "hidden_dim": audio.intermediate_size,
+        "n_heads": audio.num_attention_heads,
+        "vocab_size": audio.vocab_size,
+        "max_source_positions": audio.max_source_positions,
+    }
+    downsample = {"downsample_factor": audio.intermediate_size // audio.hidden_size}
+    params = {
+        "dim": text.hidden_size,
+        "n_layers": text.num_hidden_layers,
+        "head_dim": text.head_dim,
+        "hidden_dim": text.intermediate_size,
+        "n_heads": text.num_attention_heads,
+        "n_kv_heads": text.num_key_value_heads,
+        "rope_theta": text.rope_parameters["rope_theta"],
+        "norm_eps": text.rms_norm_eps,
+        "vocab_size": text.vocab_size,
+        "tied_embeddings": text.tie_word_embeddings,
+        "max_position_embeddings": text.max_position_embeddings,
+        "multimodal": {"whisper_model_args": {"encoder_args": encoder, "downsample_args": downsample}},
+    }
+    (folder / "params.json").write_text(json.dumps(params, indent=2))
 
 
 @register_backbone
@@ -282,24 +379,67 @@ class VoxtralBackbone(Backbone):
             converted, tokenize=True, return_dict=True, return_tensors="pt", **padding
         )
 
-    def tiny_processor(self, audio_token_merge: Any) -> Any:
-        return self.processor(whisper_features(), tiny_tekken_tokenizer(), audio_token_merge=audio_token_merge)
+    def tiny_processor(
+        self,
+        audio_token_merge: Any,
+        spec: Optional[TinySpec] = None,
+        *,
+        upstream: bool = False,
+        **processor_kwargs: Any,
+    ) -> Any:
+        """Whisper features and a tiny tekken tokenizer (`tiny_tekken_tokenizer`) with `spec`'s mel bins. Only 30 s
+        windows: `VoxtralProcessor` cuts features into 30 s chunks whatever its feature extractor says."""
+        spec = _voxtral_spec(spec)
+        if spec.window_seconds != 30:
+            raise ValueError(
+                "Voxtral's tiny processor takes only `window_seconds=30` (VoxtralProcessor cuts features into 30 s "
+                f"chunks), got {spec.window_seconds}; its config (`build_tiny_config`) takes any even window."
+            )
+        cls = self._tiny_processor_class(audio_token_merge, upstream, processor_kwargs)
+        return cls(whisper_features(spec), tiny_tekken_tokenizer(spec.mel_bins), **processor_kwargs)
 
-    def tiny_config(self, processor: Any) -> Any:
-        text = tiny_text_config(processor.tokenizer)
-        text.update(model_type="llama", head_dim=32)
-        return self.config_class(
-            audio_config=dict(
-                hidden_size=64,
-                intermediate_size=256,  # 4 frames per token
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_mel_bins=128,
-                max_source_positions=1500,
-            ),
-            text_config=text,
-            audio_token_id=processor.audio_token_id,
+    def tiny_config(self, processor: Any = None, spec: Optional[TinySpec] = None, **config_kwargs: Any) -> Any:
+        """Voxtral's encoder (4 frames concatenated per token) and a Llama language model, of `spec`'s sizes; the
+        vocabulary and ids of `processor`'s tokenizer (`None`: the tiny tekken tokenizer)."""
+        spec = _voxtral_spec(spec)
+        tokenizer = processor.tokenizer if processor is not None else tiny_tekken_tokenizer(spec.mel_bins)
+        text = tiny_text_config(tokenizer, spec)
+        text.update(model_type="llama", head_dim=spec.head_size)
+        audio = dict(
+            hidden_size=spec.audio_hidden_size,
+            intermediate_size=4 * spec.audio_hidden_size,  # 4 frames per token
+            num_hidden_layers=spec.audio_layers,
+            num_attention_heads=spec.audio_attention_heads,
+            num_mel_bins=spec.mel_bins,
+            max_source_positions=spec.max_source_positions,
         )
+        kwargs = {"audio_token_id": tokenizer.convert_tokens_to_ids("[AUDIO]"), **config_kwargs}
+        return self.config_class(audio_config=audio, text_config=text, **kwargs)
+
+    def save_tiny(self, model: Any, processor: Any, folder: Path) -> None:
+        """Voxtral's releases hold two formats, and vLLM reads Mistral's: `folder` gets transformers' files and
+        Mistral's (`params.json`, `consolidated.safetensors`, next to the tokenizer's `tekken.json`). The audio
+        encoder's position embeddings are saved as the sinusoids releases hold and vLLM builds (`model` is left as
+        it is)."""
+        import torch
+        from transformers.models.whisper.modeling_whisper import sinusoids
+
+        model = copy.deepcopy(model)
+        positions = model.model.audio_tower.embed_positions.weight
+        with torch.no_grad():
+            positions.copy_(sinusoids(*positions.shape))
+        super().save_tiny(model, processor, folder)
+        _save_mistral_format(model, Path(folder))
+
+
+def _voxtral_spec(spec: Optional[TinySpec]) -> TinySpec:
+    spec = check_spec(spec)
+    if spec.window_seconds % 2:
+        raise ValueError(
+            f"Voxtral's tiny model needs an even `window_seconds` (12.5 audio tokens per second), got "
+            f"{spec.window_seconds}."
+        )
+    return spec
 
 
 __getattr__ = class_getter(VoxtralBackbone)  # the merging classes, made on first use

@@ -4,6 +4,8 @@ The shared model tests (`tests/models`) run on the thinker too: merging off is u
 beam search, static cache, KV length, save/load, PEFT and device maps.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -102,18 +104,14 @@ def test_encoder_keys_and_chunked_attention_scores(tiny, key_source, method):
 def test_the_thinker_loads_from_a_whole_qwen2_5_omni_checkpoint(tiny, tmp_path):
     """A released checkpoint is the whole model (`qwen2_5_omni`: thinker, talker, vocoder): the merging thinker loads
     its `thinker_config` and `thinker.*` weights, and the CLI's loader takes the folder too."""
-    from safetensors.torch import load_file, save_file
-    from transformers import Qwen2_5OmniConfig
-
+    from hf_ltbm.backbones import get_backbone
     from hf_ltbm.loading import load_model
 
     model, processor = tiny
-    model.save_pretrained(tmp_path / "thinker")
-    weights = load_file(str(tmp_path / "thinker" / "model.safetensors"))
     whole = tmp_path / "whole"
     whole.mkdir()
-    save_file({f"thinker.{key}": value for key, value in weights.items()}, str(whole / "model.safetensors"))
-    Qwen2_5OmniConfig(thinker_config=model.config.to_dict()).save_pretrained(whole)
+    get_backbone("qwen2_5_omni_thinker").save_tiny(model, processor, whole)  # the whole checkpoint's layout
+    assert json.loads((whole / "config.json").read_text())["model_type"] == "qwen2_5_omni"
     loaded = type(model).from_pretrained(whole, audio_token_merge=HALF)
     assert loaded.audio_token_merge == hf_ltbm.AudioTokenMergeConfig.from_value(HALF)
     reference = model.state_dict()

@@ -18,7 +18,6 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-import json  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -144,127 +143,18 @@ def reference(folder, audio, setting, max_tokens: int = 4) -> Reference:
     return Reference(inputs["input_ids"][0].tolist(), tokens, logprobs)
 
 
-def save_mistral_format(model, folder) -> None:
-    """Adds Mistral's format of a tiny `VoxtralForConditionalGeneration` to `folder` (`params.json` and
-    `consolidated.safetensors`, next to the tokenizer's `tekken.json`), as Voxtral's releases hold it: the names vLLM
-    maps back, the text attention's query/key rows in Mistral's rotary order (vLLM permutes them on loading)."""
-    from safetensors.torch import save_file
-
-    text, audio = model.config.text_config, model.config.audio_config
-
-    def mistral_rotary_order(weight, heads):  # the inverse of vLLM's `maybe_remap_mistral` permutation
-        return weight.view(heads, 2, weight.shape[0] // heads // 2, -1).transpose(1, 2).reshape(weight.shape)
-
-    text_names = [
-        ("embed_tokens", "tok_embeddings"),
-        ("self_attn.q_proj", "attention.wq"),
-        ("self_attn.k_proj", "attention.wk"),
-        ("self_attn.v_proj", "attention.wv"),
-        ("self_attn.o_proj", "attention.wo"),
-        ("input_layernorm", "attention_norm"),
-        ("post_attention_layernorm", "ffn_norm"),
-        ("mlp.gate_proj", "feed_forward.w1"),
-        ("mlp.down_proj", "feed_forward.w2"),
-        ("mlp.up_proj", "feed_forward.w3"),
-    ]
-    audio_names = [
-        ("conv1", "conv_layers.0"),
-        ("conv2", "conv_layers.1"),
-        ("self_attn_layer_norm", "attention_norm"),
-        ("final_layer_norm", "ffn_norm"),
-        ("self_attn.q_proj", "attention.wq"),
-        ("self_attn.k_proj", "attention.wk"),
-        ("self_attn.v_proj", "attention.wv"),
-        ("self_attn.out_proj", "attention.wo"),
-        ("fc1", "feed_forward.w1"),
-        ("fc2", "feed_forward.w2"),
-    ]
-    weights = {}
-    for name, weight in model.state_dict().items():
-        weight = weight.detach().clone().contiguous()
-        if name == "lm_head.weight":
-            weights["output.weight"] = weight
-        elif name.startswith("model.language_model."):
-            name = name.removeprefix("model.language_model.")
-            if ".q_proj." in name:
-                weight = mistral_rotary_order(weight, text.num_attention_heads)
-            elif ".k_proj." in name:
-                weight = mistral_rotary_order(weight, text.num_key_value_heads)
-            for old, new in text_names:
-                name = name.replace(old, new)
-            weights[name] = weight
-        elif name.startswith("model.multi_modal_projector."):
-            name = name.removeprefix("model.multi_modal_projector.").replace("linear_1", "0").replace("linear_2", "2")
-            weights[f"mm_whisper_embeddings.audio_language_projection.{name}"] = weight
-        elif name.startswith("model.audio_tower.") and "embed_positions" not in name:  # vLLM builds the sinusoids
-            name = name.removeprefix("model.audio_tower.")
-            if name.startswith(("layers.", "layer_norm.")):  # the layers and the last norm
-                name = "transformer." + name.replace("layer_norm.", "norm.", name.startswith("layer_norm."))
-            for old, new in audio_names:
-                name = name.replace(old, new)
-            weights[f"mm_whisper_embeddings.whisper_encoder.{name}"] = weight
-    save_file(weights, Path(folder) / "consolidated.safetensors")
-    encoder = {
-        "audio_encoding_args": {
-            "sampling_rate": 16000,
-            "frame_rate": 12.5,
-            "num_mel_bins": audio.num_mel_bins,
-            "hop_length": 160,
-            "window_size": 400,
-        },
-        "dim": audio.hidden_size,
-        "n_layers": audio.num_hidden_layers,
-        "head_dim": audio.hidden_size // audio.num_attention_heads,
-        "hidden_dim": audio.intermediate_size,
-        "n_heads": audio.num_attention_heads,
-        "vocab_size": audio.vocab_size,
-        "max_source_positions": audio.max_source_positions,
-    }
-    params = {
-        "dim": text.hidden_size,
-        "n_layers": text.num_hidden_layers,
-        "head_dim": text.head_dim,
-        "hidden_dim": text.intermediate_size,
-        "n_heads": text.num_attention_heads,
-        "n_kv_heads": text.num_key_value_heads,
-        "rope_theta": text.rope_parameters["rope_theta"],
-        "norm_eps": text.rms_norm_eps,
-        "vocab_size": text.vocab_size,
-        "tied_embeddings": text.tie_word_embeddings,
-        "max_position_embeddings": text.max_position_embeddings,
-        "multimodal": {
-            "whisper_model_args": {
-                "encoder_args": encoder,
-                "downsample_args": {"downsample_factor": audio.intermediate_size // audio.hidden_size},
-            }
-        },
-    }
-    Path(folder, "params.json").write_text(json.dumps(params, indent=2))
-
-
 @pytest.fixture(scope="session")
 def tiny_folders(tmp_path_factory):
     """`{backbone: folder}` of tiny random checkpoints (no merge setting), and `{backbone}-merged` folders whose
-    config.json carries `LTBM_HALF`, saved by hf-ltbm's merging classes. Voxtral's folders also hold Mistral's format,
-    which vLLM reads (its audio encoder's position embeddings are the sinusoids releases hold and vLLM builds)."""
-    from transformers.models.whisper.modeling_whisper import sinusoids
-
-    from hf_ltbm.tiny import build_tiny_model
+    config.json carries `LTBM_HALF`, saved by `hf_ltbm.tiny.save_tiny_model` as released checkpoints are laid out
+    (Voxtral's also in Mistral's format, which vLLM reads, with the sinusoid position embeddings vLLM builds)."""
+    from hf_ltbm.tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("vllm-models")
     folders = {}
     for backbone in BACKBONES:
         for suffix, setting in (("", None), ("-merged", LTBM_HALF)):
-            model, processor = build_tiny_model(TINY[backbone], audio_token_merge=setting)
-            folder = root / f"{backbone}{suffix}"
-            if backbone == "voxtral":
-                positions = model.model.audio_tower.embed_positions.weight
-                with torch.no_grad():
-                    positions.copy_(sinusoids(*positions.shape))
-            model.save_pretrained(folder)
-            processor.save_pretrained(folder)
-            if backbone == "voxtral":
-                save_mistral_format(model, folder)
+            folder = save_tiny_model(TINY[backbone], root / f"{backbone}{suffix}", audio_token_merge=setting)
             folders[f"{backbone}{suffix}"] = str(folder)
     return folders
 

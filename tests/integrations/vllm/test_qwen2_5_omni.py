@@ -64,26 +64,14 @@ def _prompt(clips: int) -> str:
 
 @pytest.fixture(scope="module")
 def omni(tmp_path_factory):
-    """`{"plain": folder, "merged": folder}`: one tiny thinker saved as a whole Qwen2.5-Omni checkpoint, without and
-    with `audio_token_merge` (`LTBM_HALF`) in its config.json."""
-    from safetensors.torch import save_file
-    from transformers import Qwen2_5OmniConfig
+    """`{"plain": folder, "merged": folder}`: one tiny thinker saved as a whole Qwen2.5-Omni checkpoint
+    (`save_tiny_model`), without and with `audio_token_merge` (`LTBM_HALF`) in its config.json."""
+    from hf_ltbm.tiny import save_tiny_model
 
-    from hf_ltbm.tiny import build_tiny_model
-
-    model, processor = build_tiny_model("tiny-random-qwen2-5-omni")
-    weights = {f"thinker.{key}": value.contiguous() for key, value in model.state_dict().items()}
     folders = {}
     for name, setting in (("plain", None), ("merged", LTBM_HALF)):
         folder = tmp_path_factory.mktemp(f"omni-{name}")
-        save_file(weights, str(folder / "model.safetensors"))
-        config = Qwen2_5OmniConfig(thinker_config=model.config.to_dict(), enable_audio_output=False)
-        config.architectures = ["Qwen2_5OmniForConditionalGeneration"]
-        if setting is not None:
-            config.audio_token_merge = setting
-        config.save_pretrained(folder)
-        processor.save_pretrained(folder)
-        folders[name] = str(folder)
+        folders[name] = str(save_tiny_model("tiny-random-qwen2-5-omni", folder, audio_token_merge=setting))
     return folders
 
 

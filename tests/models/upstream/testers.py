@@ -1,6 +1,6 @@
-"""`ModelTester` classes for transformers' `ModelTesterMixin`, one per family, on the tiny configs of
-`tests/models/tiny.py`: each builds a config carrying a merge setting (or none) and the inputs of a prompt whose audio
-placeholders match the audio (the stock processor's count, `N` per unit).
+"""`ModelTester` classes for transformers' `ModelTesterMixin`, one per family, on `hf_ltbm.tiny`'s configs with the
+sizes of `tests/models/tiny.py`: each builds a config carrying a merge setting (or none) and the inputs of a prompt
+whose audio placeholders match the audio (the stock processor's count, `N` per unit).
 
 The mixin's own attributes (`batch_size`, `seq_length`, `hidden_size`, ...) describe the sequence the language model
 runs on; at keep ratio 1.0 that is the prompt itself.
@@ -29,8 +29,6 @@ class Family:
 
     name: str
     classes: Callable[[], tuple[type, ...]]
-    config: Callable[..., Any]
-    mel_bins: int
     #: The feature mask's keyword (`None`: the family takes none, every mel frame of a unit is valid).
     mask_name: Optional[str]
     #: Audio tokens per unit: 50 for the Whisper-style encoders (200 mel frames), 25 for Voxtral (4 frames a token).
@@ -40,6 +38,14 @@ class Family:
     #: One image per row next to the audio (Qwen2.5-Omni's thinker, as upstream's tester does).
     image: bool = False
     config_kwargs: dict = field(default_factory=dict)
+
+    def config(self, **kwargs: Any) -> Any:
+        """The upstream config of the family's tiny model (`tiny.config`); `kwargs` override its arguments."""
+        return tiny.config(self.name, **kwargs)
+
+    @property
+    def mel_bins(self) -> int:
+        return tiny.SPECS[self.name].mel_bins
 
 
 def _omni_classes() -> tuple[type, ...]:
@@ -54,22 +60,16 @@ FAMILIES = {
         Family(
             "qwen2_audio",
             lambda: (hf_ltbm.Qwen2AudioLTBMModel, hf_ltbm.Qwen2AudioLTBMForConditionalGeneration),
-            tiny.qwen2_audio_config,
-            80,
             "feature_attention_mask",
         ),
         Family(
             "audioflamingo3",
             lambda: (hf_ltbm.AudioFlamingo3LTBMModel, hf_ltbm.AudioFlamingo3LTBMForConditionalGeneration),
-            tiny.audioflamingo3_config,
-            128,
             "input_features_mask",
         ),
         Family(
             "musicflamingo",
             lambda: (hf_ltbm.MusicFlamingoLTBMModel, hf_ltbm.MusicFlamingoLTBMForConditionalGeneration),
-            tiny.musicflamingo_config,
-            128,
             "input_features_mask",
             markers=True,
             config_kwargs={"audio_bos_token_id": BOS_ID, "audio_eos_token_id": EOS_ID},
@@ -77,16 +77,12 @@ FAMILIES = {
         Family(
             "voxtral",
             lambda: (hf_ltbm.VoxtralLTBMModel, hf_ltbm.VoxtralLTBMForConditionalGeneration),
-            tiny.voxtral_config,
-            128,
             None,
-            tokens_per_unit=tiny.MAX_SOURCE_POSITIONS // 4,
+            tokens_per_unit=tiny.SPECS["voxtral"].max_source_positions // 4,
         ),
         Family(
             "qwen2_5_omni_thinker",
             _omni_classes,
-            tiny.qwen2_5_omni_config,
-            128,
             "feature_attention_mask",
             markers=True,
             image=True,
@@ -146,7 +142,7 @@ class AudioModelTester:
 
     def prepare_config_and_inputs_for_common(self) -> tuple[Any, dict[str, Any]]:
         config = self.get_config()
-        family, batch, frames = self.family, self.batch_size, 2 * tiny.MAX_SOURCE_POSITIONS
+        family, batch, frames = self.family, self.batch_size, tiny.SPECS[self.family.name].mel_frames
         generator = torch.Generator().manual_seed(0)
         text = torch.randint(FIRST_TEXT_ID, self.vocab_size, (batch, self.seq_length), generator=generator)
         input_ids = text.clone()

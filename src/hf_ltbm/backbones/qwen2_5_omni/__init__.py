@@ -25,10 +25,11 @@ by a video token, as upstream lays such clips out; clips on their own are merged
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from ..base import Backbone, BackboneClasses, class_getter, register_backbone
-from ..tiny_parts import tiny_audio_config, tiny_text_config, tiny_tokenizer, whisper_features
+from ..tiny_parts import TinySpec, check_spec, tiny_audio_config, tiny_text_config, tiny_tokenizer, whisper_features
 
 __all__ = [
     "Qwen2_5OmniBackbone",
@@ -124,53 +125,100 @@ class Qwen2_5OmniBackbone(Backbone):
         """`<|audio_bos|><|AUDIO|><|audio_eos|>`: the processor expands the placeholder only."""
         return processor.audio_bos_token + processor.audio_token + processor.audio_eos_token
 
-    def tiny_processor(self, audio_token_merge: Any) -> Any:
-        """Whisper features (16 kHz, 128 mel bins, 30 s), Qwen2-VL's image processor (the PIL one where transformers
-        has it), a `BaseVideoProcessor` stand-in and the tiny tokenizer with Qwen2.5-Omni's named special tokens."""
+    def tiny_processor(
+        self,
+        audio_token_merge: Any,
+        spec: Optional[TinySpec] = None,
+        *,
+        upstream: bool = False,
+        **processor_kwargs: Any,
+    ) -> Any:
+        """Whisper features (16 kHz, `spec`'s mel bins and window: 128, 30 s), Qwen2-VL's image processor (the PIL one
+        where transformers has it), a `BaseVideoProcessor` stand-in and the tiny tokenizer with Qwen2.5-Omni's named
+        special tokens. The upstream processor (`upstream=True`) checks its video processor's class, which needs
+        torchvision (`tests/encoding.py` has a stand-in for tests without it)."""
         import transformers
         from transformers.video_processing_utils import BaseVideoProcessor
 
-        features = whisper_features()
+        spec = check_spec(spec)
+        cls = self._tiny_processor_class(audio_token_merge, upstream, processor_kwargs)
+        features = whisper_features(spec)
         images = (getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor)()
         videos = BaseVideoProcessor(merge_size=2, temporal_patch_size=2)
         tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens), named=_TINY_NAMED_TOKENS)
-        return self.processor(
-            images,
-            videos,
-            features,
-            tokenizer,
-            chat_template=self.tiny_chat_template,
-            audio_token_merge=audio_token_merge,
-        )
+        return cls(images, videos, features, tokenizer, chat_template=self.tiny_chat_template, **processor_kwargs)
 
-    def tiny_config(self, processor: Any) -> Any:
+    def tiny_config(self, processor: Any = None, spec: Optional[TinySpec] = None, **config_kwargs: Any) -> Any:
         """The thinker with tiny widths: Qwen2.5-Omni's audio encoder (2 s attention chunks), a one-block vision
-        encoder and a two-layer language model whose rotary sections cover its head size."""
+        encoder half as wide as the language model and a language model whose rotary sections cover its head size
+        (`[4, 6, 6]` for the default head size 32); the vocabulary and ids of `processor`'s tokenizer (`None`: the tiny
+        processor of `spec`); `config_kwargs` override the config's arguments (token ids)."""
+        spec = check_spec(spec)
+        half = spec.head_size // 2  # rotary frequencies per head, split over time, height and width
+        spatial = 3 * half // 8
+        if spatial < 1:
+            raise ValueError(
+                "Qwen2.5-Omni's tiny model needs a head size (hidden_size / num_attention_heads) of at least 6 for "
+                f"its 3D rotary sections, got {spec.head_size}."
+            )
+        processor = processor if processor is not None else self.tiny_processor(None, spec)
         tokenizer = processor.tokenizer
-        audio = tiny_audio_config(self.tiny_encoder_type)
-        audio.update(n_window=100, output_dim=64)
-        text = tiny_text_config(tokenizer)
-        text.update(model_type="qwen2_5_omni_text", rope_scaling={"rope_type": "default", "mrope_section": [4, 6, 6]})
+        audio = tiny_audio_config(self.tiny_encoder_type, spec)
+        audio.update(n_window=100, output_dim=spec.hidden_size)
+        text = tiny_text_config(tokenizer, spec)
+        sections = [half - 2 * spatial, spatial, spatial]
+        text.update(model_type="qwen2_5_omni_text", rope_scaling={"rope_type": "default", "mrope_section": sections})
         ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _TINY_NAMED_TOKENS.items()}
-        config = self.config_class(
-            audio_config=audio,
-            vision_config=dict(
-                depth=1,
-                hidden_size=32,
-                intermediate_size=64,
-                num_heads=2,
-                out_hidden_size=64,
-                fullatt_block_indexes=[0],
-            ),
-            text_config=text,
+        kwargs = dict(
             audio_token_index=ids["audio_token"],
             image_token_index=ids["image_token"],
             video_token_index=ids["video_token"],
             audio_start_token_id=ids["audio_bos_token"],
             audio_end_token_id=ids["audio_eos_token"],
         )
-        config.vision_start_token_id = ids["vision_bos_token"]  # read by get_rope_index, not a declared field
+        vision_start = config_kwargs.pop("vision_start_token_id", ids["vision_bos_token"])
+        config = self.config_class(
+            audio_config=audio,
+            vision_config=dict(
+                depth=1,
+                hidden_size=spec.hidden_size // 2,
+                intermediate_size=spec.hidden_size,
+                num_heads=2,
+                out_hidden_size=spec.hidden_size,
+                fullatt_block_indexes=[0],
+            ),
+            text_config=text,
+            **{**kwargs, **config_kwargs},
+        )
+        config.vision_start_token_id = vision_start  # read by get_rope_index, not a declared field
         return config
+
+    def save_tiny(self, model: Any, processor: Any, folder: Path) -> None:
+        """A released Qwen2.5-Omni checkpoint is the whole model (`qwen2_5_omni`: thinker, talker, vocoder), and so is
+        the tiny model's folder: a `Qwen2_5OmniConfig` holding the thinker's config (no talker or vocoder:
+        `enable_audio_output=False`; the merge setting, if any, also at the top, where vLLM reads it), the thinker's
+        weights under `thinker.` (named as its own `save_pretrained` names them), an empty speaker list
+        (`spk_dict.pt`, which upstream's whole model reads) and the processor."""
+        import tempfile
+
+        import torch
+        from safetensors.torch import load_file, save_file
+        from transformers import Qwen2_5OmniConfig
+
+        folder = Path(folder)
+        with tempfile.TemporaryDirectory() as thinker:
+            model.save_pretrained(thinker)
+            weights = load_file(str(Path(thinker) / "model.safetensors"))
+        weights = {f"thinker.{name}": value for name, value in weights.items()}
+        save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        config = Qwen2_5OmniConfig(thinker_config=model.config.to_dict(), enable_audio_output=False)
+        config.architectures = ["Qwen2_5OmniForConditionalGeneration"]
+        setting = getattr(model.config, "audio_token_merge", None)
+        if setting is not None:
+            config.audio_token_merge = setting
+        config.save_pretrained(folder)
+        torch.save({}, folder / "spk_dict.pt")
+        processor.save_pretrained(folder)
 
 
 __getattr__ = class_getter(Qwen2_5OmniBackbone)  # the merging classes, made on first use
