@@ -213,3 +213,31 @@ def test_lora_on_the_language_model_and_an_offloaded_device_map(tmp_path):
         assert torch.equal(split(**inputs).logits, single(**inputs).logits)
     greedy = {"max_new_tokens": 3, "do_sample": False}
     assert torch.equal(split.generate(**inputs, **greedy), single.generate(**inputs, **greedy))
+
+
+def test_norm_preserving_merging_agrees_between_prompt_paths_and_survives_save_load(tmp_path):
+    _, ours = models(window_seconds=2)
+    features = torch.randn(3, 128, 200, generator=torch.Generator().manual_seed(0))
+    ids, mask = prompts([2, 1], 25)
+    setting = {"method": "pool", "keep_ratio": 0.5, "preserve_norm": True}
+    m = hf_ltbm.output_length(25, keep_ratio=0.5)
+    merged_ids, merged_mask = prompts([2, 1], m)
+    for space in ("encoder", "projector"):
+        ours.set_audio_token_merge({**setting, "space": space})
+        with torch.no_grad():
+            stock = ours(input_ids=ids, attention_mask=mask, input_features=features).logits
+            merged = ours(input_ids=merged_ids, attention_mask=merged_mask, input_features=features).logits
+            assert torch.allclose(stock[:, -1], merged[:, -1], atol=1e-5)
+            plain = ours.get_audio_features(features).pooler_output
+            ours.set_audio_token_merge({**setting, "space": space, "preserve_norm": False})
+            assert not torch.equal(plain, ours.get_audio_features(features).pooler_output)
+        ours.set_audio_token_merge({**setting, "space": space})
+        for kwargs in ({"num_beams": 2}, {}):
+            a = ours.generate(input_ids=ids, attention_mask=mask, input_features=features, max_new_tokens=3, **kwargs)
+            b = ours.generate(
+                input_ids=merged_ids, attention_mask=merged_mask, input_features=features, max_new_tokens=3, **kwargs
+            )
+            assert torch.equal(a[:, -3:], b[:, -3:])
+    ours.save_pretrained(tmp_path)
+    loaded = VoxtralLTBMForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.audio_token_merge == hf_ltbm.AudioTokenMergeConfig.from_value({**setting, "space": "projector"})

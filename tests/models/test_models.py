@@ -390,3 +390,32 @@ def test_from_pretrained_with_a_setting_object_while_transformers_logs_at_info(b
     assert model.audio_token_merge == setting and isinstance(model.config.audio_token_merge, dict)
     with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\]"):
         AutoModelForSeq2SeqLM.from_pretrained(tmp_path, audio_token_merge={"keep_ratio": 5})
+
+
+@pytest.mark.parametrize("space", ["encoder", "projector"])
+def test_norm_preserving_merging_passes_the_shared_checks(backbone, space, tmp_path):
+    """With `preserve_norm`, in either space: both prompt paths agree (forward, greedy and beam search on a batch),
+    the static cache agrees, the setting survives save/load, and the language model gets other audio embeddings than
+    with plain averaging (of the same counts)."""
+    setting = {"method": "ltbm", "keep_ratio": 0.5, "space": space, "preserve_norm": True}
+    _, ours = backbone.models()
+    ours.set_audio_token_merge(setting)
+    a, b = backbone.inputs(UNITS, TEXTS, setting), backbone.inputs(UNITS, TEXTS)
+    with torch.no_grad():
+        assert torch.equal(ours(**a).logits, ours(**b).logits)
+    greedy = _generate(ours, a)
+    assert torch.equal(greedy, _generate(ours, b))
+    assert torch.equal(_generate(ours, a, cache_implementation="static"), greedy)
+    beams = {"num_beams": 2, "num_return_sequences": 2}
+    assert torch.equal(_generate(ours, a, **beams), _generate(ours, b, **beams))
+    with torch.no_grad():
+        kept = backbone.audio_features(ours, a)
+        ours.set_audio_token_merge({**setting, "preserve_norm": False})
+        plain = backbone.audio_features(ours, a)
+    assert torch.equal(kept.audio_token_counts, plain.audio_token_counts)
+    assert not torch.equal(kept.pooler_output, plain.pooler_output)
+    ours.set_audio_token_merge(setting)
+    ours.save_pretrained(tmp_path)
+    loaded = type(ours).from_pretrained(tmp_path)
+    assert loaded.audio_token_merge == hf_ltbm.AudioTokenMergeConfig.from_value(setting)
+    assert loaded.config.audio_token_merge["preserve_norm"] is True
