@@ -77,3 +77,17 @@ def test_the_merge_map_legend_states_each_backbones_own_token_duration(name):
     assert ms_per_token == (80 if name == "tiny-random-voxtral" else 40)
     assert f"one character per {ms_per_token:g} ms encoder token" in map_legend(merge_map, 4.0)
     assert len(ascii_map(merge_map, 4.0)) == 4000 / ms_per_token
+
+
+def test_demo_preserve_norm_for_its_averaging_methods(tmp_path, capsys):
+    args = ["demo", "--seconds", "2", "--methods", "none,pool,prune_norm", "--preserve-norm", "--repeats", "1"]
+    assert main([*args, "--max-new-tokens", "2", "--output-dir", str(tmp_path)]) == 0
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["setting"] for r in records] == [
+        "none",
+        "pool(keep_ratio=0.5, preserve_norm=True)",
+        "prune_norm(keep_ratio=0.5)",
+    ]
+    capsys.readouterr()
+    assert main(["demo", "--methods", "none,prune_norm", "--preserve-norm", "--output-dir", str(tmp_path)]) == 2
+    assert "--preserve-norm applies to the averaging methods" in capsys.readouterr().err
