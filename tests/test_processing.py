@@ -272,3 +272,14 @@ def test_a_setting_given_to_from_pretrained_stays_out_of_the_tokenizer_config(tm
     assert loaded.merge_config == setting and direct.merge_config.method == "global"
     with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\]"):
         Qwen2AudioLTBMProcessor.from_pretrained(tmp_path, audio_token_merge={"keep_ratio": 3})
+
+
+def test_a_norm_preserving_setting_round_trips_through_the_processor_config(tmp_path):
+    from hf_ltbm.tiny import build_tiny_processor
+
+    setting = {"method": "pool", "keep_ratio": 0.25, "preserve_norm": True}
+    build_tiny_processor("tiny-random-qwen2-audio", audio_token_merge=setting).save_pretrained(tmp_path)
+    stored = json.loads((tmp_path / "processor_config.json").read_text())["audio_token_merge"]
+    assert stored["preserve_norm"] is True
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert loaded.merge_config == hf_ltbm.AudioTokenMergeConfig.from_value(setting)
