@@ -303,24 +303,22 @@ class Backbone:
                 `audio_token_merge`.
             processor_kwargs: more arguments of the processor's `__init__` (`max_audio_len=6` for Audio Flamingo 3).
         """
-        spec = check_spec(spec)
-        tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens))
-        return self._tiny_processor_class(audio_token_merge, upstream, processor_kwargs)(
-            whisper_features(spec), tokenizer, chat_template=self.tiny_chat_template, **processor_kwargs
-        )
+        args, kwargs = self.tiny_processor_parts(check_spec(spec))
+        if upstream:
+            if audio_token_merge is not None:
+                raise ValueError(
+                    "`audio_token_merge` must be None for the upstream processor (upstream=True), got "
+                    f"{audio_token_merge!r}."
+                )
+            return self.upstream_processor(*args, **kwargs, **processor_kwargs)
+        return self.processor(*args, **kwargs, audio_token_merge=audio_token_merge, **processor_kwargs)
 
-    def _tiny_processor_class(self, audio_token_merge: Any, upstream: bool, processor_kwargs: dict) -> Any:
-        """The processor class `tiny_processor` builds (`upstream` or merging), with the merging one's setting put into
-        `processor_kwargs`; refuses a setting for the upstream class."""
-        if not upstream:
-            processor_kwargs["audio_token_merge"] = audio_token_merge
-            return self.processor
-        if audio_token_merge is not None:
-            raise ValueError(
-                "`audio_token_merge` must be None for the upstream processor (upstream=True), got "
-                f"{audio_token_merge!r}."
-            )
-        return self.upstream_processor
+    def tiny_processor_parts(self, spec: TinySpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """`(args, kwargs)` of the tiny processor's `__init__` for `spec` (checked), whichever class `tiny_processor`
+        makes. Default: Whisper features and the word-level tokenizer with `tiny_audio_tokens`, and
+        `tiny_chat_template`."""
+        tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens))
+        return (whisper_features(spec), tokenizer), {"chat_template": self.tiny_chat_template}
 
     def tiny_config(self, processor: Any = None, spec: Optional[TinySpec] = None, **config_kwargs: Any) -> Any:
         """The tiny model's config (the upstream config class) for `processor`'s tokenizer (`None`: the tiny

@@ -379,14 +379,7 @@ class VoxtralBackbone(Backbone):
             converted, tokenize=True, return_dict=True, return_tensors="pt", **padding
         )
 
-    def tiny_processor(
-        self,
-        audio_token_merge: Any,
-        spec: Optional[TinySpec] = None,
-        *,
-        upstream: bool = False,
-        **processor_kwargs: Any,
-    ) -> Any:
+    def tiny_processor_parts(self, spec: TinySpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Whisper features and a tiny tekken tokenizer (`tiny_tekken_tokenizer`) with `spec`'s mel bins. Only 30 s
         windows: `VoxtralProcessor` cuts features into 30 s chunks whatever its feature extractor says."""
         spec = _voxtral_spec(spec)
@@ -395,8 +388,7 @@ class VoxtralBackbone(Backbone):
                 "Voxtral's tiny processor takes only `window_seconds=30` (VoxtralProcessor cuts features into 30 s "
                 f"chunks), got {spec.window_seconds}; its config (`build_tiny_config`) takes any even window."
             )
-        cls = self._tiny_processor_class(audio_token_merge, upstream, processor_kwargs)
-        return cls(whisper_features(spec), tiny_tekken_tokenizer(spec.mel_bins), **processor_kwargs)
+        return (whisper_features(spec), tiny_tekken_tokenizer(spec.mel_bins)), {}
 
     def tiny_config(self, processor: Any = None, spec: Optional[TinySpec] = None, **config_kwargs: Any) -> Any:
         """Voxtral's encoder (4 frames concatenated per token) and a Llama language model, of `spec`'s sizes; the

@@ -125,28 +125,18 @@ class Qwen2_5OmniBackbone(Backbone):
         """`<|audio_bos|><|AUDIO|><|audio_eos|>`: the processor expands the placeholder only."""
         return processor.audio_bos_token + processor.audio_token + processor.audio_eos_token
 
-    def tiny_processor(
-        self,
-        audio_token_merge: Any,
-        spec: Optional[TinySpec] = None,
-        *,
-        upstream: bool = False,
-        **processor_kwargs: Any,
-    ) -> Any:
-        """Whisper features (16 kHz, `spec`'s mel bins and window: 128, 30 s), Qwen2-VL's image processor (the PIL one
-        where transformers has it), a `BaseVideoProcessor` stand-in and the tiny tokenizer with Qwen2.5-Omni's named
+    def tiny_processor_parts(self, spec: TinySpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Qwen2-VL's image processor (the PIL one where transformers has it), a `BaseVideoProcessor` stand-in, Whisper
+        features (16 kHz, `spec`'s mel bins and window: 128, 30 s) and the tiny tokenizer with Qwen2.5-Omni's named
         special tokens. The upstream processor (`upstream=True`) checks its video processor's class, which needs
         torchvision (`tests/encoding.py` has a stand-in for tests without it)."""
         import transformers
         from transformers.video_processing_utils import BaseVideoProcessor
 
-        spec = check_spec(spec)
-        cls = self._tiny_processor_class(audio_token_merge, upstream, processor_kwargs)
-        features = whisper_features(spec)
         images = (getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor)()
         videos = BaseVideoProcessor(merge_size=2, temporal_patch_size=2)
         tokenizer = tiny_tokenizer(list(self.tiny_audio_tokens), named=_TINY_NAMED_TOKENS)
-        return cls(images, videos, features, tokenizer, chat_template=self.tiny_chat_template, **processor_kwargs)
+        return (images, videos, whisper_features(spec), tokenizer), {"chat_template": self.tiny_chat_template}
 
     def tiny_config(self, processor: Any = None, spec: Optional[TinySpec] = None, **config_kwargs: Any) -> Any:
         """The thinker with tiny widths: Qwen2.5-Omni's audio encoder (2 s attention chunks), a one-block vision
