@@ -40,6 +40,7 @@ def _build() -> BackboneClasses:
 
     from ..compat import can_return_tuple, mirrors
     from ..config import MergeSetting
+    from ..layout import tokens_for_frames
     from ..models.compaction import shorten_audio_runs
     from ..models.generation import AudioTokenMergeGenerationMixin
     from ..models.model import AudioTokenMergeModelMixin
@@ -61,8 +62,8 @@ def _build() -> BackboneClasses:
             return audio.intermediate_size // audio.hidden_size  # 4: the encoder frames concatenated into one token
 
         def _audio_unit_lengths(self, feature_mask: torch.Tensor) -> torch.LongTensor:
-            frames = (feature_mask.sum(-1).long() - 1) // 2 + 1  # after the stride-2 convolution
-            return frames // self._frames_per_token
+            # the stride-2 convolution, then `_frames_per_token` encoder frames per token: 2x that many mel frames
+            return tokens_for_frames(feature_mask.sum(-1).long(), 2 * self._frames_per_token)
 
         def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
             return self.audio_tower(input_features, return_dict=True, **kwargs)
