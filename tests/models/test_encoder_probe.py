@@ -2,7 +2,12 @@ import pytest
 import torch
 from transformers.masking_utils import create_bidirectional_mask
 
-from hf_ltbm.models.encoder_probe import capture_last_layer_projections, encoder_keys, received_attention
+from hf_ltbm.models.encoder_probe import (
+    attention_heads,
+    capture_last_layer_projections,
+    encoder_keys,
+    received_attention,
+)
 
 from .conftest import QWEN
 
@@ -87,3 +92,71 @@ def test_a_tensor_parallel_shard_of_a_packed_projection_is_refused_when_read():
     with pytest.raises(ValueError, match=r"tensor-parallel ranks \(1 of 2 heads here\)"):
         with capture_last_layer_projections(_packed_encoder(heads=1, total_heads=2), queries=False, keys=True):
             pass
+
+
+def test_grouped_keys_give_the_attention_of_the_repeated_keys():
+    """Llama-style attention with fewer key heads (each shared by consecutive query heads), as GLM-ASR's encoder may
+    have, reads as the same attention with every key head repeated."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 6, 4 * 3, generator=g), torch.randn(2, 6, 2 * 3, generator=g)  # 4 query heads, 2 key heads
+    frames = torch.tensor([6, 4])
+    repeated = k.view(2, 6, 2, 3).repeat_interleave(2, dim=2).reshape(2, 6, 12)
+    grouped = received_attention(q, k, 4, 0.5, frames, num_key_heads=2)
+    torch.testing.assert_close(grouped, received_attention(q, repeated, 4, 0.5, frames))
+
+
+class _PackedGroupedAttention(torch.nn.Module):
+    """vLLM's GLM-ASR encoder attention layout: `qkv_proj` returning `(output, bias)`, heads named
+    `num_heads_per_rank` / `num_kv_heads_per_rank` (of `num_heads` in all), `head_dim`, no `q_size` / `kv_size`."""
+
+    def __init__(self, heads: int, kv_heads: int, total_heads: int, head_dim: int = 4):
+        super().__init__()
+        self.num_heads, self.num_heads_per_rank, self.num_kv_heads_per_rank = total_heads, heads, kv_heads
+        self.head_dim = head_dim
+        self.linear = torch.nn.Linear(8, (heads + 2 * kv_heads) * head_dim)
+        self.qkv_proj = torch.nn.Module()
+        self.qkv_proj.forward = lambda x: (self.linear(x), None)
+
+    def forward(self, x):
+        return self.qkv_proj(x)[0]
+
+
+def _encoder_with(attn: torch.nn.Module) -> torch.nn.Module:
+    layer = torch.nn.Module()
+    layer.self_attn = attn
+    encoder = torch.nn.Module()
+    encoder.layers = torch.nn.ModuleList([layer])
+    return encoder
+
+
+def test_a_packed_projection_without_sizes_is_split_by_its_heads():
+    encoder = _encoder_with(_PackedGroupedAttention(heads=2, kv_heads=1, total_heads=2))
+    x = torch.randn(3, 6, 8)
+    with torch.no_grad(), capture_last_layer_projections(encoder, queries=True, keys=True) as cap:
+        encoder.layers[-1].self_attn(x)
+    qkv = encoder.layers[-1].self_attn.linear(x)
+    torch.testing.assert_close(cap["q_proj"], qkv[..., :8])
+    torch.testing.assert_close(cap["k_proj"], qkv[..., 8:12])
+    assert attention_heads(encoder.layers[-1].self_attn, cap["q_proj"], cap["k_proj"]) == (2, 1, 0.5)
+    with pytest.raises(ValueError, match=r"tensor-parallel ranks \(1 of 2 heads here\)"):
+        with capture_last_layer_projections(_encoder_with(_PackedGroupedAttention(1, 1, 2)), queries=True, keys=True):
+            pass
+
+
+class _InPlaceRotatingAttention(_PackedGroupedAttention):
+    """As vLLM's GLM-ASR encoder does: the queries and keys are rotated in place, in the packed projection's output."""
+
+    def forward(self, x):
+        qkv = self.qkv_proj(x)[0]
+        qkv[..., :12].mul_(-1.0)
+        return qkv
+
+
+def test_what_is_captured_is_the_projection_before_the_layer_changes_it_in_place():
+    encoder = _encoder_with(_InPlaceRotatingAttention(heads=2, kv_heads=1, total_heads=2))
+    x = torch.randn(3, 6, 8)
+    with torch.no_grad(), capture_last_layer_projections(encoder, queries=True, keys=True) as cap:
+        encoder.layers[-1].self_attn(x)
+    qkv = encoder.layers[-1].self_attn.linear(x)
+    torch.testing.assert_close(cap["q_proj"], qkv[..., :8])
+    torch.testing.assert_close(cap["k_proj"], qkv[..., 8:12])

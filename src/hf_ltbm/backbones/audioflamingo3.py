@@ -6,10 +6,8 @@ its windows.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from ..layout import UnitLayout
 from .base import Backbone, BackboneClasses, class_getter, register_backbone
 
 __all__ = [
@@ -156,14 +154,9 @@ class AudioFlamingo3Backbone(Backbone):
     tiny_audio_tokens = ("<sound>",)
     tiny_chat_template = _TINY_CHAT_TEMPLATE
 
-    build = staticmethod(_build)
+    max_seconds_attribute = "max_audio_len"  # the feature extractor's 30 s windows, as many as it allows
 
-    def unit_layout(self, processor: Any) -> UnitLayout:
-        """The feature extractor's `chunk_length` (30 s) windows; upstream keeps the first
-        `floor(max_audio_len / chunk_length)` of a clip's windows, so a `max_audio_len` that is not a multiple of
-        30 s keeps less than `max_audio_len` seconds."""
-        layout = super().unit_layout(processor)
-        return dataclasses.replace(layout, max_units=int(processor.max_audio_len // layout.unit_seconds))
+    build = staticmethod(_build)
 
 
 __getattr__ = class_getter(AudioFlamingo3Backbone)  # the merging classes, made on first use

@@ -75,9 +75,18 @@ class Backbone:
             per second), 8 for Voxtral.
         unit_seconds: seconds of audio per unit; `None` (the default): the feature extractor's window (30 s).
         max_units: the units a clip keeps at most: `1` (the default) makes a clip one unit of at most one window;
-            `None` takes any number (Voxtral's chunks). Audio Flamingo 3 reads it from its processor.
+            `None` takes any number (Voxtral's chunks).
+        max_seconds_attribute: the processor attribute that holds the longest audio it takes, in seconds
+            (`"max_audio_len"` for Audio Flamingo 3 and GLM-ASR); where set, a clip keeps its first
+            `floor(value / unit_seconds)` units instead of `max_units` (upstream cuts the rest off).
+        stacked_frames: encoder output frames the projector reads as one token, concatenated (Voxtral and GLM-ASR: 4,
+            a token of 80 ms); `1` (the default): one encoder frame per token (the Whisper-style encoders that pool
+            their own output to 40 ms). The merge runs on the stacked tokens, and the encoder keys and scores are
+            pooled to them.
         whole_units: whether every unit is encoded whole, padding included (Voxtral), rather than only its valid
             mel frames.
+        attention_scores_unavailable: why the attention scores of the audio encoder's last layer cannot be read
+            (settings that need them, `prune_attention`, are refused with it, `check_setting`), `None` where they can.
         tiny_encoder_type: `model_type` of the tiny model's audio-encoder config.
         tiny_audio_tokens: the special tokens its processor uses around audio (the first is the placeholder).
         tiny_chat_template: a chat template in the family's format for the tiny processor.
@@ -101,7 +110,10 @@ class Backbone:
     mel_frames_per_token: ClassVar[int] = 4
     unit_seconds: ClassVar[Optional[float]] = None
     max_units: ClassVar[Optional[int]] = 1
+    max_seconds_attribute: ClassVar[Optional[str]] = None
+    stacked_frames: ClassVar[int] = 1
     whole_units: ClassVar[bool] = False
+    attention_scores_unavailable: ClassVar[Optional[str]] = None
     tiny_encoder_type: ClassVar[str]
     tiny_audio_tokens: ClassVar[tuple[str, ...]]
     tiny_chat_template: ClassVar[str]
@@ -208,13 +220,19 @@ class Backbone:
     def unit_layout(self, processor: Any) -> UnitLayout:
         """How a clip becomes units and encoder tokens with `processor` (any processor whose `feature_extractor` has
         a `sampling_rate`: stock, merging, or vLLM's): the declared `unit_seconds` (else the extractor's
-        `chunk_length`), `max_units`, `whole_units` and `mel_frames_per_token`. The transformers processor, the model
-        and the vLLM processor all count with it."""
+        `chunk_length`), `max_units` (or what `max_seconds_attribute` allows: upstream keeps the first
+        `floor(max_audio_len / unit_seconds)` units, so a limit that is not a whole number of units keeps less than it
+        says), `whole_units` and `mel_frames_per_token`. The transformers processor, the model and the vLLM processor
+        all count with it."""
         extractor = processor.feature_extractor
+        unit_seconds = self.unit_seconds if self.unit_seconds is not None else extractor.chunk_length
+        max_units = self.max_units
+        if self.max_seconds_attribute is not None:
+            max_units = int(getattr(processor, self.max_seconds_attribute) // unit_seconds)
         return UnitLayout(
             sampling_rate=int(extractor.sampling_rate),
-            unit_seconds=self.unit_seconds if self.unit_seconds is not None else extractor.chunk_length,
-            max_units=self.max_units,
+            unit_seconds=unit_seconds,
+            max_units=max_units,
             whole_units=self.whole_units,
             frames_per_token=self.mel_frames_per_token,
         )
@@ -228,6 +246,15 @@ class Backbone:
     def max_audio_seconds(self, processor: Any) -> float:
         """The longest clip `processor`'s backbone takes whole (`unit_layout`; one 30 s window by default)."""
         return self.unit_layout(processor).max_seconds
+
+    def check_setting(self, setting: Any) -> None:
+        """Raises a `ValueError` naming `setting` (an `AudioTokenMergeConfig`, or `None`) and the reason where this
+        family cannot serve it, in transformers and in vLLM alike (`attention_scores_unavailable`)."""
+        if setting is not None and setting.requires_scores and self.attention_scores_unavailable is not None:
+            raise ValueError(
+                f"audio_token_merge={setting} reads the attention scores of the audio encoder's last layer, but "
+                f"{self.attention_scores_unavailable}; use a method that needs no scores."
+            )
 
     # ------------------------------------------------------------------------------------------- prompts and inputs
     def build_prompt(self, processor: Any, text: str, num_audio: int = 1) -> str:

@@ -40,11 +40,9 @@ def _build() -> BackboneClasses:
 
     from ..compat import can_return_tuple, mirrors
     from ..config import MergeSetting
-    from ..layout import tokens_for_frames
     from ..models.compaction import shorten_audio_runs
     from ..models.generation import AudioTokenMergeGenerationMixin
     from ..models.model import AudioTokenMergeModelMixin
-    from ..models.units import MergeInputs, merge_inputs_at_token_rate
     from ..processing import MergeSettingProcessorMixin
 
     class VoxtralLTBMModel(AudioTokenMergeModelMixin, VoxtralModel):
@@ -56,24 +54,8 @@ def _build() -> BackboneClasses:
 
         _upstream_class = VoxtralModel
 
-        @property
-        def _frames_per_token(self) -> int:
-            audio = self.config.audio_config
-            return audio.intermediate_size // audio.hidden_size  # 4: the encoder frames concatenated into one token
-
-        def _audio_unit_lengths(self, feature_mask: torch.Tensor) -> torch.LongTensor:
-            # the stride-2 convolution, then `_frames_per_token` encoder frames per token: 2x that many mel frames
-            return tokens_for_frames(feature_mask.sum(-1).long(), 2 * self._frames_per_token)
-
         def _run_encoder(self, input_features: torch.Tensor, feature_mask: torch.Tensor, **kwargs: Any) -> Any:
             return self.audio_tower(input_features, return_dict=True, **kwargs)
-
-        def _token_states(self, encoded: Any) -> torch.Tensor:
-            hidden = encoded.last_hidden_state  # `_frames_per_token` encoder frames concatenated into each token
-            return hidden.reshape(hidden.shape[0], -1, self.config.audio_config.intermediate_size)
-
-        def _merge_inputs_at_token_rate(self, inputs: MergeInputs) -> MergeInputs:
-            return merge_inputs_at_token_rate(inputs, self._frames_per_token)
 
         @can_return_tuple
         def get_audio_features(self, input_features: torch.Tensor, **kwargs: Any):
@@ -351,6 +333,7 @@ class VoxtralBackbone(Backbone):
     tiny_chat_template = ""
     chat_only = True
     mel_frames_per_token = 8  # 12.5 tokens per second
+    stacked_frames = 4  # the projector reads 4 encoder frames as one token
     unit_seconds = 30.0  # mistral-common pads every clip to whole 30 s chunks (its audio config's `chunk_length_s`)
     max_units = None  # any length: one unit per started chunk
     whole_units = True  # every chunk is encoded whole, silence included (no feature mask): 375 tokens

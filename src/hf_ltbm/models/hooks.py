@@ -30,9 +30,10 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
+from ..layout import tokens_for_frames
 from .compaction import expanded_order, plan_placeholders
 from .outputs import AudioTokenMergeModelOutput, AudioTokenMergeOutput, encoder_output_options
-from .units import capture_merge_inputs, merge_units
+from .units import capture_merge_inputs, merge_inputs_at_token_rate, merge_units, stacked_tokens
 
 __all__ = ["OPTIONAL_HOOKS", "REQUIRED_HOOKS", "AudioTokenMergeHooks", "GenerationHooks", "ModelHooks"]
 
@@ -45,6 +46,9 @@ class AudioTokenMergeHooks:
     #: The upstream name of the per-unit feature mask argument; `None` for a backbone whose units are always whole
     #: windows and that takes no mask (Voxtral): every mel frame of every unit is then valid.
     _audio_mask_name: Optional[str]
+    #: The family's declaration (`hf_ltbm.backbones.Backbone`), set when its classes are made: the defaults read its
+    #: declared facts (`stacked_frames`, `mel_frames_per_token`).
+    _backbone: Any
 
     def _merging_forward(self, **arguments: Any) -> ModelOutput:
         """The forward with merging on, on the arguments of the upstream forward bound by name
@@ -88,7 +92,11 @@ class ModelHooks(AudioTokenMergeHooks):
     # ------------------------------------------------------------------------------------------------ encoder
     def _audio_unit_lengths(self, feature_mask: torch.Tensor) -> torch.LongTensor:
         """Audio tokens per unit `[U]` (`N_u`) before merging, from the per-unit feature mask `[U, frames]`. Default:
-        the encoder's `_get_feat_extract_output_lengths` (Voxtral counts its own frames per token)."""
+        the encoder's `_get_feat_extract_output_lengths`; for a backbone that stacks encoder frames into tokens
+        (`Backbone.stacked_frames`, Voxtral and GLM-ASR) the declared `mel_frames_per_token`
+        (`layout.tokens_for_frames`, upstream's arithmetic)."""
+        if self._backbone.stacked_frames > 1:
+            return tokens_for_frames(feature_mask.sum(-1).long(), self._backbone.mel_frames_per_token)
         _, lengths = self.audio_tower._get_feat_extract_output_lengths(feature_mask.sum(-1).long())
         return lengths
 
@@ -101,14 +109,17 @@ class ModelHooks(AudioTokenMergeHooks):
 
     def _token_states(self, encoded: BaseModelOutput) -> torch.Tensor:
         """The encoder output at the audio-token rate, `[U, T, D_audio]`: what is merged and projected. Default: its
-        `last_hidden_state` (Voxtral concatenates 4 frames per token)."""
-        return encoded.last_hidden_state
+        `last_hidden_state`, with each `Backbone.stacked_frames` consecutive frames concatenated into one token
+        (`[U, T_frames / s, s * D_audio]`, as Voxtral's and GLM-ASR's projectors read it) where that is above 1."""
+        return stacked_tokens(encoded.last_hidden_state, self._backbone.stacked_frames)
 
     def _merge_inputs_at_token_rate(self, inputs: Any) -> Any:
         """Encoder keys `[U, T, D_key]` / attention scores `[U, T]` (a `MergeInputs` from `capture_merge_inputs`,
         pooled by 2 from the encoder's frames, as Whisper pools its output) at this backbone's token rate. Default:
-        as they are (Voxtral pools them by its 4 frames per token)."""
-        return inputs
+        as they are, or pooled to the stacked tokens (`merge_inputs_at_token_rate`) where `Backbone.stacked_frames`
+        is above 1."""
+        stacked = self._backbone.stacked_frames
+        return inputs if stacked == 1 else merge_inputs_at_token_rate(inputs, stacked)
 
     def _unit_frames(self) -> Optional[int]:
         """The mel frames every row of `input_features` is padded to, or `None` where a unit may have any frame

@@ -153,6 +153,7 @@ class SettingAccess(AudioTokenMergeHooks):
         implementation size-aware attention needs."""
         if setting is None or not hasattr(self, "audio_tower"):
             return
+        self._backbone.check_setting(setting)
         if setting.size_aware_attention:
             size_aware_name(self.language_model.config._attn_implementation)  # raises for flash attention
         needs = [
@@ -164,7 +165,7 @@ class SettingAccess(AudioTokenMergeHooks):
             if wanted
         ]
         attn = getattr(getattr(self.audio_tower, "layers", [None])[-1], "self_attn", None)
-        if needs and not all(hasattr(attn, name) for name in ("q_proj", "k_proj", "num_heads", "scaling")):
+        if needs and not all(hasattr(attn, name) for name in ("q_proj", "k_proj", "head_dim")):  # `attention_heads`
             raise ValueError(
                 f"audio_token_merge={setting} reads {' and '.join(needs)} from the last self-attention layer of the "
                 f"audio encoder, but {type(self.audio_tower).__name__} has no such layer; use key_source='features' "

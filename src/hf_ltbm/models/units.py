@@ -20,7 +20,13 @@ from torch import nn
 from ..config import AudioTokenMergeConfig
 from ..layout import tokens_for_frames
 from ..merging import MergeResult
-from .encoder_probe import capture_last_layer_projections, encoder_keys, pool_pairs, received_attention
+from .encoder_probe import (
+    attention_heads,
+    capture_last_layer_projections,
+    encoder_keys,
+    pool_pairs,
+    received_attention,
+)
 
 __all__ = [
     "MergeInputs",
@@ -32,6 +38,7 @@ __all__ = [
     "merge_units",
     "per_item",
     "per_unit",
+    "stacked_tokens",
     "unit_offsets",
 ]
 
@@ -110,6 +117,12 @@ def merge_inputs_at_token_rate(inputs: MergeInputs, frames_per_token: int) -> Me
     return inputs
 
 
+def stacked_tokens(frames: torch.Tensor, stacked: int) -> torch.Tensor:
+    """`[U, T, D] -> [U, T / stacked, stacked * D]`: each `stacked` consecutive encoder frames concatenated into one
+    token, as Voxtral's and GLM-ASR's projectors read them (`Backbone.stacked_frames`; 1: unchanged)."""
+    return frames if stacked == 1 else frames.reshape(frames.shape[0], -1, stacked * frames.shape[-1])
+
+
 @contextmanager
 def capture_merge_inputs(encoder: nn.Module, settings: Settings, mel_lengths: torch.Tensor) -> Iterator[MergeInputs]:
     """Run the audio encoder inside this block: on exit the yielded `MergeInputs` holds the encoder keys and attention
@@ -117,8 +130,8 @@ def capture_merge_inputs(encoder: nn.Module, settings: Settings, mel_lengths: to
     (nothing is captured when no setting needs them).
 
     Args:
-        encoder: a Whisper-style audio encoder (`layers[-1].self_attn` with `q_proj`, `k_proj`, `num_heads`,
-            `scaling`).
+        encoder: an audio encoder whose last layer's attention (`layers[-1].self_attn`) has `q_proj` and `k_proj` (or
+            vLLM's packed `qkv_proj`) and `head_dim` (`encoder_probe.attention_heads`).
         settings: the merge setting of each unit the encoder runs on.
         mel_lengths (`torch.LongTensor` of shape `[U]`): valid mel frames per unit.
     """
@@ -129,13 +142,17 @@ def capture_merge_inputs(encoder: nn.Module, settings: Settings, mel_lengths: to
     inputs = MergeInputs()
     with capture_last_layer_projections(encoder, queries=want_scores, keys=want_keys or want_scores) as captured:
         yield inputs
-    attn = encoder.layers[-1].self_attn
+    if not (want_keys or want_scores):
+        return
+    heads, key_heads, scaling = attention_heads(
+        encoder.layers[-1].self_attn, captured.get("q_proj"), captured["k_proj"]
+    )
     if want_keys:
-        inputs.encoder_keys = encoder_keys(captured["k_proj"], attn.num_heads)
+        inputs.encoder_keys = encoder_keys(captured["k_proj"], key_heads)
     if want_scores:
         queries, keys = captured["q_proj"], captured["k_proj"]
         frames = (mel_lengths.long().to(queries.device) - 1) // 2 + 1  # after the stride-2 convolution
-        inputs.scores = received_attention(queries, keys, attn.num_heads, attn.scaling, frames)
+        inputs.scores = received_attention(queries, keys, heads, scaling, frames, num_key_heads=key_heads)
 
 
 @dataclass

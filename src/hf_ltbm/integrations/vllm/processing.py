@@ -153,6 +153,7 @@ class MergingProcessorMixin:
                     f"for this request with mm_processor_kwargs={{'{KEY}': None}}."
                 )
             return processed
+        family_of(type(self)).check_setting(setting)  # before the engine runs anything
         clips = list(audio) if isinstance(audio, (list, tuple)) else [audio]
         processed.update(self._audio_item_data(setting, hf_processor_mm_kwargs, clips))
         return processed
