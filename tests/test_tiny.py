@@ -19,17 +19,20 @@ from hf_ltbm.tiny import (
 
 from .models.tiny import tone
 
+#: The tiny models whose encoders make 12.5 tokens per second (4 encoder frames per token); the others make 25.
+TOKENS_PER_30_S = {"tiny-random-voxtral": 375, "tiny-random-glmasr": 375}
+
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_real_audio_front_end_and_25_tokens_per_second(name):
-    """The real front end: 30 s of audio is 750 tokens (25 per second; Voxtral: 375, 12.5 per second)."""
+    """The real front end: 30 s of audio is 750 tokens (25 per second; Voxtral and GLM-ASR: 375, 12.5 per second)."""
     model, processor = build_tiny_model(name, audio_token_merge={"method": "ltbm", "keep_ratio": 0.5})
     backbone = backbone_for(model)
     assert type(model) is backbone.generation_model
     assert not model.training
     inputs = backbone.encode_audio(processor, np.zeros(16000 * 30, dtype=np.float32))
     before, after = model.audio_token_counts(model._unit_mask(inputs))
-    n = 375 if backbone.chat_only else 750
+    n = TOKENS_PER_30_S.get(name, 750)
     assert int(before.sum()) == n and int(after.sum()) == hf_ltbm.output_length(n, keep_ratio=0.5)
     assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == int(after.sum())
 
@@ -57,17 +60,20 @@ TWO_SECONDS = TinySpec(window_seconds=2)
 
 @pytest.mark.parametrize("name", [n for n in TINY_MODELS if not _backbone(n).chat_only])
 def test_a_2_s_window_tiny_model_has_50_audio_tokens_per_window(name):
-    """`window_seconds=2`: 200 mel frames and 100 encoder positions per window, 50 audio tokens; a 2 s clip is one
-    whole window, merged to `output_length(50)`."""
+    """`window_seconds=2`: 200 mel frames and 100 encoder positions per window, 50 audio tokens (GLM-ASR: 25); a 2 s
+    clip is one whole window, merged to `output_length(50)`."""
     setting = {"method": "ltbm", "keep_ratio": 0.5}
     model, processor = build_tiny_model(name, audio_token_merge=setting, spec=TWO_SECONDS)
     assert processor.feature_extractor.chunk_length == 2
-    assert model.config.audio_config.max_source_positions == 100
+    audio = model.config.audio_config
+    glmasr = name == "tiny-random-glmasr"  # rotary positions (`max_position_embeddings`), 4 frames per token
+    assert (audio.max_position_embeddings if glmasr else audio.max_source_positions) == 100
     backbone = backbone_for(model)
     inputs = backbone.encode_audio(processor, tone(2.0))
     assert inputs["input_features"].shape[-1] == 200
     before, after = model.audio_token_counts(model._unit_mask(inputs))
-    assert before.tolist() == [50] and after.tolist() == [hf_ltbm.output_length(50, keep_ratio=0.5)]
+    n = 25 if glmasr else 50
+    assert before.tolist() == [n] and after.tolist() == [hf_ltbm.output_length(n, keep_ratio=0.5)]
     assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == int(after.sum())
     with torch.no_grad():
         generated = model.generate(**inputs, max_new_tokens=2, do_sample=False)

@@ -69,12 +69,12 @@ def test_console_entry_point_runs(tmp_path):
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_the_merge_map_legend_states_each_backbones_own_token_duration(name):
     """The legend's time per character is the backbone's real token rate: a 30 s clip's encoder tokens over 30 s
-    (40 ms for the Whisper-style encoders, 80 ms for Voxtral's 12.5 tokens per second)."""
+    (40 ms for the Whisper-style encoders, 80 ms for Voxtral's and GLM-ASR's 12.5 tokens per second)."""
     model, processor = build_tiny_model(name)
     audio = synthesise(30.0)[0]
     (merge_map,) = merge_maps(model, processor, audio, [{"method": "pool", "keep_ratio": 0.5}])
     ms_per_token = 30000 / merge_map.tokens_before
-    assert ms_per_token == (80 if name == "tiny-random-voxtral" else 40)
+    assert ms_per_token == (80 if name in ("tiny-random-voxtral", "tiny-random-glmasr") else 40)
     assert f"one character per {ms_per_token:g} ms encoder token" in map_legend(merge_map, 4.0)
     assert len(ascii_map(merge_map, 4.0)) == 4000 / ms_per_token
 

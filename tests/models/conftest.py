@@ -1,5 +1,6 @@
-"""Fixtures: tiny random models of every backbone (Qwen2-Audio, Audio Flamingo 3, Music Flamingo, Qwen2.5-Omni's
-thinker), upstream and merging, with the same weights (`hf_ltbm.tiny`'s configs with the sizes of `tiny.SPECS`)."""
+"""Fixtures: tiny random models of every backbone whose prompts the tests write with ids (Qwen2-Audio, Audio
+Flamingo 3, Music Flamingo, Qwen2.5-Omni's thinker, GLM-ASR), upstream and merging, with the same weights
+(`hf_ltbm.tiny`'s configs with the sizes of `tiny.SPECS`)."""
 
 import functools
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ import pytest
 import torch
 from transformers import (
     AudioFlamingo3ForConditionalGeneration,
+    GlmAsrForConditionalGeneration,
     MusicFlamingoForConditionalGeneration,
     Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2AudioForConditionalGeneration,
@@ -31,6 +33,15 @@ class Backbone:
     other_modules: tuple = ("model.multi_modal_projector",)
     #: The head holds the encoders and the language model directly (`audio_tower`, `model` = the language model).
     flat: bool = False
+    #: Mel frames per audio token: 4 (25 per second), 8 for GLM-ASR's 4 stacked encoder frames (12.5 per second).
+    frames_per_token: int = 4
+    #: Why settings that read the audio encoder's attention scores are refused (`None`: they are served); GLM-ASR's
+    #: encoder rotates queries and keys inside its attention.
+    scores_refused: str = None
+
+    def tokens(self, frames: int) -> int:
+        """Audio tokens of a unit of `frames` valid mel frames (upstream's arithmetic, `tiny.tokens_for_frames`)."""
+        return tiny.tokens_for_frames(frames, self.frames_per_token)
 
     def module(self, name: str) -> str:
         """A module's name in this backbone's layout, from its name under a base model (`model.audio_tower`)."""
@@ -83,6 +94,7 @@ class Backbone:
             padding_side=padding_side,
             audio_token_id=self.audio_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
+            frames_per_token=self.frames_per_token,
         )
         return {"input_ids": ids, "attention_mask": mask, "input_features": feats, self.mask_name: fmask}
 
@@ -122,7 +134,15 @@ OMNI = Backbone(
     other_modules=("model.visual",),
     flat=hf_ltbm.Qwen2_5OmniThinkerLTBMModel is None,  # transformers 5.19: one flat thinker class
 )
-BACKBONES = [QWEN, AF3, MUSICFLAMINGO, OMNI]
+GLMASR = Backbone(
+    "glmasr",
+    GlmAsrForConditionalGeneration,
+    hf_ltbm.GlmAsrLTBMForConditionalGeneration,
+    "input_features_mask",
+    frames_per_token=8,
+    scores_refused=r"GLM-ASR's encoder rotates its queries and keys by position",
+)
+BACKBONES = [QWEN, AF3, MUSICFLAMINGO, OMNI, GLMASR]
 
 
 @pytest.fixture(params=BACKBONES, ids=lambda b: b.name)
@@ -131,7 +151,7 @@ def backbone(request):
 
 
 # Rows of audio units (valid mel frames each) and the words around them: a short and a full window in row 0
-# (for AF3 two windows of one clip; for Qwen2-Audio two clips), one unit in row 1, different text lengths.
+# (for AF3 and GLM-ASR two windows of one clip; for Qwen2-Audio two clips), one unit in row 1, different text lengths.
 UNITS = [[200, 130], [170]]
 TEXTS = [("what is in", "the audio"), ("describe", "the sound of this")]
 

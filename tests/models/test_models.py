@@ -16,6 +16,14 @@ from .tiny import AUDIO_TOKEN_ID, tokens_for_frames
 
 SETTING = {"method": "ltbm", "keep_ratio": 0.5}
 GREEDY = {"max_new_tokens": 6, "do_sample": False}
+#: Mel frames per token -> the audio tokens of `UNITS`' units (200, 130 and 170 valid mel frames), by hand.
+UNIT_TOKENS = {4: [50, 32, 42], 8: [25, 16, 21]}
+#: Mel frames per token -> the error for `UNITS`' prompts with one placeholder more than the unmerged count (N + 1),
+#: under `SETTING` (M = 62 of 124, or 32 of 62).
+COUNT_MISMATCH = {
+    4: r"hold 125 .* placeholder tokens.*124 tokens before merging.*62 after",
+    8: r"hold 63 .* placeholder tokens.*62 tokens before merging.*32 after",
+}
 
 
 def _generate(model, inputs, **kwargs):
@@ -39,6 +47,10 @@ def test_merging_off_is_bit_identical_to_upstream(backbone):
 def test_processor_path_and_compaction_path_agree(backbone, method):
     _, ours = backbone.models()
     setting = {"method": method, "keep_ratio": 0.4}
+    if hf_ltbm.AudioTokenMergeConfig(**setting).requires_scores and backbone.scores_refused:
+        with pytest.raises(ValueError, match=backbone.scores_refused):
+            ours.set_audio_token_merge(setting)
+        return
     ours.set_audio_token_merge(setting)
     a = backbone.inputs(UNITS, TEXTS, setting)  # path A: M placeholders per unit
     b = backbone.inputs(UNITS, TEXTS)  # path B: N placeholders, compacted in the model
@@ -94,7 +106,7 @@ def test_kv_cache_holds_text_plus_merged_tokens(backbone):
         full = output_cache(ours(**b, use_cache=True)).get_seq_length()
         ours.set_audio_token_merge({"method": "ltbm", "keep_ratio": 0.25})
         merged = output_cache(ours(**b, use_cache=True)).get_seq_length()
-    ns = [tokens_for_frames(f) for f in (200, 130)]
+    ns = [backbone.tokens(f) for f in (200, 130)]
     m = sum(hf_ltbm.output_length(n, keep_ratio=0.25) for n in ns)
     assert full == text + n_tokens == text + sum(ns)
     assert merged == text + m < full
@@ -106,9 +118,9 @@ def test_get_audio_features_reports_counts(backbone):
     ours.set_audio_token_merge(SETTING)
     with torch.no_grad():
         audio = backbone.audio_features(ours, b)
-    ns = [tokens_for_frames(f) for f in (200, 130, 170)]
+    ns = [backbone.tokens(f) for f in (200, 130, 170)]
     ms = [hf_ltbm.output_length(n, keep_ratio=0.5) for n in ns]
-    assert audio.num_input_tokens.tolist() == ns == [50, 32, 42]
+    assert audio.num_input_tokens.tolist() == ns == UNIT_TOKENS[backbone.frames_per_token]
     assert audio.audio_token_counts.tolist() == ms
     assert audio.pooler_output.shape == (sum(ms), ours.config.text_config.hidden_size)
     assert audio.merge_result.sizes.sum(1).tolist() == ns
@@ -120,7 +132,7 @@ def test_placeholder_count_matching_neither_is_a_clear_error(backbone):
     b = backbone.inputs(UNITS, TEXTS)
     b["input_ids"] = b["input_ids"].clone()
     b["input_ids"][0, -1] = AUDIO_TOKEN_ID
-    with pytest.raises(ValueError, match=r"hold 125 .* placeholder tokens.*124 tokens before merging.*62 after"):
+    with pytest.raises(ValueError, match=COUNT_MISMATCH[backbone.frames_per_token]):
         ours(**b)
 
 
@@ -265,7 +277,8 @@ def test_setting_the_encoder_cannot_serve_is_refused_and_leaves_the_old_one(back
     _, ours = backbone.models()
     ours.set_audio_token_merge("ltbm")
     ours._merge_model.audio_tower.layers[-1].self_attn = torch.nn.Identity()
-    with pytest.raises(ValueError, match=r"reads attention scores from the last self-attention layer"):
+    scores = backbone.scores_refused or r"reads attention scores from the last self-attention layer"
+    with pytest.raises(ValueError, match=scores):
         ours.set_audio_token_merge({"method": "prune_attention"})
     with pytest.raises(ValueError, match=r"reads keys from the last self-attention layer"):
         ours.set_audio_token_merge({"key_source": "encoder_keys"})
@@ -276,6 +289,10 @@ def test_setting_the_encoder_cannot_serve_is_refused_and_leaves_the_old_one(back
 def test_encoder_keys_and_attention_scores_paths_run(backbone):
     _, ours = backbone.models()
     for setting in ({"key_source": "encoder_keys"}, {"method": "prune_attention"}, {"space": "projector"}):
+        if setting.get("method") == "prune_attention" and backbone.scores_refused:
+            with pytest.raises(ValueError, match=backbone.scores_refused):
+                ours.set_audio_token_merge(setting)
+            continue
         ours.set_audio_token_merge(setting)
         a, b = backbone.inputs(UNITS, TEXTS, setting), backbone.inputs(UNITS, TEXTS)
         with torch.no_grad():
@@ -319,7 +336,7 @@ def tokens_for_frames_list(frames):
     return [max(0, tokens_for_frames(int(f))) for f in frames]
 
 
-def _break(name):
+def _break(name, frames_per_token):
     """Edits model inputs into ones that cannot be served; each case names the tensor and shapes in its error."""
 
     def drop_placeholder(b, mask_name):
@@ -340,7 +357,7 @@ def _break(name):
         b.pop(mask_name)
 
     return {
-        "placeholders": (drop_placeholder, r"hold 125 .* placeholder tokens.*124 tokens before merging.*62 after"),
+        "placeholders": (drop_placeholder, COUNT_MISMATCH[frames_per_token]),
         "extra_unit": (extra_unit, r"must have shape \[units, frames\] = \[4, 200\] .*got \(3, 200\)"),
         "mel_bins": (mel_bins, r"`input_features` must have shape \[units, num_mel_bins, frames\] = \[U, \d+, 200\]"),
         "frames": (frames, r"`input_features` must have shape .*got \(3, \d+, 190\)"),
@@ -356,7 +373,7 @@ def test_inputs_that_cannot_be_served_are_refused_before_any_weights_run(backbon
     _, ours = backbone.models()
     ours.set_audio_token_merge(SETTING)
     inputs = backbone.inputs(UNITS, TEXTS)
-    edit, message = _break(case)
+    edit, message = _break(case, backbone.frames_per_token)
     if case == "frames" and backbone.name == "qwen2_5_omni_thinker":
         # features of any padded length are the thinker's; shorter valid audio changes the placeholder count
         message = r"hold 124 .* placeholder tokens.*121 tokens before merging"

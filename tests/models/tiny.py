@@ -23,18 +23,20 @@ SPEC = TinySpec(
     audio_attention_heads=4,
 )
 #: Family (`config.model_type`) -> its sizes: Qwen2-Audio with 80 mel bins (not the default 128), Voxtral with a
-#: narrower audio encoder.
+#: narrower audio encoder, GLM-ASR with a wider one (its encoder rotates half of each head).
 SPECS = {
     "qwen2_audio": dataclasses.replace(SPEC, mel_bins=80),
     "audioflamingo3": SPEC,
     "musicflamingo": SPEC,
     "qwen2_5_omni_thinker": SPEC,
     "voxtral": dataclasses.replace(SPEC, audio_hidden_size=16, audio_attention_heads=2),
+    "glmasr": dataclasses.replace(SPEC, audio_hidden_size=32),  # head size 8: a rotary half of 4
 }
-#: Audio Flamingo 3's and Music Flamingo's processors take three 2 s windows per clip (`max_audio_len`, seconds).
+#: Audio Flamingo 3's, Music Flamingo's and GLM-ASR's processors take three 2 s windows per clip (`max_audio_len`,
+#: seconds).
 MAX_WINDOWS = 3
 #: The families of the shared model tests (`tests/models/conftest.py`), whose prompts the tests write with ids.
-PROMPT_FAMILIES = ("qwen2_audio", "audioflamingo3", "musicflamingo", "qwen2_5_omni_thinker")
+PROMPT_FAMILIES = ("qwen2_audio", "audioflamingo3", "musicflamingo", "qwen2_5_omni_thinker", "glmasr")
 
 
 def tiny_name(family: str) -> str:
@@ -49,8 +51,9 @@ def config(family: str, **kwargs):
 
 def processor(family: str, merging: bool = False, **kwargs):
     """`family`'s tiny processor with the tests' sizes: the upstream class, or with `merging` the merging one (whose
-    `audio_token_merge` is in `kwargs`). The Flamingos take `MAX_WINDOWS` windows unless `max_audio_len` is given."""
-    if family in ("audioflamingo3", "musicflamingo"):
+    `audio_token_merge` is in `kwargs`). The windowed families take `MAX_WINDOWS` windows unless `max_audio_len` is
+    given."""
+    if family in ("audioflamingo3", "musicflamingo", "glmasr"):
         kwargs.setdefault("max_audio_len", MAX_WINDOWS * SPEC.window_seconds)
     return build_tiny_processor(tiny_name(family), spec=SPECS[family], upstream=not merging, **kwargs)
 
@@ -78,8 +81,11 @@ def mel_frames() -> int:
     return MEL_FRAMES
 
 
-def tokens_for_frames(frames: int) -> int:
-    return ((frames - 1) // 2 + 1 - 2) // 2 + 1
+def tokens_for_frames(frames: int, frames_per_token: int = 4) -> int:
+    """Audio tokens of a unit of `frames` valid mel frames, as upstream writes it: the stride-2 convolution, then
+    average pooling by 2 (`frames_per_token=4`) or GLM-ASR's groups of 4 frames (`frames_per_token=8`)."""
+    group = frames_per_token // 2
+    return ((frames - 1) // 2 + 1 - group) // group + 1
 
 
 def make_batch(
@@ -91,18 +97,20 @@ def make_batch(
     seed: int = 0,
     audio_token_id: int = AUDIO_TOKEN_ID,
     pad_token_id: int = PAD_TOKEN_ID,
+    frames_per_token: int = 4,
 ):
     """Builds `input_ids`, `attention_mask`, features and masks for rows with audio units.
 
     `unit_frames[r]`: valid mel frames of each unit of row r; `texts[r]`: (prefix ids, suffix ids) around the row's
-    audio; `counts(n) -> int`: placeholders emitted per unit given its unmerged token count.
+    audio; `counts(n) -> int`: placeholders emitted per unit given its unmerged token count (`tokens_for_frames` of
+    `frames_per_token`).
     """
     g = torch.Generator().manual_seed(seed)
     rows, feats, masks = [], [], []
     for frames_list, (pre, post) in zip(unit_frames, texts):
         ids = list(pre)
         for frames in frames_list:
-            ids += [audio_token_id] * counts(tokens_for_frames(frames))
+            ids += [audio_token_id] * counts(tokens_for_frames(frames, frames_per_token))
             f = torch.zeros(mel_bins, mel_frames())
             f[:, :frames] = torch.randn(mel_bins, frames, generator=g)
             m = torch.zeros(mel_frames(), dtype=torch.long)

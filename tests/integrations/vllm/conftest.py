@@ -27,14 +27,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 LTBM_HALF = {"method": "ltbm", "keep_ratio": 0.5, "window": 3}
-BACKBONES = ("qwen2_audio", "audioflamingo3", "voxtral")
+BACKBONES = ("qwen2_audio", "audioflamingo3", "voxtral", "glmasr")
 TINY = {
     "qwen2_audio": "tiny-random-qwen2-audio",
     "audioflamingo3": "tiny-random-audioflamingo3",
     "voxtral": "tiny-random-voxtral",
+    "glmasr": "tiny-random-glmasr",
 }
-# AF3: a 30 s window and a 15 s one; Voxtral: two 30 s chunks (the second one half silence)
-CLIP_SECONDS = {"qwen2_audio": 10.0, "audioflamingo3": 45.0, "voxtral": 45.0}
+# AF3 and GLM-ASR: a 30 s window and a 15 s one; Voxtral: two 30 s chunks (the second one half silence)
+CLIP_SECONDS = {"qwen2_audio": 10.0, "audioflamingo3": 45.0, "voxtral": 45.0, "glmasr": 45.0}
 INSTRUCTION = "describe the sound"
 
 

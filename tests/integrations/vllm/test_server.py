@@ -132,3 +132,23 @@ def test_voxtral_is_served_with_merged_chunks(tiny_folders, tmp_path):
     text = stock - 2 * 375
     assert served == text + 2 * AudioTokenMergeConfig.from_value(setting).output_length(375)  # 2 * 94
     assert requested == text + 2 * AudioTokenMergeConfig.from_value(LTBM_HALF).output_length(375)  # 2 * 188
+
+
+def test_glmasr_is_served_with_merged_windows(tiny_folders, tmp_path):
+    """`vllm serve GLM-ASR` with the setting in config.json: each 30 s window of a 45 s clip (375 + 187 tokens, 4
+    encoder frames each) keeps `M` placeholders, under the served setting or a request's; `None` serves the stock
+    prompt, and a setting that reads the encoder's attention scores gets HTTP 400 naming why."""
+    arguments = ["--served-model-name", "tiny", "--trust-request-mm-kwargs"]
+    audio = clip(45.0, seed=6)
+    pool = {"method": "pool", "keep_ratio": 0.25}
+    with vllm_serve(tiny_folders["glmasr-merged"], arguments, tmp_path) as base:
+        results = [_chat(base, audio, s) for s in (None, ..., pool)]
+        refused_status, refused = _chat(base, audio, {"method": "prune_attention", "keep_ratio": 0.5})
+    assert all(status == 200 for status, _ in results), results
+    stock, served, requested = (body["usage"]["prompt_tokens"] for _, body in results)
+    text = stock - (375 + 187)
+    half, quarter = AudioTokenMergeConfig.from_value(LTBM_HALF), AudioTokenMergeConfig.from_value(pool)
+    assert served == text + half.output_length(375) + half.output_length(187)  # 188 + 94
+    assert requested == text + quarter.output_length(375) + quarter.output_length(187)  # 94 + 47
+    assert refused_status == 400, refused
+    assert "rotates its queries and keys" in json.dumps(refused), refused

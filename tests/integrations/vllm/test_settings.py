@@ -79,6 +79,7 @@ def test_every_served_architecture_is_registered_without_importing_vllm():
         "VoxtralForConditionalGeneration",
         "Qwen2_5OmniModel",  # Qwen2.5-Omni's thinker, under both names of its releases
         "Qwen2_5OmniForConditionalGeneration",
+        "GlmAsrForConditionalGeneration",
     }
     for target in ARCHITECTURES.values():
         module, _, name = target.partition(":")

@@ -31,7 +31,8 @@ class Family:
     classes: Callable[[], tuple[type, ...]]
     #: The feature mask's keyword (`None`: the family takes none, every mel frame of a unit is valid).
     mask_name: Optional[str]
-    #: Audio tokens per unit: 50 for the Whisper-style encoders (200 mel frames), 25 for Voxtral (4 frames a token).
+    #: Audio tokens per unit: 50 for the Whisper-style encoders (200 mel frames), 25 for Voxtral and GLM-ASR (4
+    #: frames a token).
     tokens_per_unit: int = 50
     #: The placeholder run is wrapped in begin/end markers (Music Flamingo reads the clips from them).
     markers: bool = False
@@ -79,6 +80,12 @@ FAMILIES = {
             lambda: (hf_ltbm.VoxtralLTBMModel, hf_ltbm.VoxtralLTBMForConditionalGeneration),
             None,
             tokens_per_unit=tiny.SPECS["voxtral"].max_source_positions // 4,
+        ),
+        Family(
+            "glmasr",
+            lambda: (hf_ltbm.GlmAsrLTBMModel, hf_ltbm.GlmAsrLTBMForConditionalGeneration),
+            "input_features_mask",
+            tokens_per_unit=tiny.SPECS["glmasr"].max_source_positions // 4,
         ),
         Family(
             "qwen2_5_omni_thinker",
