@@ -160,3 +160,15 @@ def test_what_is_captured_is_the_projection_before_the_layer_changes_it_in_place
     qkv = encoder.layers[-1].self_attn.linear(x)
     torch.testing.assert_close(cap["q_proj"], qkv[..., :8])
     torch.testing.assert_close(cap["k_proj"], qkv[..., 8:12])
+
+
+def test_an_encoder_without_self_attention_layers_serves_settings_that_read_the_features():
+    """Nothing is looked up in the encoder when nothing is captured (an encoder of another layout, a conformer with
+    `layers[-1].attn`, still serves every setting that merges by its features)."""
+    encoder = torch.nn.Module()
+    with capture_last_layer_projections(encoder, queries=False, keys=False) as cap:
+        pass
+    assert cap == {}
+    with pytest.raises(AttributeError):
+        with capture_last_layer_projections(encoder, queries=False, keys=True):
+            pass

@@ -45,6 +45,9 @@ def capture_last_layer_projections(encoder: nn.Module, queries: bool, keys: bool
     vLLM's Whisper does, else its heads on this rank times `head_dim`, as vLLM's GLM-ASR encoder has them).
     """
     captured: dict[str, torch.Tensor] = {}
+    if not (queries or keys):  # settings that read the features: the encoder's layers are not looked at
+        yield captured
+        return
     attn = encoder.layers[-1].self_attn
     handles = []
     if not hasattr(attn, "q_proj") and hasattr(attn, "qkv_proj"):
