@@ -204,3 +204,19 @@ def test_preserve_norm_sweep_dimension(mmau_dir, tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out
     assert "| pool | keep 0.5, norm-preserving |" in printed and "| pool | keep 0.5 |" in printed
+
+
+def test_speech_recognition_on_glmasr_uses_its_transcription_prompt_and_its_token_rate(tmp_path, capsys):
+    """The librispeech task on GLM-ASR: its checkpoints' transcription request (`task_prompts`), and 12.5 tokens per
+    second (utterances of 1.0 s and 1.25 s: 12 and 15 tokens, 6 and 8 at keep 0.5)."""
+    pytest.importorskip("jiwer")
+    model = "tiny-random-glmasr"
+    folder = make_librispeech(tmp_path / "ls", "test-clean", n=2)
+    args = ["eval", "--model", model, "--task", "librispeech_test_clean", "--data", str(folder), "--methods", "ltbm"]
+    args += ["--keep-ratios", "0.5", "--max-new-tokens", "2", "--out", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args) == 0
+    path = tmp_path / "runs" / model / "librispeech_test_clean" / "ltbm_keep0.5_w3"
+    config = json.loads((path / "config.json").read_text())
+    assert "Please transcribe this audio into text" in json.dumps(config)
+    efficiency = json.loads((path / "metrics.json").read_text())["efficiency"]
+    assert efficiency["audio_tokens_before_mean"] == 13.5 and efficiency["audio_tokens_after_mean"] == 7.0

@@ -42,7 +42,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default: Optional[st
         "--model",
         default=default,
         required=default is None,
-        help="hub id or local folder of a Qwen2-Audio or Audio Flamingo 3 checkpoint, or "
+        help=f"hub id or local folder of a {' / '.join(b.display_name for b in BACKBONES.values())} checkpoint, or "
         f"{' / '.join(tiny_models())} (random weights, built offline)" + (f" (default: {default})" if default else ""),
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, else CPU), 'cpu', 'cuda:0', ...")

@@ -14,7 +14,10 @@ from typing import Any
 
 from .common import CLIError, add_model_arguments, float_list, input_error, int_list
 
-HELP = "evaluate methods x compression settings on Clotho, AudioCaps or MMAU (resumable, data-parallel)"
+HELP = (
+    "evaluate methods x compression settings on captioning (Clotho, AudioCaps), multiple choice (MMAU) or speech "
+    "recognition (LibriSpeech) (resumable, data-parallel)"
+)
 
 
 def _numbers(text: str, option: str, kind: str) -> list:
