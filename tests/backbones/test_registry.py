@@ -112,7 +112,8 @@ def test_the_unit_layout_counts_what_the_processor_makes(backbone):
             if backbone.mel_frames_per_token == 4:  # Whisper's pooled frames, counted as upstream's encoders do
                 assert layout.tokens(length) == encoder_tokens(inputs[backbone.feature_mask].sum(-1)).tolist()
             # and the placeholders the stock processor writes for the clip (upstream's own count)
-            assert sum(layout.tokens(length)) == int((inputs["input_ids"] == processor.audio_token_id).sum())
+            placeholder = processor.tokenizer.convert_tokens_to_ids(processor.audio_token)
+            assert sum(layout.tokens(length)) == int((inputs["input_ids"] == placeholder).sum())
     if layout.max_units == 1:  # a longer clip: the stock feature extractor keeps its first window
         mask = processor.feature_extractor(
             np.zeros(45 * layout.sampling_rate, np.float32),

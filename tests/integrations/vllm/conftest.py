@@ -160,6 +160,13 @@ def tiny_folders(tmp_path_factory):
     return folders
 
 
+#: The KV cache of each in-process engine. The engines live for the whole session (a dozen of them), so each keeps a
+#: small one: the tests' tiny models need about 512 bytes per token (2 layers, one key/value head of 32 float32
+#: values), so 64 MiB holds 128k tokens, 32 prompts of `max_model_len`; the 1 GiB that `VLLM_CPU_KVCACHE_SPACE=1`
+#: gives the engines the tests start in other processes (the smallest it can say) would hold 12 GiB here.
+ENGINE_KV_CACHE_BYTES = 64 * 2**20
+
+
 @pytest.fixture(scope="session")
 def engines():
     """`engine(folder, **options)`: an in-process vLLM engine (CPU, float32, eager), one per distinct arguments.
@@ -175,15 +182,22 @@ def engines():
             options.setdefault("tokenizer_mode", "mistral")
         key = (folder, tuple(sorted((k, repr(v)) for k, v in options.items())))
         if key not in made:
-            made[key] = LLM(
-                model=folder,
-                distributed_executor_backend="uni",
-                max_model_len=4096,
-                enforce_eager=True,
-                dtype="float32",
-                seed=0,
-                **options,
-            )
+            # the environment's KV-cache size (whole GiB) would override the engine's own: not while it starts
+            space = os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+            try:
+                made[key] = LLM(
+                    model=folder,
+                    distributed_executor_backend="uni",
+                    max_model_len=4096,
+                    enforce_eager=True,
+                    dtype="float32",
+                    seed=0,
+                    kv_cache_memory_bytes=ENGINE_KV_CACHE_BYTES,
+                    **options,
+                )
+            finally:
+                if space is not None:
+                    os.environ["VLLM_CPU_KVCACHE_SPACE"] = space
         return made[key]
 
     return engine
