@@ -1,10 +1,9 @@
 """GLM-ASR: 30 s windows of 375 tokens (4 encoder frames concatenated per token, 12.5 per second), merged before the
 projector; clips up to `max_audio_len`; settings that read the encoder's attention scores refused (rotary encoder)."""
 
-import numpy as np
 import pytest
 import torch
-from transformers import GlmAsrForConditionalGeneration, GlmAsrProcessor
+from transformers import GlmAsrProcessor
 
 import hf_ltbm
 from hf_ltbm.backbones import get_backbone
@@ -12,6 +11,7 @@ from hf_ltbm.models.units import capture_merge_inputs
 from hf_ltbm.tiny import build_tiny_model, build_tiny_processor
 
 from ..models.tiny import tokens_for_frames
+from .common import clips, prompt_inputs, tiny_with_upstream
 
 NAME = "tiny-random-glmasr"
 HALF = {"method": "ltbm", "keep_ratio": 0.5}
@@ -19,20 +19,11 @@ HALF = {"method": "ltbm", "keep_ratio": 0.5}
 
 @pytest.fixture(scope="module")
 def tiny():
-    model, processor = build_tiny_model(NAME)
-    upstream = GlmAsrForConditionalGeneration(model.config).eval()
-    upstream.load_state_dict(model.state_dict())
-    return model, processor, upstream
+    return tiny_with_upstream(NAME)
 
 
-def _clips(*seconds):
-    rng = np.random.default_rng(0)
-    return [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in seconds]
-
-
-def _inputs(processor, clips):
-    prompts = [hf_ltbm.build_prompt(processor, "transcribe the speech") for _ in clips]
-    return processor(text=prompts, audio=clips, sampling_rate=16000, return_tensors="pt", padding=True)
+def _inputs(processor, audio):
+    return prompt_inputs(processor, audio, "transcribe the speech")
 
 
 def test_a_30_s_window_is_375_tokens_and_188_at_keep_one_half():
@@ -41,7 +32,7 @@ def test_a_30_s_window_is_375_tokens_and_188_at_keep_one_half():
     stock = build_tiny_processor(NAME, upstream=True)
     merging = build_tiny_processor(NAME, audio_token_merge=HALF)
     assert type(stock) is GlmAsrProcessor
-    (clip,) = _clips(45.0)  # a full window and 15 s (1500 mel frames)
+    (clip,) = clips(45.0)  # a full window and 15 s (1500 mel frames)
     token = stock.audio_token_id
     assert int((_inputs(stock, [clip])["input_ids"] == token).sum()) == 375 + tokens_for_frames(1500, 8) == 375 + 187
     merged = _inputs(merging, [clip])
@@ -51,7 +42,7 @@ def test_a_30_s_window_is_375_tokens_and_188_at_keep_one_half():
 
 def test_keep_one_and_no_setting_reproduce_upstream_on_both_prompt_paths(tiny):
     model, processor, upstream = tiny
-    batch = _inputs(processor, _clips(40.0, 7.0))
+    batch = _inputs(processor, clips(40.0, 7.0))
     with torch.no_grad():
         expected = upstream(**batch).logits
         assert torch.equal(model(**batch).logits, expected)
@@ -64,7 +55,7 @@ def test_the_merge_runs_on_the_projectors_4_frame_tokens(tiny):
     """Merging off, `get_audio_features` is upstream's; with a setting the tokens merged are the encoder's frames
     concatenated 4 at a time (what the projector reads), so projecting them unmerged gives upstream's embeddings."""
     model, processor, upstream = tiny
-    batch = _inputs(processor, _clips(12.0))
+    batch = _inputs(processor, clips(12.0))
     features, mask = batch["input_features"], batch["input_features_mask"]
     with torch.no_grad():
         stock = upstream.model.get_audio_features(features, mask).pooler_output
@@ -83,7 +74,7 @@ def test_the_merge_runs_on_the_projectors_4_frame_tokens(tiny):
 
 def test_encoder_keys_are_the_last_layers_keys_before_rotation_pooled_to_tokens(tiny):
     model, processor, _ = tiny
-    batch = _inputs(processor, _clips(4.0))
+    batch = _inputs(processor, clips(4.0))
     tower = model.model.audio_tower
     captured = []
     hook = tower.layers[-1].self_attn.k_proj.register_forward_hook(lambda m, i, out: captured.append(out))
@@ -116,7 +107,7 @@ def test_settings_that_read_the_encoders_attention_scores_are_refused_by_name(ti
 
 def test_audio_longer_than_max_audio_len_is_refused_not_truncated():
     processor = build_tiny_processor(NAME, audio_token_merge=HALF, max_audio_len=60)
-    (clip,) = _clips(61.0)
+    (clip,) = clips(61.0)
     with pytest.raises(ValueError, match=r"Audio 0 is 61\.0 s long, but GLM-ASR \(max_audio_len=60: 2 whole 30 s"):
         _inputs(processor, [clip])
     assert get_backbone("glmasr").max_audio_seconds(processor) == 60
@@ -127,10 +118,10 @@ def test_batch_equals_one_at_a_time_with_mixed_lengths(tiny):
     model, processor, _ = tiny
     model.set_audio_token_merge(HALF)
     try:
-        clips = _clips(40.0, 3.0)
-        together = _inputs(processor, clips)
+        audio = clips(40.0, 3.0)
+        together = _inputs(processor, audio)
         out = model.generate(**together, max_new_tokens=3, do_sample=False)[:, together["input_ids"].shape[1] :]
-        for row, clip in enumerate(clips):
+        for row, clip in enumerate(audio):
             alone = _inputs(processor, [clip])
             expected = model.generate(**alone, max_new_tokens=3, do_sample=False)[:, alone["input_ids"].shape[1] :]
             assert torch.equal(out[row : row + 1], expected)

@@ -1,37 +1,28 @@
 """Music Flamingo: time-aligned rotary positions for merged tokens (the mean time of their members), exactly
 upstream's at keep 1.0, the windows of each clip read from the prompt, and bos/eos around the merged placeholders."""
 
-import numpy as np
 import pytest
 import torch
-from transformers import MusicFlamingoForConditionalGeneration, MusicFlamingoProcessor
+from transformers import MusicFlamingoProcessor
 from transformers.models.musicflamingo.modeling_musicflamingo import apply_rotary_time_emb
 
 import hf_ltbm
 from hf_ltbm.backbones import musicflamingo
 from hf_ltbm.models.compaction import clip_window_indices
 from hf_ltbm.models.units import member_positions
-from hf_ltbm.tiny import build_tiny_model
+
+from .common import clips, prompt_inputs, tiny_with_upstream
 
 NAME = "tiny-random-musicflamingo"
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    model, processor = build_tiny_model(NAME)
-    upstream = MusicFlamingoForConditionalGeneration(model.config).eval()
-    upstream.load_state_dict(model.state_dict())
-    return model, processor, upstream
+    return tiny_with_upstream(NAME)
 
 
-def _clips(*seconds):
-    rng = np.random.default_rng(0)
-    return [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in seconds]
-
-
-def _inputs(processor, clips):
-    prompts = [hf_ltbm.build_prompt(processor, "describe the music") for _ in clips]
-    return processor(text=prompts, audio=clips, sampling_rate=16000, return_tensors="pt", padding=True)
+def _inputs(processor, audio):
+    return prompt_inputs(processor, audio, "describe the music")
 
 
 def test_clip_window_indices_follow_the_placeholder_runs():
@@ -59,11 +50,11 @@ def test_unmerged_frames_get_exactly_upstreams_rotation(tiny):
 
 def test_keep_one_reproduces_upstream_exactly_on_both_prompt_paths(tiny):
     model, processor, upstream = tiny
-    inputs = _inputs(processor, _clips(35, 5))  # a clip of two windows and a clip of one
+    inputs = _inputs(processor, clips(35, 5))  # a clip of two windows and a clip of one
     with torch.no_grad():
         expected = upstream(**inputs).logits
         with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 1.0}, processor):
-            merged_prompt = _inputs(processor, _clips(35, 5))
+            merged_prompt = _inputs(processor, clips(35, 5))
             assert torch.equal(merged_prompt["input_ids"], inputs["input_ids"])
             assert torch.equal(model(**inputs).logits, expected)
 
@@ -81,9 +72,9 @@ def test_a_merged_token_is_rotated_at_the_mean_time_of_its_members(tiny, monkeyp
         return original(self, tokens, positions, units, windows)
 
     monkeypatch.setattr(musicflamingo.MusicFlamingoLTBMModel, "_rotate_in_time", record)
-    clips = _clips(35, 5)
+    audio = clips(35, 5)
     with torch.no_grad(), hf_ltbm.audio_token_merge(model, {"method": "pool", "keep_ratio": 0.5}, processor):
-        model(**_inputs(processor, clips))
+        model(**_inputs(processor, audio))
     ((positions, units, windows),) = seen
     assert windows.tolist() == [0, 1, 0] and units.tolist() == [0, 1, 2]
     assert torch.equal(positions[0], torch.arange(375, dtype=torch.float32) * 2 + 0.5)  # a full window
@@ -97,7 +88,7 @@ def test_a_merged_token_is_rotated_at_the_mean_time_of_its_members(tiny, monkeyp
 
     seen.clear()
     with torch.no_grad(), hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 0.25}, processor):
-        inputs = _inputs(processor, clips)
+        inputs = _inputs(processor, audio)
         out = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"], inputs["input_ids"])
     ((positions, _, _),) = seen
     result = out.merge_result
@@ -113,7 +104,7 @@ def test_a_merged_token_is_rotated_at_the_mean_time_of_its_members(tiny, monkeyp
 def test_the_merging_processor_keeps_one_bos_eos_pair_per_clip(tiny):
     model, processor, _ = tiny
     with hf_ltbm.audio_token_merge(model, {"method": "ltbm", "keep_ratio": 0.5}, processor):
-        inputs = _inputs(processor, _clips(35, 5))
+        inputs = _inputs(processor, clips(35, 5))
     tokenizer = processor.tokenizer
     ids = inputs["input_ids"]
     bos, eos = tokenizer.convert_tokens_to_ids(["<|sound_bos|>", "<|sound_eos|>"])

@@ -63,25 +63,35 @@ class _PackedAttention(torch.nn.Module):
         return self.qkv_proj(x)[0]
 
 
-def _packed_encoder(heads: int = 2, total_heads: int = 2) -> torch.nn.Module:
+def _encoder_with(attn: torch.nn.Module) -> torch.nn.Module:
+    """An encoder whose one layer's `self_attn` is `attn` (what the probe reads)."""
     layer = torch.nn.Module()
-    layer.self_attn = _PackedAttention(8, heads, total_heads)
+    layer.self_attn = attn
     encoder = torch.nn.Module()
     encoder.layers = torch.nn.ModuleList([layer])
     return encoder
 
 
+def _packed_encoder(heads: int = 2, total_heads: int = 2) -> torch.nn.Module:
+    return _encoder_with(_PackedAttention(8, heads, total_heads))
+
+
+def _captured_and_computed(encoder: torch.nn.Module, queries: bool = True) -> tuple[dict, torch.Tensor]:
+    """What the probe captures from the encoder's packed layer on random input, and the layer's own `qkv_proj`
+    output on it, computed afresh."""
+    x = torch.randn(3, 6, 8)
+    with torch.no_grad(), capture_last_layer_projections(encoder, queries=queries, keys=True) as cap:
+        encoder.layers[-1].self_attn(x)
+    return cap, encoder.layers[-1].self_attn.linear(x)
+
+
 def test_a_packed_qkv_projection_is_split_into_queries_and_keys():
     encoder = _packed_encoder()
-    x = torch.randn(3, 6, 8)
-    with torch.no_grad(), capture_last_layer_projections(encoder, queries=True, keys=True) as cap:
-        encoder.layers[-1].self_attn(x)
-    qkv = encoder.layers[-1].self_attn.linear(x)
+    cap, qkv = _captured_and_computed(encoder)
     torch.testing.assert_close(cap["q_proj"], qkv[..., :8])
     torch.testing.assert_close(cap["k_proj"], qkv[..., 8:16])
     assert not encoder.layers[-1].self_attn.qkv_proj._forward_hooks
-    with capture_last_layer_projections(encoder, queries=False, keys=True) as cap:
-        encoder.layers[-1].self_attn(x)
+    cap, _ = _captured_and_computed(encoder, queries=False)
     assert set(cap) == {"k_proj"}
 
 
@@ -121,20 +131,9 @@ class _PackedGroupedAttention(torch.nn.Module):
         return self.qkv_proj(x)[0]
 
 
-def _encoder_with(attn: torch.nn.Module) -> torch.nn.Module:
-    layer = torch.nn.Module()
-    layer.self_attn = attn
-    encoder = torch.nn.Module()
-    encoder.layers = torch.nn.ModuleList([layer])
-    return encoder
-
-
 def test_a_packed_projection_without_sizes_is_split_by_its_heads():
     encoder = _encoder_with(_PackedGroupedAttention(heads=2, kv_heads=1, total_heads=2))
-    x = torch.randn(3, 6, 8)
-    with torch.no_grad(), capture_last_layer_projections(encoder, queries=True, keys=True) as cap:
-        encoder.layers[-1].self_attn(x)
-    qkv = encoder.layers[-1].self_attn.linear(x)
+    cap, qkv = _captured_and_computed(encoder)
     torch.testing.assert_close(cap["q_proj"], qkv[..., :8])
     torch.testing.assert_close(cap["k_proj"], qkv[..., 8:12])
     assert attention_heads(encoder.layers[-1].self_attn, cap["q_proj"], cap["k_proj"]) == (2, 1, 0.5)
@@ -153,11 +152,7 @@ class _InPlaceRotatingAttention(_PackedGroupedAttention):
 
 
 def test_what_is_captured_is_the_projection_before_the_layer_changes_it_in_place():
-    encoder = _encoder_with(_InPlaceRotatingAttention(heads=2, kv_heads=1, total_heads=2))
-    x = torch.randn(3, 6, 8)
-    with torch.no_grad(), capture_last_layer_projections(encoder, queries=True, keys=True) as cap:
-        encoder.layers[-1].self_attn(x)
-    qkv = encoder.layers[-1].self_attn.linear(x)
+    cap, qkv = _captured_and_computed(_encoder_with(_InPlaceRotatingAttention(heads=2, kv_heads=1, total_heads=2)))
     torch.testing.assert_close(cap["q_proj"], qkv[..., :8])
     torch.testing.assert_close(cap["k_proj"], qkv[..., 8:12])
 
