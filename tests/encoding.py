@@ -10,7 +10,7 @@ import torch
 import hf_ltbm
 from hf_ltbm.backbones import backbone_for, units_per_clip
 
-from .models.tiny import tokens_for_frames
+from .models.tiny import frames_per_token, tokens_for_frames
 
 
 def encode(processor, prompt, audio, prompts=None):
@@ -28,10 +28,6 @@ def encode(processor, prompt, audio, prompts=None):
     return processor(text=texts, audio=audio, **kw)
 
 
-#: Model types whose tokens are 8 mel frames (4 encoder frames concatenated, 12.5 per second); the others' are 4.
-EIGHT_FRAMES_PER_TOKEN = {"voxtral", "glmasr"}
-
-
 def unit_tokens(processor, seconds):
     """Audio tokens before merging of each audio unit of a clip of `seconds`: one unit (25 per second) for
     Qwen2-Audio, 30 s windows for the Flamingos and GLM-ASR (12.5 per second), 375-token chunks (any length padded to
@@ -41,7 +37,7 @@ def unit_tokens(processor, seconds):
     backbone = backbone_for(processor)
     if backbone is not None and backbone.chat_only:
         return [375] * units
-    per_token = 8 if backbone is not None and backbone.model_type in EIGHT_FRAMES_PER_TOKEN else 4
+    per_token = 4 if backbone is None else frames_per_token(backbone.model_type)
     window = 30 * 16000 if units > 1 else samples
     return [tokens_for_frames(-(-min(window, samples - u * window) // 160), per_token) for u in range(units)]
 

@@ -17,10 +17,11 @@ from hf_ltbm.tiny import (
     save_tiny_model,
 )
 
-from .models.tiny import tone
+from .models.tiny import frames_per_token, tone
 
-#: The tiny models whose encoders make 12.5 tokens per second (4 encoder frames per token); the others make 25.
-TOKENS_PER_30_S = {"tiny-random-voxtral": 375, "tiny-random-glmasr": 375}
+#: Mel frames per token -> audio tokens of 30 s (25 per second; 12.5 at 4 encoder frames per token) and of 2 s.
+TOKENS_PER_30_S = {4: 750, 8: 375}
+TOKENS_PER_2_S = {4: 50, 8: 25}
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
@@ -32,7 +33,7 @@ def test_real_audio_front_end_and_25_tokens_per_second(name):
     assert not model.training
     inputs = backbone.encode_audio(processor, np.zeros(16000 * 30, dtype=np.float32))
     before, after = model.audio_token_counts(model._unit_mask(inputs))
-    n = TOKENS_PER_30_S.get(name, 750)
+    n = TOKENS_PER_30_S[frames_per_token(backbone.model_type)]
     assert int(before.sum()) == n and int(after.sum()) == hf_ltbm.output_length(n, keep_ratio=0.5)
     assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == int(after.sum())
 
@@ -72,7 +73,7 @@ def test_a_2_s_window_tiny_model_has_50_audio_tokens_per_window(name):
     inputs = backbone.encode_audio(processor, tone(2.0))
     assert inputs["input_features"].shape[-1] == 200
     before, after = model.audio_token_counts(model._unit_mask(inputs))
-    n = 25 if glmasr else 50
+    n = TOKENS_PER_2_S[frames_per_token(backbone.model_type)]
     assert before.tolist() == [n] and after.tolist() == [hf_ltbm.output_length(n, keep_ratio=0.5)]
     assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == int(after.sum())
     with torch.no_grad():

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from hf_ltbm.backbones import backbone_for
 from hf_ltbm.cli import main
 from hf_ltbm.cli.demo import ascii_map, map_legend, synthesise
 from hf_ltbm.inspection import merge_maps
 from hf_ltbm.tiny import TINY_MODELS, build_tiny_model
+
+from ..models.tiny import frames_per_token
 
 
 def test_demo_runs_offline_and_writes_its_files(tmp_path, capsys):
@@ -74,7 +77,7 @@ def test_the_merge_map_legend_states_each_backbones_own_token_duration(name):
     audio = synthesise(30.0)[0]
     (merge_map,) = merge_maps(model, processor, audio, [{"method": "pool", "keep_ratio": 0.5}])
     ms_per_token = 30000 / merge_map.tokens_before
-    assert ms_per_token == (80 if name in ("tiny-random-voxtral", "tiny-random-glmasr") else 40)
+    assert ms_per_token == {4: 40, 8: 80}[frames_per_token(backbone_for(model).model_type)]
     assert f"one character per {ms_per_token:g} ms encoder token" in map_legend(merge_map, 4.0)
     assert len(ascii_map(merge_map, 4.0)) == 4000 / ms_per_token
 

@@ -33,11 +33,15 @@ class Backbone:
     other_modules: tuple = ("model.multi_modal_projector",)
     #: The head holds the encoders and the language model directly (`audio_tower`, `model` = the language model).
     flat: bool = False
-    #: Mel frames per audio token: 4 (25 per second), 8 for GLM-ASR's 4 stacked encoder frames (12.5 per second).
-    frames_per_token: int = 4
     #: Why settings that read the audio encoder's attention scores are refused (`None`: they are served); GLM-ASR's
     #: encoder rotates queries and keys inside its attention.
     scores_refused: str = None
+
+    @property
+    def frames_per_token(self) -> int:
+        """Mel frames per audio token: 4 (25 per second), 8 for GLM-ASR's 4 stacked encoder frames (12.5 per second;
+        `tiny.frames_per_token`)."""
+        return tiny.frames_per_token(self.name)
 
     def tokens(self, frames: int) -> int:
         """Audio tokens of a unit of `frames` valid mel frames (upstream's arithmetic, `tiny.tokens_for_frames`)."""
@@ -139,7 +143,6 @@ GLMASR = Backbone(
     GlmAsrForConditionalGeneration,
     hf_ltbm.GlmAsrLTBMForConditionalGeneration,
     "input_features_mask",
-    frames_per_token=8,
     scores_refused=r"GLM-ASR's encoder rotates its queries and keys by position",
 )
 BACKBONES = [QWEN, AF3, MUSICFLAMINGO, OMNI, GLMASR]

@@ -81,6 +81,16 @@ def mel_frames() -> int:
     return MEL_FRAMES
 
 
+#: Model types whose audio token is 8 mel frames (4 encoder frames concatenated: 12.5 tokens per second, 80 ms each);
+#: every other family's is 4 (25 per second, 40 ms). The tests' one statement of it.
+EIGHT_FRAMES_PER_TOKEN = frozenset({"voxtral", "glmasr"})
+
+
+def frames_per_token(model_type: str) -> int:
+    """Mel frames per audio token of a family (`EIGHT_FRAMES_PER_TOKEN`)."""
+    return 8 if model_type in EIGHT_FRAMES_PER_TOKEN else 4
+
+
 def tokens_for_frames(frames: int, frames_per_token: int = 4) -> int:
     """Audio tokens of a unit of `frames` valid mel frames, as upstream writes it: the stride-2 convolution, then
     average pooling by 2 (`frames_per_token=4`) or GLM-ASR's groups of 4 frames (`frames_per_token=8`)."""
