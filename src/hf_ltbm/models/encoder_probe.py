@@ -52,7 +52,7 @@ def capture_last_layer_projections(encoder: nn.Module, queries: bool, keys: bool
     handles = []
     if not hasattr(attn, "q_proj") and hasattr(attn, "qkv_proj"):
         heads, total = _rank_heads(attn)
-        if (queries or keys) and heads != total:
+        if heads != total:
             raise ValueError(
                 f"The audio encoder's attention is split over tensor-parallel ranks ({heads} of {total} heads here): "
                 "a setting that reads its keys or attention scores needs all heads; run the encoder unsharded "
@@ -71,8 +71,7 @@ def capture_last_layer_projections(encoder: nn.Module, queries: bool, keys: bool
             if keys:
                 captured["k_proj"] = qkv[..., q_size : q_size + kv_size].clone()
 
-        if queries or keys:
-            handles.append(attn.qkv_proj.register_forward_hook(split))
+        handles.append(attn.qkv_proj.register_forward_hook(split))
     else:
         for name, wanted in (("q_proj", queries), ("k_proj", keys)):
             if wanted:

@@ -14,7 +14,7 @@ import torch
 from vllm.model_executor.models import voxtral as stock
 
 from ...config import AudioTokenMergeConfig
-from ...models.units import capture_merge_inputs, merge_inputs_at_token_rate, merge_units, stacked_tokens
+from ...models.units import capture_merge_inputs, merge_inputs_at_token_rate, merge_units
 from .processing import MergingModelMixin, TokenisedRunsMixin, merging_processor
 
 __all__ = ["VoxtralLTBMForConditionalGeneration"]  # and its processor, made by `merging_processor`
@@ -40,9 +40,7 @@ class VoxtralLTBMForConditionalGeneration(MergingModelMixin, stock.VoxtralForCon
         mel_lengths = torch.full((len(settings),), encoder.chunk_size)  # every chunk whole
         with capture_merge_inputs(encoder.whisper_encoder, settings, mel_lengths) as merge_inputs:
             frames = encoder(audio_input["audio_arrays"])  # [1500 * chunks, D_audio] per clip
-        hidden = stacked_tokens(
-            torch.cat(frames).reshape(len(settings), -1, frames[0].shape[-1]), self.downsample_factor
-        )
+        hidden = torch.cat(frames).reshape(len(settings), -1, frames[0].shape[-1] * self.downsample_factor)
         lengths = torch.full((len(settings),), hidden.shape[1])  # [chunks]: 375 tokens each
         merge_inputs = merge_inputs_at_token_rate(merge_inputs, self.downsample_factor)
         return merge_units(hidden, lengths, settings, self.audio_language_adapter, merge_inputs).split()
